@@ -1,0 +1,22 @@
+// Package node defines Arbor's content-addressed node: its byte format, its
+// hash, and a zero-copy decoded view.
+//
+// A node is either a leaf (level 0), whose entries are (key, value) records,
+// or a branch (level ≥ 1), whose entries are (key, child hash, subtree record
+// count). Every entry's key is the greatest key stored under that entry, so a
+// branch routes key k to its first entry whose key is ≥ k.
+//
+// Invariants that Decode enforces, so that no caller has to re-check them:
+//   - the format version byte is known and the level is ≤ MaxLevel;
+//   - keys are non-empty, at most MaxKeySize bytes, and strictly ascending;
+//   - every payload is well formed for its level (a leaf value is inline or a
+//     reference to an out-of-line value; a branch payload is a hash and a
+//     count ≥ 1);
+//   - there are no trailing bytes.
+//
+// Decode never panics on any input (it is fuzzed) and does not copy: a Node
+// aliases the buffer it was decoded from, which must not change afterwards.
+//
+// A node's address is the xxh3-128 hash of its encoded bytes (Sum). xxh3 is
+// fast and well distributed but is not a cryptographic hash: see DESIGN.md.
+package node

@@ -1,0 +1,328 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Format constants. Changing any of them changes every hash: bump Version.
+const (
+	// Version is the node format version written in byte 0 of every node.
+	Version = 1
+	// MaxLevel is the greatest level a node may have. 2^64 records at the
+	// smallest fanout need fewer than 64 levels.
+	MaxLevel = 63
+	// MaxKeySize is the greatest key length in bytes.
+	MaxKeySize = 4096
+	// MaxInlineValue is the greatest value stored inside a leaf. Larger values
+	// are stored out of line as content-defined chunks (see package chunker)
+	// and the leaf keeps a reference to their index blob.
+	MaxInlineValue = 1024
+	// MaxNodeSize bounds an encoded node. The chunker's byte cap keeps real
+	// nodes far below it; Decode rejects larger input outright.
+	MaxNodeSize = 4 << 20
+
+	valueInline = 0
+	valueRef    = 1
+)
+
+// Sentinel errors.
+var (
+	// ErrCorrupt reports bytes that are not a well-formed node, or a node
+	// whose bytes do not hash to the address it was fetched by.
+	ErrCorrupt = errors.New("corrupt node")
+	// ErrNotFound reports a node that a Source does not hold.
+	ErrNotFound = errors.New("node not found")
+)
+
+// Source fetches decoded nodes by hash. Implementations must be safe for
+// concurrent use. Asking for many hashes in one call lets a remote source
+// answer them in one round trip.
+type Source interface {
+	// Nodes returns the nodes for hashes, in the same order. When one is
+	// missing it returns an error wrapping ErrNotFound that names it.
+	Nodes(ctx context.Context, hashes []Hash) ([]*Node, error)
+}
+
+// Value is a leaf value as stored: inline bytes, or a reference to an
+// out-of-line value's index blob. Two values are equal exactly when their
+// stored forms are equal, because out-of-line chunking is deterministic.
+type Value struct {
+	// Inline holds the value when IsRef is false.
+	Inline []byte
+	// Ref is the hash of the value's index blob when IsRef is true.
+	Ref Hash
+	// Size is the value's length in bytes.
+	Size uint64
+	// IsRef reports an out-of-line value.
+	IsRef bool
+}
+
+// InlineValue returns v stored inline. The caller ensures len(v) ≤ MaxInlineValue.
+func InlineValue(v []byte) Value { return Value{Inline: v, Size: uint64(len(v))} }
+
+// RefValue returns a reference to an out-of-line value of the given size.
+func RefValue(index Hash, size uint64) Value { return Value{Ref: index, Size: size, IsRef: true} }
+
+// Equal reports whether v and o are the same stored value.
+func (v Value) Equal(o Value) bool {
+	if v.IsRef != o.IsRef {
+		return false
+	}
+	if v.IsRef {
+		return v.Ref == o.Ref && v.Size == o.Size
+	}
+	return bytes.Equal(v.Inline, o.Inline)
+}
+
+// AppendPayload appends v's leaf payload encoding to dst.
+func (v Value) AppendPayload(dst []byte) []byte {
+	if v.IsRef {
+		dst = append(dst, valueRef)
+		dst = append(dst, v.Ref[:]...)
+		return binary.AppendUvarint(dst, v.Size)
+	}
+	dst = append(dst, valueInline)
+	return append(dst, v.Inline...)
+}
+
+// DecodeValue decodes a leaf payload. The result aliases p.
+func DecodeValue(p []byte) (Value, error) {
+	if len(p) == 0 {
+		return Value{}, fmt.Errorf("%w: empty leaf payload", ErrCorrupt)
+	}
+	switch p[0] {
+	case valueInline:
+		if len(p)-1 > MaxInlineValue {
+			return Value{}, fmt.Errorf("%w: inline value of %d bytes exceeds %d", ErrCorrupt, len(p)-1, MaxInlineValue)
+		}
+		return InlineValue(p[1:]), nil
+	case valueRef:
+		if len(p) < 1+HashSize+1 {
+			return Value{}, fmt.Errorf("%w: short value reference", ErrCorrupt)
+		}
+		var h Hash
+		copy(h[:], p[1:])
+		size, n := binary.Uvarint(p[1+HashSize:])
+		if n <= 0 || 1+HashSize+n != len(p) {
+			return Value{}, fmt.Errorf("%w: bad value reference size", ErrCorrupt)
+		}
+		if size <= MaxInlineValue {
+			// A value this small is always inline; a reference would give the
+			// same record two encodings and break history independence.
+			return Value{}, fmt.Errorf("%w: out-of-line value of only %d bytes", ErrCorrupt, size)
+		}
+		return RefValue(h, size), nil
+	default:
+		return Value{}, fmt.Errorf("%w: unknown value kind %d", ErrCorrupt, p[0])
+	}
+}
+
+// AppendChildPayload appends a branch payload (child hash, subtree count).
+func AppendChildPayload(dst []byte, child Hash, count uint64) []byte {
+	dst = append(dst, child[:]...)
+	return binary.AppendUvarint(dst, count)
+}
+
+// DecodeChildPayload decodes a branch payload.
+func DecodeChildPayload(p []byte) (Hash, uint64, error) {
+	var h Hash
+	if len(p) < HashSize+1 {
+		return h, 0, fmt.Errorf("%w: short child payload", ErrCorrupt)
+	}
+	copy(h[:], p)
+	c, n := binary.Uvarint(p[HashSize:])
+	if n <= 0 || HashSize+n != len(p) {
+		return h, 0, fmt.Errorf("%w: bad child count", ErrCorrupt)
+	}
+	if c == 0 {
+		return h, 0, fmt.Errorf("%w: child with zero records", ErrCorrupt)
+	}
+	return h, c, nil
+}
+
+// Entry is one encoded entry: a key and its level-specific payload (a leaf
+// value from Value.AppendPayload, or a child from AppendChildPayload).
+type Entry struct {
+	Key     []byte
+	Payload []byte
+}
+
+// Size is the entry's contribution to an encoded node, without length prefixes.
+func (e Entry) Size() int { return len(e.Key) + len(e.Payload) }
+
+// Encode returns the encoding of a node at level with entries, which must be
+// sorted by strictly ascending key. Encode does not validate; Decode does.
+//
+// Layout: version u8 | level u8 | uvarint n | n × (uvarint klen | key |
+// uvarint plen | payload).
+func Encode(level int, entries []Entry) []byte {
+	size := 2 + binary.MaxVarintLen64
+	for _, e := range entries {
+		size += 2*binary.MaxVarintLen32 + e.Size()
+	}
+	b := make([]byte, 0, size)
+	b = append(b, Version, byte(level))
+	b = binary.AppendUvarint(b, uint64(len(entries)))
+	for _, e := range entries {
+		b = binary.AppendUvarint(b, uint64(len(e.Key)))
+		b = append(b, e.Key...)
+		b = binary.AppendUvarint(b, uint64(len(e.Payload)))
+		b = append(b, e.Payload...)
+	}
+	return b
+}
+
+// EmptyLeaf is the encoding of the empty tree: a leaf with no entries.
+var EmptyLeaf = Encode(0, nil)
+
+// EmptyRoot is the root hash of the empty tree.
+var EmptyRoot = Sum(EmptyLeaf)
+
+type span struct{ k0, k1, p0, p1 uint32 }
+
+// Node is a decoded, read-only view of an encoded node. It aliases the
+// bytes it was decoded from. A Node is safe for concurrent reads.
+type Node struct {
+	raw   []byte
+	level int
+	ents  []span
+	count uint64
+}
+
+// Decode validates b and returns a view of it. It never panics; malformed
+// input gives an error wrapping ErrCorrupt.
+func Decode(b []byte) (*Node, error) {
+	if len(b) > MaxNodeSize {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte node limit", ErrCorrupt, len(b), MaxNodeSize)
+	}
+	if len(b) < 3 {
+		return nil, fmt.Errorf("%w: %d bytes is too short for a node", ErrCorrupt, len(b))
+	}
+	if b[0] != Version {
+		return nil, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[0])
+	}
+	level := int(b[1])
+	if level > MaxLevel {
+		return nil, fmt.Errorf("%w: level %d exceeds %d", ErrCorrupt, level, MaxLevel)
+	}
+	n, w := binary.Uvarint(b[2:])
+	if w <= 0 {
+		return nil, fmt.Errorf("%w: bad entry count", ErrCorrupt)
+	}
+	pos := 2 + w
+	// Every entry takes at least 3 bytes; reject absurd counts before allocating.
+	if n > uint64(len(b)-pos)/3 {
+		return nil, fmt.Errorf("%w: %d entries cannot fit in %d bytes", ErrCorrupt, n, len(b))
+	}
+	if level > 0 && n == 0 {
+		return nil, fmt.Errorf("%w: empty branch", ErrCorrupt)
+	}
+	nd := &Node{raw: b, level: level, ents: make([]span, n)}
+	var prev []byte
+	for i := range nd.ents {
+		kl, w := binary.Uvarint(b[pos:])
+		if w <= 0 || kl == 0 || kl > MaxKeySize || kl > uint64(len(b)-pos-w) {
+			return nil, fmt.Errorf("%w: entry %d: bad key length", ErrCorrupt, i)
+		}
+		k0 := pos + w
+		k1 := k0 + int(kl)
+		pl, w := binary.Uvarint(b[k1:])
+		if w <= 0 || pl > uint64(len(b)-k1-w) {
+			return nil, fmt.Errorf("%w: entry %d: bad payload length", ErrCorrupt, i)
+		}
+		p0 := k1 + w
+		p1 := p0 + int(pl)
+		key := b[k0:k1]
+		if i > 0 && bytes.Compare(prev, key) >= 0 {
+			return nil, fmt.Errorf("%w: entry %d: keys out of order", ErrCorrupt, i)
+		}
+		prev = key
+		if level == 0 {
+			if _, err := DecodeValue(b[p0:p1]); err != nil {
+				return nil, fmt.Errorf("entry %d: %w", i, err)
+			}
+			nd.count++
+		} else {
+			_, c, err := DecodeChildPayload(b[p0:p1])
+			if err != nil {
+				return nil, fmt.Errorf("entry %d: %w", i, err)
+			}
+			if c > math.MaxUint64-nd.count {
+				return nil, fmt.Errorf("%w: record count overflows", ErrCorrupt)
+			}
+			nd.count += c
+		}
+		nd.ents[i] = span{uint32(k0), uint32(k1), uint32(p0), uint32(p1)}
+		pos = p1
+	}
+	if pos != len(b) {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(b)-pos)
+	}
+	return nd, nil
+}
+
+// Raw returns the node's encoded bytes. Callers must not modify them.
+func (n *Node) Raw() []byte { return n.raw }
+
+// Hash returns the node's address. It hashes the bytes on every call.
+func (n *Node) Hash() Hash { return Sum(n.raw) }
+
+// Level returns 0 for a leaf and the height above the leaves for a branch.
+func (n *Node) Level() int { return n.level }
+
+// IsLeaf reports whether n is a leaf.
+func (n *Node) IsLeaf() bool { return n.level == 0 }
+
+// Len returns the number of entries.
+func (n *Node) Len() int { return len(n.ents) }
+
+// Count returns the number of records stored under n.
+func (n *Node) Count() uint64 { return n.count }
+
+// Key returns entry i's key (for a branch, the greatest key under child i).
+func (n *Node) Key(i int) []byte { s := n.ents[i]; return n.raw[s.k0:s.k1:s.k1] }
+
+// Payload returns entry i's encoded payload.
+func (n *Node) Payload(i int) []byte { s := n.ents[i]; return n.raw[s.p0:s.p1:s.p1] }
+
+// Entry returns entry i, aliasing the node's bytes.
+func (n *Node) Entry(i int) Entry { return Entry{Key: n.Key(i), Payload: n.Payload(i)} }
+
+// LastKey returns the greatest key in n, or nil if n is empty.
+func (n *Node) LastKey() []byte {
+	if len(n.ents) == 0 {
+		return nil
+	}
+	return n.Key(len(n.ents) - 1)
+}
+
+// Value returns leaf entry i's value. It panics if n is a branch.
+func (n *Node) Value(i int) Value {
+	if n.level != 0 {
+		panic("node: Value called on a branch")
+	}
+	v, _ := DecodeValue(n.Payload(i)) // validated by Decode
+	return v
+}
+
+// Child returns branch entry i's child hash and subtree record count. It
+// panics if n is a leaf.
+func (n *Node) Child(i int) (Hash, uint64) {
+	if n.level == 0 {
+		panic("node: Child called on a leaf")
+	}
+	h, c, _ := DecodeChildPayload(n.Payload(i)) // validated by Decode
+	return h, c
+}
+
+// Search returns the index of the first entry whose key is ≥ key, or Len()
+// if there is none. In a branch, that entry's child is where key belongs.
+func (n *Node) Search(key []byte) int {
+	return sort.Search(len(n.ents), func(i int) bool { return bytes.Compare(n.Key(i), key) >= 0 })
+}

@@ -1,0 +1,71 @@
+package node
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// valueIndexMarker is byte 1 of a value index blob. Node levels never reach
+// it, so a blob cannot be mistaken for a node.
+const valueIndexMarker = 0xFF
+
+// MaxValueSize is the greatest value Arbor stores (1 GiB).
+const MaxValueSize = 1 << 30
+
+// Chunk is one content-defined piece of an out-of-line value.
+type Chunk struct {
+	Hash Hash   // xxh3-128 of the chunk's bytes
+	Size uint32 // the chunk's length
+}
+
+// EncodeValueIndex encodes the ordered chunk list of an out-of-line value.
+//
+// Layout: version u8 | 0xFF | uvarint n | n × (hash[16] | uvarint size).
+// A value's Ref is the Sum of this encoding.
+func EncodeValueIndex(chunks []Chunk) []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen64+len(chunks)*(HashSize+binary.MaxVarintLen32))
+	b = append(b, Version, valueIndexMarker)
+	b = binary.AppendUvarint(b, uint64(len(chunks)))
+	for _, c := range chunks {
+		b = append(b, c.Hash[:]...)
+		b = binary.AppendUvarint(b, uint64(c.Size))
+	}
+	return b
+}
+
+// DecodeValueIndex decodes a value index blob and returns its chunks and
+// the value's total size. It never panics on malformed input.
+func DecodeValueIndex(b []byte) ([]Chunk, uint64, error) {
+	if len(b) < 3 || b[0] != Version || b[1] != valueIndexMarker {
+		return nil, 0, fmt.Errorf("%w: not a value index", ErrCorrupt)
+	}
+	n, w := binary.Uvarint(b[2:])
+	pos := 2 + w
+	if w <= 0 || n == 0 || n > uint64(len(b)-pos)/(HashSize+1) {
+		return nil, 0, fmt.Errorf("%w: bad value index chunk count", ErrCorrupt)
+	}
+	chunks := make([]Chunk, n)
+	var total uint64
+	for i := range chunks {
+		if len(b)-pos < HashSize+1 {
+			return nil, 0, fmt.Errorf("%w: truncated value index", ErrCorrupt)
+		}
+		copy(chunks[i].Hash[:], b[pos:])
+		pos += HashSize
+		s, w := binary.Uvarint(b[pos:])
+		if w <= 0 || s == 0 || s > math.MaxUint32 {
+			return nil, 0, fmt.Errorf("%w: bad chunk size in value index", ErrCorrupt)
+		}
+		pos += w
+		chunks[i].Size = uint32(s)
+		total += s
+		if total > MaxValueSize {
+			return nil, 0, fmt.Errorf("%w: value index describes more than %d bytes", ErrCorrupt, MaxValueSize)
+		}
+	}
+	if pos != len(b) {
+		return nil, 0, fmt.Errorf("%w: %d trailing bytes in value index", ErrCorrupt, len(b)-pos)
+	}
+	return chunks, total, nil
+}

@@ -1,0 +1,289 @@
+package tree
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/arbor-sync/arbor/chunker"
+	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// spillBytes is how many bytes of new nodes a Batch buffers before writing
+// them ahead of the commit. Spilled nodes are unreferenced until the commit
+// moves a ref to them, so a crash before then leaves only garbage.
+const spillBytes = 64 << 20
+
+// Edit is one change to a tree: set Key to Value, or delete Key.
+type Edit struct {
+	Key    []byte
+	Value  []byte
+	Delete bool
+}
+
+// Batch accumulates new nodes, blobs, ref moves and metadata and commits
+// them atomically. A Batch excludes garbage collection until it is
+// committed or discarded, so every Batch must end in Commit or Discard.
+// A Batch is not safe for concurrent use.
+type Batch struct {
+	s       *Store
+	pb      *pebble.Batch
+	pending map[node.Hash][]byte
+	size    int
+	refs    map[string]*node.Hash // nil value: delete
+	expect  map[string]*node.Hash // nil value: must be unset
+	ended   bool
+	release func()
+}
+
+// NewBatch starts a batch.
+func (s *Store) NewBatch() (*Batch, error) {
+	done, err := s.use()
+	if err != nil {
+		return nil, err
+	}
+	s.gc.RLock()
+	return &Batch{
+		s:       s,
+		pb:      s.db.NewBatch(),
+		pending: map[node.Hash][]byte{},
+		refs:    map[string]*node.Hash{},
+		expect:  map[string]*node.Hash{},
+		release: func() { s.gc.RUnlock(); done() },
+	}, nil
+}
+
+// Discard abandons the batch. It is safe to call after Commit.
+func (b *Batch) Discard() {
+	if b.ended {
+		return
+	}
+	b.ended = true
+	b.pb.Close()
+	b.release()
+}
+
+// Commit writes everything in the batch, and moves its refs, atomically.
+// It fails with ErrRefMoved, writing nothing, if a ref set by ExpectRef
+// changed. The batch is ended either way.
+func (b *Batch) Commit(ctx context.Context) error {
+	if b.ended {
+		return errors.New("tree: batch already ended")
+	}
+	defer b.Discard()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.s.commit.Lock()
+	defer b.s.commit.Unlock()
+	for name, want := range b.expect {
+		got, ok, err := b.s.Ref(name)
+		if err != nil {
+			return err
+		}
+		if ok != (want != nil) || (ok && got != *want) {
+			return fmt.Errorf("store %s: ref %q: %w", b.s.dir, name, ErrRefMoved)
+		}
+	}
+	for name, h := range b.refs {
+		if h == nil {
+			if err := b.pb.Delete(refKey(name), nil); err != nil {
+				return err
+			}
+		} else if err := b.pb.Set(refKey(name), h[:], nil); err != nil {
+			return err
+		}
+	}
+	if err := b.pb.Commit(b.s.wopts); err != nil {
+		return fmt.Errorf("store %s: commit: %w", b.s.dir, err)
+	}
+	return nil
+}
+
+// SetRef makes ref name point at root when the batch commits.
+func (b *Batch) SetRef(name string, root node.Hash) { b.refs[name] = &root }
+
+// DeleteRef removes ref name when the batch commits.
+func (b *Batch) DeleteRef(name string) { b.refs[name] = nil }
+
+// ExpectRef makes Commit fail with ErrRefMoved unless ref name still points
+// at root (or, if ok is false, is still unset).
+func (b *Batch) ExpectRef(name string, root node.Hash, ok bool) {
+	if ok {
+		b.expect[name] = &root
+	} else {
+		b.expect[name] = nil
+	}
+}
+
+// SetMeta stores application metadata under name when the batch commits.
+func (b *Batch) SetMeta(name string, value []byte) error {
+	return b.pb.Set(metaKey("app/"+name), value, nil)
+}
+
+// DeleteMeta removes application metadata name when the batch commits.
+func (b *Batch) DeleteMeta(name string) error {
+	return b.pb.Delete(metaKey("app/"+name), nil)
+}
+
+// PutNode validates raw as a node and stores it, returning its hash. The
+// caller's slice is copied. This is how nodes received from elsewhere enter
+// a store: their address is always recomputed here.
+func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
+	if _, err := node.Decode(raw); err != nil {
+		return node.Hash{}, err
+	}
+	return b.putNode(bytes.Clone(raw))
+}
+
+// putNode stores an encoded node that the caller guarantees is valid and
+// will not modify.
+func (b *Batch) putNode(raw []byte) (node.Hash, error) {
+	h := node.Sum(raw)
+	if h == node.EmptyRoot {
+		return h, nil
+	}
+	if _, ok := b.pending[h]; ok {
+		return h, nil
+	}
+	b.pending[h] = raw
+	b.size += len(raw)
+	if err := b.pb.Set(nodeKey(h), raw, nil); err != nil {
+		return h, err
+	}
+	return h, b.maybeSpill()
+}
+
+// PutBlob stores a value blob (chunk or index) and returns its hash.
+func (b *Batch) PutBlob(raw []byte) (node.Hash, error) {
+	h := node.Sum(raw)
+	b.size += len(raw)
+	if err := b.pb.Set(blobKey(h), raw, nil); err != nil {
+		return h, err
+	}
+	return h, b.maybeSpill()
+}
+
+func (b *Batch) maybeSpill() error {
+	if b.size < spillBytes {
+		return nil
+	}
+	if err := b.pb.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+	}
+	b.pb.Close()
+	b.pb = b.s.db.NewBatch()
+	clear(b.pending)
+	b.size = 0
+	return nil
+}
+
+// node loads a node from the batch or the store.
+func (b *Batch) node(ctx context.Context, h node.Hash) (*node.Node, error) {
+	if raw, ok := b.pending[h]; ok {
+		return node.Decode(raw)
+	}
+	return b.s.Node(ctx, h)
+}
+
+// StoreValue returns v's stored form, writing an out-of-line value's chunks
+// and index into the batch.
+func (b *Batch) StoreValue(v []byte) (node.Value, error) {
+	if len(v) <= node.MaxInlineValue {
+		return node.InlineValue(v), nil
+	}
+	if len(v) > node.MaxValueSize {
+		return node.Value{}, fmt.Errorf("%w: %d bytes exceeds %d", ErrValueTooLarge, len(v), node.MaxValueSize)
+	}
+	sizes := chunker.SplitValue(v)
+	chunks := make([]node.Chunk, len(sizes))
+	off := 0
+	for i, n := range sizes {
+		h, err := b.PutBlob(v[off : off+n])
+		if err != nil {
+			return node.Value{}, err
+		}
+		chunks[i] = node.Chunk{Hash: h, Size: uint32(n)}
+		off += n
+	}
+	idx, err := b.PutBlob(node.EncodeValueIndex(chunks))
+	if err != nil {
+		return node.Value{}, err
+	}
+	return node.RefValue(idx, uint64(len(v))), nil
+}
+
+func checkKey(k []byte) error {
+	if len(k) == 0 || len(k) > node.MaxKeySize {
+		return fmt.Errorf("%w: key of %d bytes (limit %d)", ErrKeyTooLarge, len(k), node.MaxKeySize)
+	}
+	return nil
+}
+
+// Apply applies edits to the tree at root and returns the new root. Only
+// the paths the edits touch are rewritten. Within edits, a later edit of a
+// key overrides an earlier one; deleting a missing key is a no-op. edits is
+// not modified; values are copied into the batch.
+func (b *Batch) Apply(ctx context.Context, root node.Hash, edits []Edit) (node.Hash, error) {
+	les := make([]levelEdit, len(edits))
+	for i, e := range edits {
+		if err := checkKey(e.Key); err != nil {
+			return node.Hash{}, err
+		}
+		les[i].key = e.Key
+		if !e.Delete {
+			v, err := b.StoreValue(e.Value)
+			if err != nil {
+				return node.Hash{}, fmt.Errorf("key %q: %w", e.Key, err)
+			}
+			les[i].payload = v.AppendPayload(nil)
+		}
+	}
+	return b.applyStored(ctx, root, les)
+}
+
+// StoredEdit is an edit whose value is already in stored form: Value is
+// nil to delete the key.
+type StoredEdit struct {
+	Key   []byte
+	Value *node.Value
+}
+
+// ApplyValues is Apply for values already in stored form (for example an
+// out-of-line value received from a peer, whose blobs are already stored).
+func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredEdit) (node.Hash, error) {
+	les := make([]levelEdit, len(edits))
+	for i, e := range edits {
+		if err := checkKey(e.Key); err != nil {
+			return node.Hash{}, err
+		}
+		les[i].key = e.Key
+		if e.Value != nil {
+			if !e.Value.IsRef && len(e.Value.Inline) > node.MaxInlineValue {
+				return node.Hash{}, fmt.Errorf("key %q: inline value of %d bytes: %w", e.Key, len(e.Value.Inline), ErrValueTooLarge)
+			}
+			les[i].payload = e.Value.AppendPayload(nil)
+		}
+	}
+	return b.applyStored(ctx, root, les)
+}
+
+// applyStored applies edits whose payloads are already encoded.
+func (b *Batch) applyStored(ctx context.Context, root node.Hash, les []levelEdit) (node.Hash, error) {
+	// Sort by key; on equal keys the later edit wins.
+	sort.SliceStable(les, func(i, j int) bool { return bytes.Compare(les[i].key, les[j].key) < 0 })
+	w := 0
+	for i := range les {
+		if w > 0 && bytes.Equal(les[w-1].key, les[i].key) {
+			les[w-1] = les[i]
+			continue
+		}
+		les[w] = les[i]
+		w++
+	}
+	m := &mutator{ctx: ctx, cfg: b.s.cfg, b: b}
+	return m.apply(root, les[:w])
+}

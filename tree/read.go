@@ -1,0 +1,206 @@
+package tree
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/arbor-sync/arbor/node"
+)
+
+// Get returns the value of key in the tree at root, reading an out-of-line
+// value whole. A missing key gives an error wrapping ErrNotFound.
+func (s *Store) Get(ctx context.Context, root node.Hash, key []byte) ([]byte, error) {
+	v, err := s.GetValue(ctx, root, key)
+	if err != nil {
+		return nil, err
+	}
+	return s.ReadValue(ctx, v)
+}
+
+// GetValue returns the stored form of key's value in the tree at root.
+func (s *Store) GetValue(ctx context.Context, root node.Hash, key []byte) (node.Value, error) {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	n, err := s.Node(ctx, root)
+	if err != nil {
+		return node.Value{}, err
+	}
+	for {
+		i := n.Search(key)
+		if i == n.Len() {
+			return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+		}
+		if n.IsLeaf() {
+			if !bytes.Equal(n.Key(i), key) {
+				return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+			}
+			return n.Value(i), nil
+		}
+		h, _ := n.Child(i)
+		child, err := s.Node(ctx, h)
+		if err != nil {
+			return node.Value{}, err
+		}
+		if child.Level() != n.Level()-1 {
+			return node.Value{}, fmt.Errorf("get %q: node %s: %w (level %d under level %d)", key, h, node.ErrCorrupt, child.Level(), n.Level())
+		}
+		n = child
+	}
+}
+
+// Count returns the number of records in the tree at root, from the root's
+// subtree counts (one node read).
+func (s *Store) Count(ctx context.Context, root node.Hash) (uint64, error) {
+	n, err := s.Node(ctx, root)
+	if err != nil {
+		return 0, err
+	}
+	return n.Count(), nil
+}
+
+// Range selects keys in [Start, End). A nil Start is unbounded below and a
+// nil End unbounded above.
+type Range struct {
+	Start, End []byte
+}
+
+// PrefixRange returns the Range of keys that begin with prefix.
+func PrefixRange(prefix []byte) Range {
+	return Range{Start: prefix, End: PrefixEnd(prefix)}
+}
+
+// PrefixEnd returns the least key greater than every key with the prefix,
+// or nil if there is none (the prefix is empty or all 0xFF).
+func PrefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xFF {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// Contains reports whether key lies in r.
+func (r Range) Contains(key []byte) bool {
+	return (r.Start == nil || bytes.Compare(key, r.Start) >= 0) && (r.End == nil || bytes.Compare(key, r.End) < 0)
+}
+
+// Iterator walks the records of a tree in ascending key order. It holds off
+// garbage collection until closed. Not safe for concurrent use.
+type Iterator struct {
+	ctx   context.Context
+	s     *Store
+	r     Range
+	c     *cursor
+	i     int
+	err   error
+	done  bool
+	ended bool
+}
+
+// NewIterator returns an iterator over the records of the tree at root
+// within r. Call Next before reading the first record, and Close when done.
+func (s *Store) NewIterator(ctx context.Context, root node.Hash, r Range) *Iterator {
+	s.gc.RLock()
+	it := &Iterator{ctx: ctx, s: s, r: r, i: -1}
+	load := func(h node.Hash) (*node.Node, error) { return s.Node(ctx, h) }
+	rn, err := s.Node(ctx, root)
+	if err != nil {
+		it.err, it.done = err, true
+		return it
+	}
+	start := r.Start
+	if start == nil {
+		start = []byte{}
+	}
+	it.c, it.err = seek(load, root, rn, 0, start)
+	if it.err != nil {
+		it.done = true
+		return it
+	}
+	it.i = it.c.node().Search(start) - 1
+	return it
+}
+
+// Next advances to the next record and reports whether there is one.
+func (it *Iterator) Next() bool {
+	if it.done {
+		return false
+	}
+	it.i++
+	for it.i >= it.c.node().Len() {
+		if err := it.ctx.Err(); err != nil {
+			it.err, it.done = err, true
+			return false
+		}
+		ok, err := it.c.next(func(h node.Hash) (*node.Node, error) { return it.s.Node(it.ctx, h) })
+		if err != nil || !ok {
+			it.err, it.done = err, true
+			return false
+		}
+		it.i = 0
+	}
+	if it.r.End != nil && bytes.Compare(it.Key(), it.r.End) >= 0 {
+		it.done = true
+		return false
+	}
+	return true
+}
+
+// Key returns the current key. It is valid until Close and must not be modified.
+func (it *Iterator) Key() []byte { return it.c.node().Key(it.i) }
+
+// Value returns the current value in stored form.
+func (it *Iterator) Value() node.Value { return it.c.node().Value(it.i) }
+
+// Err returns the error that stopped the iteration, if any.
+func (it *Iterator) Err() error { return it.err }
+
+// Close releases the iterator.
+func (it *Iterator) Close() error {
+	if !it.ended {
+		it.ended = true
+		it.done = true
+		it.s.gc.RUnlock()
+	}
+	return it.err
+}
+
+// Update applies edits to the tree named by ref (the empty tree if unset)
+// and moves ref to the new root, atomically, retrying if another writer
+// moves ref meanwhile. It returns the new root.
+func (s *Store) Update(ctx context.Context, ref string, edits []Edit) (node.Hash, error) {
+	for {
+		old, ok, err := s.Ref(ref)
+		if err != nil {
+			return node.Hash{}, err
+		}
+		root := old
+		if !ok {
+			root = node.EmptyRoot
+		}
+		b, err := s.NewBatch()
+		if err != nil {
+			return node.Hash{}, err
+		}
+		newRoot, err := b.Apply(ctx, root, edits)
+		if err != nil {
+			b.Discard()
+			return node.Hash{}, err
+		}
+		b.ExpectRef(ref, old, ok)
+		b.SetRef(ref, newRoot)
+		err = b.Commit(ctx)
+		if errors.Is(err, ErrRefMoved) {
+			continue
+		}
+		if err != nil {
+			return node.Hash{}, err
+		}
+		return newRoot, nil
+	}
+}

@@ -1,0 +1,527 @@
+package tree
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/arbor-sync/arbor/chunker"
+	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+)
+
+// FormatVersion is the store layout version written in the marker file.
+const FormatVersion = 1
+
+const (
+	markerFile = "ARBOR"
+	lockFile   = "ARBOR.lock"
+	markerText = "arbor store\nformat "
+
+	prefixMeta = 'm'
+	prefixNode = 'n'
+	prefixBlob = 'b'
+	prefixRef  = 'r'
+
+	metaConfig = "chunker-config"
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Chunker is the node size configuration for a new store. For an
+	// existing store a non-zero Chunker must equal the stored one, or Open
+	// fails with ErrConfigMismatch; the zero value accepts the stored one.
+	Chunker chunker.Config
+	// NoSync skips fsync on commit. Commits stay atomic (a crash shows an
+	// old or new state, never a mix) but the latest ones may be lost. The
+	// default, false, makes every committed Batch durable before it returns.
+	NoSync bool
+	// CacheSize bounds the memory of decoded nodes kept for reads, in
+	// bytes. Zero means 256 MiB; negative disables the cache.
+	CacheSize int64
+	// PebbleCacheSize is Pebble's block cache, in bytes. Zero means 64 MiB.
+	PebbleCacheSize int64
+	// MustExist makes Open fail instead of creating a new store.
+	MustExist bool
+}
+
+// Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
+type Store struct {
+	dir    string
+	db     *pebble.DB
+	lock   *os.File
+	cfg    chunker.Config
+	wopts  *pebble.WriteOptions
+	cache  *nodeCache
+	commit sync.Mutex   // serialises ref checks and ref moves
+	gc     sync.RWMutex // readers and batches hold R; garbage collection holds W
+
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+// Open opens the store in dir, creating it if it does not exist (unless
+// opts.MustExist). A directory that holds other files gives ErrNotStore; a
+// store of a newer format gives ErrNewerFormat; a store open elsewhere gives
+// ErrLocked. opts may be nil.
+func Open(dir string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Chunker != (chunker.Config{}) {
+		if err := o.Chunker.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if err := prepareDir(dir, o.MustExist); err != nil {
+		return nil, err
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s, err := openLocked(dir, o, lock)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func prepareDir(dir string, mustExist bool) error {
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if mustExist {
+			return fmt.Errorf("open store %s: %w", dir, err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create store %s: %w", dir, err)
+		}
+	case err != nil:
+		return fmt.Errorf("open store %s: %w", dir, err)
+	}
+	marker, err := os.ReadFile(filepath.Join(dir, markerFile))
+	if errors.Is(err, os.ErrNotExist) {
+		for _, e := range ents {
+			if e.Name() != lockFile {
+				return fmt.Errorf("open store %s: %w (it holds %s and no %s file)", dir, ErrNotStore, e.Name(), markerFile)
+			}
+		}
+		if mustExist {
+			return fmt.Errorf("open store %s: %w (directory is empty)", dir, ErrNotStore)
+		}
+		// A new store: write the marker first, atomically, so that a crash
+		// during creation leaves a directory recognised as a store.
+		return writeFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"))
+	}
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", dir, err)
+	}
+	rest, ok := strings.CutPrefix(string(marker), markerText)
+	if !ok {
+		return fmt.Errorf("open store %s: %w (bad %s file)", dir, ErrNotStore, markerFile)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(rest))
+	if err != nil {
+		return fmt.Errorf("open store %s: %w (bad format line in %s)", dir, ErrNotStore, markerFile)
+	}
+	if v > FormatVersion {
+		return fmt.Errorf("open store %s: %w (store format %d, this arbor reads up to %d)", dir, ErrNewerFormat, v, FormatVersion)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock store %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open store %s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock store %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
+	cacheSize := o.PebbleCacheSize
+	if cacheSize <= 0 {
+		cacheSize = 64 << 20
+	}
+	pc := pebble.NewCache(cacheSize)
+	defer pc.Unref()
+	po := &pebble.Options{Cache: pc, Logger: quietLogger{}}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: pebble: %w", dir, err)
+	}
+	nodeCache := o.CacheSize
+	if nodeCache == 0 {
+		nodeCache = 256 << 20
+	}
+	s := &Store{dir: dir, db: db, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache)}
+	if o.NoSync {
+		s.wopts = pebble.NoSync
+	}
+	raw, err := s.getMeta(metaConfig)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.cfg = o.Chunker.WithDefaults()
+		b, _ := json.Marshal(s.cfg)
+		if err := db.Set(metaKey(metaConfig), b, pebble.Sync); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: write config: %w", dir, err)
+		}
+	case err != nil:
+		db.Close()
+		return nil, err
+	default:
+		if err := json.Unmarshal(raw, &s.cfg); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w (unreadable chunker config: %v)", dir, ErrNotStore, err)
+		}
+		if o.Chunker != (chunker.Config{}) && o.Chunker.WithDefaults() != s.cfg {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w (store %+v, options %+v)", dir, ErrConfigMismatch, s.cfg, o.Chunker.WithDefaults())
+		}
+	}
+	return s, nil
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...interface{})  {}
+func (quietLogger) Errorf(string, ...interface{}) {}
+func (quietLogger) Fatalf(format string, args ...interface{}) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// Close flushes and closes the store. Further calls fail with ErrClosed.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.closed = true
+	err := s.db.Close()
+	s.lock.Close()
+	if err != nil {
+		return fmt.Errorf("close store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Config returns the store's chunker configuration.
+func (s *Store) Config() chunker.Config { return s.cfg }
+
+// Synced reports whether commits are fsynced (Options.NoSync unset).
+func (s *Store) Synced() bool { return s.wopts.Sync }
+
+// use marks the start of an operation that needs the Pebble handle; it
+// fails once the store is closed. The returned func ends the operation.
+func (s *Store) use() (func(), error) {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, fmt.Errorf("store %s: %w", s.dir, ErrClosed)
+	}
+	return s.closeMu.RUnlock, nil
+}
+
+func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
+func refKey(name string) []byte  { return append([]byte{prefixRef}, name...) }
+func nodeKey(h node.Hash) []byte { return append([]byte{prefixNode}, h[:]...) }
+func blobKey(h node.Hash) []byte { return append([]byte{prefixBlob}, h[:]...) }
+
+func (s *Store) get(key []byte) ([]byte, error) {
+	done, err := s.use()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := bytes.Clone(v)
+	closer.Close()
+	return out, nil
+}
+
+func (s *Store) getMeta(name string) ([]byte, error) {
+	v, err := s.get(metaKey(name))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("store %s: read meta %q: %w", s.dir, name, err)
+	}
+	return v, err
+}
+
+// Meta returns the application metadata value stored under name, or an
+// error wrapping ErrNotFound.
+func (s *Store) Meta(name string) ([]byte, error) { return s.getMeta("app/" + name) }
+
+// Ref returns the root that ref name points at. ok is false if the ref is unset.
+func (s *Store) Ref(name string) (h node.Hash, ok bool, err error) {
+	v, err := s.get(refKey(name))
+	if errors.Is(err, ErrNotFound) {
+		return h, false, nil
+	}
+	if err != nil {
+		return h, false, fmt.Errorf("store %s: read ref %q: %w", s.dir, name, err)
+	}
+	if len(v) != node.HashSize {
+		return h, false, fmt.Errorf("store %s: ref %q: %w (%d-byte value)", s.dir, name, node.ErrCorrupt, len(v))
+	}
+	copy(h[:], v)
+	return h, true, nil
+}
+
+// Root returns the root that ref name points at, or the empty tree's root
+// if the ref is unset.
+func (s *Store) Root(name string) (node.Hash, error) {
+	h, ok, err := s.Ref(name)
+	if err != nil || ok {
+		return h, err
+	}
+	return node.EmptyRoot, nil
+}
+
+// Refs returns every ref and the root it names.
+func (s *Store) Refs() (map[string]node.Hash, error) {
+	done, err := s.use()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRef}, UpperBound: []byte{prefixRef + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[string]node.Hash{}
+	for it.First(); it.Valid(); it.Next() {
+		var h node.Hash
+		if len(it.Value()) != node.HashSize {
+			return nil, fmt.Errorf("store %s: ref %q: %w", s.dir, it.Key()[1:], node.ErrCorrupt)
+		}
+		copy(h[:], it.Value())
+		out[string(it.Key()[1:])] = h
+	}
+	return out, it.Error()
+}
+
+// Node returns the node with hash h. The empty tree's root is always present.
+// A stored node whose bytes do not hash to h gives an error wrapping
+// node.ErrCorrupt; a missing one wraps node.ErrNotFound.
+func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
+	if n := s.cache.get(h); n != nil {
+		return n, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var raw []byte
+	if h == node.EmptyRoot {
+		raw = node.EmptyLeaf
+	} else {
+		var err error
+		raw, err = s.get(nodeKey(h))
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, node.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store %s: read node %s: %w", s.dir, h, err)
+		}
+	}
+	n, err := node.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
+	}
+	s.cache.add(h, n)
+	return n, nil
+}
+
+// Nodes implements node.Source.
+func (s *Store) Nodes(ctx context.Context, hashes []node.Hash) ([]*node.Node, error) {
+	out := make([]*node.Node, len(hashes))
+	for i, h := range hashes {
+		n, err := s.Node(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// HasNode reports whether the node with hash h is stored.
+func (s *Store) HasNode(h node.Hash) (bool, error) {
+	if h == node.EmptyRoot || s.cache.get(h) != nil {
+		return true, nil
+	}
+	return s.has(nodeKey(h))
+}
+
+// HasBlob reports whether the value blob with hash h is stored.
+func (s *Store) HasBlob(h node.Hash) (bool, error) { return s.has(blobKey(h)) }
+
+func (s *Store) has(key []byte) (bool, error) {
+	done, err := s.use()
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	_, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	closer.Close()
+	return true, nil
+}
+
+// Blob returns the value blob (a value chunk or a value index) with hash h,
+// verified against h.
+func (s *Store) Blob(ctx context.Context, h node.Hash) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := s.get(blobKey(h))
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("store %s: blob %s: %w", s.dir, h, node.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read blob %s: %w", s.dir, h, err)
+	}
+	if node.Sum(b) != h {
+		return nil, fmt.Errorf("store %s: blob %s: %w (bytes hash to %s)", s.dir, h, node.ErrCorrupt, node.Sum(b))
+	}
+	return b, nil
+}
+
+// ReadValue returns the bytes of a stored value, fetching and verifying the
+// chunks of an out-of-line value.
+func (s *Store) ReadValue(ctx context.Context, v node.Value) ([]byte, error) {
+	if !v.IsRef {
+		return v.Inline, nil
+	}
+	idx, err := s.Blob(ctx, v.Ref)
+	if err != nil {
+		return nil, err
+	}
+	chunks, total, err := node.DecodeValueIndex(idx)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: value index %s: %w", s.dir, v.Ref, err)
+	}
+	if total != v.Size {
+		return nil, fmt.Errorf("store %s: value index %s: %w (describes %d bytes, leaf says %d)", s.dir, v.Ref, node.ErrCorrupt, total, v.Size)
+	}
+	out := make([]byte, 0, total)
+	for _, c := range chunks {
+		b, err := s.Blob(ctx, c.Hash)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) != int(c.Size) {
+			return nil, fmt.Errorf("store %s: chunk %s: %w (size %d, index says %d)", s.dir, c.Hash, node.ErrCorrupt, len(b), c.Size)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// OpenValue returns a reader over a stored value that fetches an
+// out-of-line value's chunks one at a time, so a large value is never held
+// whole in memory.
+func (s *Store) OpenValue(ctx context.Context, v node.Value) (io.Reader, error) {
+	if !v.IsRef {
+		return bytes.NewReader(v.Inline), nil
+	}
+	idx, err := s.Blob(ctx, v.Ref)
+	if err != nil {
+		return nil, err
+	}
+	chunks, _, err := node.DecodeValueIndex(idx)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: value index %s: %w", s.dir, v.Ref, err)
+	}
+	return &valueReader{ctx: ctx, s: s, chunks: chunks}, nil
+}
+
+type valueReader struct {
+	ctx    context.Context
+	s      *Store
+	chunks []node.Chunk
+	cur    []byte
+}
+
+func (r *valueReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if len(r.chunks) == 0 {
+			return 0, io.EOF
+		}
+		b, err := r.s.Blob(r.ctx, r.chunks[0].Hash)
+		if err != nil {
+			return 0, err
+		}
+		r.cur, r.chunks = b, r.chunks[1:]
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
