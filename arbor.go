@@ -1,0 +1,441 @@
+package arbor
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/arbor-sync/arbor/chunker"
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+)
+
+// Hash is a tree root (or node) hash: xxh3-128, printed as 32 hex digits.
+type Hash = node.Hash
+
+// ParseHash parses 32 hex digits.
+func ParseHash(s string) (Hash, error) { return node.ParseHash(s) }
+
+// EmptyRoot is the root hash of a store with no records.
+var EmptyRoot = node.EmptyRoot
+
+// HeadRef names the ref that holds a store's current tree.
+const HeadRef = "head"
+
+// Sentinel errors.
+var (
+	// ErrNotFound reports a key the store does not hold.
+	ErrNotFound = tree.ErrNotFound
+	// ErrClosed reports use of a closed DB.
+	ErrClosed = tree.ErrClosed
+	// ErrLocked reports a store directory already opened by another process.
+	ErrLocked = tree.ErrLocked
+	// ErrNotStore reports a directory that is not an Arbor store.
+	ErrNotStore = tree.ErrNotStore
+	// ErrCorrupt reports a node or value whose bytes are damaged.
+	ErrCorrupt = node.ErrCorrupt
+	// ErrVerify reports a tree that failed verification.
+	ErrVerify = tree.ErrVerify
+	// ErrBadInput reports malformed import input.
+	ErrBadInput = errors.New("bad input")
+)
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// NoSync skips fsync on commit: faster writes that stay atomic but may
+	// lose the latest commits in a power failure. Default: every commit is
+	// durable when it returns.
+	NoSync bool
+	// CacheSize bounds decoded nodes kept in memory, in bytes (default 256 MiB).
+	CacheSize int64
+	// Chunker sets the target node size of a new store; zero uses defaults.
+	Chunker chunker.Config
+	// MustExist makes Open fail if dir holds no store, instead of creating one.
+	MustExist bool
+}
+
+// DB is an open Arbor store. It is safe for concurrent use.
+type DB struct {
+	store *tree.Store
+}
+
+// Open opens (creating if needed) the store in dir. opts may be nil.
+func Open(dir string, opts *Options) (*DB, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	s, err := tree.Open(dir, &tree.Options{Chunker: o.Chunker, NoSync: o.NoSync, CacheSize: o.CacheSize, MustExist: o.MustExist})
+	if err != nil {
+		return nil, err
+	}
+	return &DB{store: s}, nil
+}
+
+// Close closes the store.
+func (db *DB) Close() error { return db.store.Close() }
+
+// Store returns the underlying tree store, for lower-level access.
+func (db *DB) Store() *tree.Store { return db.store }
+
+// Dir returns the store's directory.
+func (db *DB) Dir() string { return db.store.Dir() }
+
+// Root returns the root hash of the current tree.
+func (db *DB) Root(ctx context.Context) (Hash, error) { return db.store.Root(HeadRef) }
+
+// Count returns the number of records.
+func (db *DB) Count(ctx context.Context) (uint64, error) {
+	root, err := db.Root(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return db.store.Count(ctx, root)
+}
+
+// Get returns key's value, or an error wrapping ErrNotFound.
+func (db *DB) Get(ctx context.Context, key []byte) ([]byte, error) {
+	root, err := db.Root(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return db.store.Get(ctx, root, key)
+}
+
+// Put sets key to value, durably unless Options.NoSync.
+func (db *DB) Put(ctx context.Context, key, value []byte) error {
+	return db.Apply(ctx, new(Batch).Put(key, value))
+}
+
+// Delete removes key. Deleting a missing key is not an error.
+func (db *DB) Delete(ctx context.Context, key []byte) error {
+	return db.Apply(ctx, new(Batch).Delete(key))
+}
+
+// Batch collects writes that Apply commits atomically. The zero Batch is
+// empty and ready to use. Later writes to a key override earlier ones.
+type Batch struct {
+	edits []tree.Edit
+}
+
+// Put adds a write of key = value. The slices are retained until Apply.
+func (b *Batch) Put(key, value []byte) *Batch {
+	b.edits = append(b.edits, tree.Edit{Key: key, Value: value})
+	return b
+}
+
+// Delete adds a deletion of key.
+func (b *Batch) Delete(key []byte) *Batch {
+	b.edits = append(b.edits, tree.Edit{Key: key, Delete: true})
+	return b
+}
+
+// Len returns the number of writes in the batch.
+func (b *Batch) Len() int { return len(b.edits) }
+
+// Apply commits the batch atomically: after a crash the store shows all of
+// it or none of it.
+func (db *DB) Apply(ctx context.Context, b *Batch) error {
+	if b == nil || len(b.edits) == 0 {
+		return nil
+	}
+	_, err := db.store.Update(ctx, HeadRef, b.edits)
+	return err
+}
+
+// Range selects keys for iteration and export. Prefix, if set, is combined
+// with Start and End (the intersection is used).
+type Range struct {
+	Prefix     []byte
+	Start, End []byte // [Start, End); nil is unbounded
+}
+
+func (r Range) treeRange() tree.Range {
+	tr := tree.Range{Start: r.Start, End: r.End}
+	if r.Prefix != nil {
+		p := tree.PrefixRange(r.Prefix)
+		if tr.Start == nil || bytes.Compare(p.Start, tr.Start) > 0 {
+			tr.Start = p.Start
+		}
+		if p.End != nil && (tr.End == nil || bytes.Compare(p.End, tr.End) < 0) {
+			tr.End = p.End
+		}
+	}
+	return tr
+}
+
+// Iterator walks records in ascending key order over one snapshot.
+type Iterator struct {
+	ctx context.Context
+	db  *DB
+	it  *tree.Iterator
+	err error
+	val []byte
+}
+
+// NewIterator iterates the records in r of the current tree. Call Next
+// before the first record and Close at the end.
+func (db *DB) NewIterator(ctx context.Context, r Range) *Iterator {
+	root, err := db.Root(ctx)
+	if err != nil {
+		return &Iterator{err: err}
+	}
+	return &Iterator{ctx: ctx, db: db, it: db.store.NewIterator(ctx, root, r.treeRange())}
+}
+
+// Next advances and reports whether there is a record.
+func (it *Iterator) Next() bool {
+	if it.err != nil || it.it == nil {
+		return false
+	}
+	if !it.it.Next() {
+		return false
+	}
+	it.val, it.err = it.db.store.ReadValue(it.ctx, it.it.Value())
+	return it.err == nil
+}
+
+// Key returns the current key; valid until Close.
+func (it *Iterator) Key() []byte { return it.it.Key() }
+
+// Value returns the current value; valid until the next call to Next.
+func (it *Iterator) Value() []byte { return it.val }
+
+// Err returns the error that ended the iteration, if any.
+func (it *Iterator) Err() error {
+	if it.err != nil {
+		return it.err
+	}
+	if it.it != nil {
+		return it.it.Err()
+	}
+	return nil
+}
+
+// Close releases the iterator and returns Err.
+func (it *Iterator) Close() error {
+	if it.it != nil {
+		it.it.Close()
+	}
+	return it.Err()
+}
+
+// VerifyReport is the result of Verify.
+type VerifyReport = tree.VerifyReport
+
+// Verify re-hashes every node and value blob reachable from the current
+// root. It returns an error wrapping ErrVerify that names the first problem
+// if anything is missing or corrupt; the report lists them all.
+func (db *DB) Verify(ctx context.Context) (*VerifyReport, error) {
+	root, err := db.Root(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return db.store.Verify(ctx, root)
+}
+
+// GCStats is the result of GC.
+type GCStats = tree.GCStats
+
+// GC deletes nodes no retained root reaches and compacts the store.
+func (db *DB) GC(ctx context.Context) (GCStats, error) { return db.store.GC(ctx) }
+
+// ImportFormat names an import line format.
+type ImportFormat string
+
+// Import formats.
+const (
+	// FormatTSV is one record per line: KEY, a tab, VALUE. Neither may
+	// contain a tab or newline; a line without a tab is an error.
+	FormatTSV ImportFormat = "tsv"
+	// FormatJSONL is one JSON object per line: {"key": "...", "value": "..."}.
+	FormatJSONL ImportFormat = "jsonl"
+)
+
+// ImportOptions configure Import.
+type ImportOptions struct {
+	Format ImportFormat // default FormatTSV
+	// Progress, if set, is called now and then with the records read and
+	// the bytes consumed so far.
+	Progress func(records, bytes int64)
+}
+
+// ImportStats reports what Import did.
+type ImportStats struct {
+	Records int64 // records read (later duplicates included)
+	Root    Hash  // the new root
+}
+
+// importChunk is how many records Import sorts and applies at a time; it
+// bounds memory while keeping the import one atomic commit.
+const importChunk = 1 << 20
+
+// Import reads records from r and writes them in one atomic commit: if any
+// line is malformed, Import returns an error naming the line (wrapping
+// ErrBadInput) and the store is unchanged. Input need not be sorted; a
+// later line for a key overrides an earlier one.
+func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (ImportStats, error) {
+	var st ImportStats
+	format := opts.Format
+	if format == "" {
+		format = FormatTSV
+	}
+	if format != FormatTSV && format != FormatJSONL {
+		return st, fmt.Errorf("import: unknown format %q (want tsv or jsonl)", format)
+	}
+	old, ok, err := db.store.Ref(HeadRef)
+	if err != nil {
+		return st, err
+	}
+	root := old
+	if !ok {
+		root = node.EmptyRoot
+	}
+	b, err := db.store.NewBatch()
+	if err != nil {
+		return st, err
+	}
+	defer b.Discard()
+
+	type rec struct {
+		key, value []byte
+		seq        int
+	}
+	var chunk []rec
+	flush := func() error {
+		// Sort by key, keeping the last write of each key.
+		slices.SortFunc(chunk, func(a, b rec) int {
+			if c := bytes.Compare(a.key, b.key); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.seq, b.seq)
+		})
+		edits := make([]tree.Edit, 0, len(chunk))
+		for i, r := range chunk {
+			if i+1 < len(chunk) && bytes.Equal(r.key, chunk[i+1].key) {
+				continue
+			}
+			edits = append(edits, tree.Edit{Key: r.key, Value: r.value})
+		}
+		root, err = b.Apply(ctx, root, edits)
+		chunk = chunk[:0]
+		return err
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), node.MaxValueSize+node.MaxKeySize+1024)
+	var line int
+	var consumed int64
+	for sc.Scan() {
+		line++
+		text := sc.Bytes()
+		consumed += int64(len(text)) + 1
+		if len(bytes.TrimSpace(text)) == 0 {
+			continue
+		}
+		key, value, err := parseLine(format, text)
+		if err != nil {
+			return st, fmt.Errorf("import: line %d: %w", line, err)
+		}
+		if len(key) == 0 || len(key) > node.MaxKeySize {
+			return st, fmt.Errorf("import: line %d: %w: key of %d bytes (must be 1..%d)", line, ErrBadInput, len(key), node.MaxKeySize)
+		}
+		chunk = append(chunk, rec{key: key, value: value, seq: line})
+		st.Records++
+		if len(chunk) >= importChunk {
+			if err := flush(); err != nil {
+				return st, fmt.Errorf("import: %w", err)
+			}
+		}
+		if opts.Progress != nil && st.Records%8192 == 0 {
+			opts.Progress(st.Records, consumed)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return st, fmt.Errorf("import: after line %d: %w", line, err)
+	}
+	if err := flush(); err != nil {
+		return st, fmt.Errorf("import: %w", err)
+	}
+	if opts.Progress != nil {
+		opts.Progress(st.Records, consumed)
+	}
+	b.ExpectRef(HeadRef, old, ok)
+	b.SetRef(HeadRef, root)
+	if err := b.Commit(ctx); err != nil {
+		return st, fmt.Errorf("import: %w", err)
+	}
+	st.Root = root
+	return st, nil
+}
+
+func parseLine(format ImportFormat, text []byte) (key, value []byte, err error) {
+	if format == FormatJSONL {
+		var rec struct {
+			Key   *string `json:"key"`
+			Value *string `json:"value"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(text))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rec); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrBadInput, err)
+		}
+		if rec.Key == nil || rec.Value == nil {
+			return nil, nil, fmt.Errorf("%w: want an object with \"key\" and \"value\" strings", ErrBadInput)
+		}
+		return []byte(*rec.Key), []byte(*rec.Value), nil
+	}
+	k, v, ok := bytes.Cut(text, []byte{'\t'})
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: no tab between key and value", ErrBadInput)
+	}
+	return bytes.Clone(k), bytes.Clone(v), nil
+}
+
+// Export writes the records in r as sorted KEY<TAB>VALUE lines. It refuses
+// records whose key or value holds a tab or newline, which the format cannot
+// carry (use JSON lines via ExportJSONL).
+func (db *DB) Export(ctx context.Context, w io.Writer, r Range, limit int) (int64, error) {
+	return db.export(ctx, w, r, limit, false)
+}
+
+// ExportJSONL writes the records in r as sorted {"key":…,"value":…} lines.
+func (db *DB) ExportJSONL(ctx context.Context, w io.Writer, r Range, limit int) (int64, error) {
+	return db.export(ctx, w, r, limit, true)
+}
+
+func (db *DB) export(ctx context.Context, w io.Writer, r Range, limit int, jsonl bool) (int64, error) {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	it := db.NewIterator(ctx, r)
+	defer it.Close()
+	var n int64
+	for (limit <= 0 || n < int64(limit)) && it.Next() {
+		if jsonl {
+			b, _ := json.Marshal(struct {
+				Key   string `json:"key"`
+				Value string `json:"value"`
+			}{string(it.Key()), string(it.Value())})
+			bw.Write(b)
+			bw.WriteByte('\n')
+		} else {
+			if strings.ContainsAny(string(it.Key()), "\t\n") || bytes.ContainsAny(it.Value(), "\t\n") {
+				return n, fmt.Errorf("export: key %q: %w: key or value holds a tab or newline; use JSON lines", it.Key(), ErrBadInput)
+			}
+			bw.Write(it.Key())
+			bw.WriteByte('\t')
+			bw.Write(it.Value())
+			bw.WriteByte('\n')
+		}
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return n, err
+	}
+	return n, bw.Flush()
+}

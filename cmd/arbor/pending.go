@@ -1,0 +1,25 @@
+package main
+
+import "errors"
+
+var errNotYet = errors.New("not available yet in this build")
+
+type diffCmd struct{}
+
+func (diffCmd) Run(e *env) error { return errNotYet }
+
+type statusCmd struct{}
+
+func (statusCmd) Run(e *env) error { return errNotYet }
+
+type serveCmd struct{}
+
+func (serveCmd) Run(e *env) error { return errNotYet }
+
+type syncCmd struct{}
+
+func (syncCmd) Run(e *env) error { return errNotYet }
+
+type demoCmd struct{}
+
+func (demoCmd) Run(e *env) error { return errNotYet }
