@@ -21,7 +21,9 @@ type putCmd struct {
 	Value string `arg:"" help:"Value, or '-' to read it from standard input."`
 }
 
-func (putCmd) Help() string { return "Example:\n  arbor --db data put user/1 ada\n  cat photo.jpg | arbor --db data put photo/1 -" }
+func (putCmd) Help() string {
+	return "Example:\n  arbor --db data put user/1 ada\n  cat photo.jpg | arbor --db data put photo/1 -"
+}
 
 func (c putCmd) Run(e *env) error {
 	value := []byte(c.Value)
