@@ -12,7 +12,9 @@
 //   - every payload is well formed for its level (a leaf value is inline or a
 //     reference to an out-of-line value; a branch payload is a hash and a
 //     count ≥ 1);
-//   - there are no trailing bytes.
+//   - every varint is minimally encoded and there are no trailing bytes, so
+//     a node has exactly one encoding: re-encoding a decoded node's entries
+//     with Encode reproduces its bytes, and hence its hash.
 //
 // Decode never panics on any input (it is fuzzed) and does not copy: a Node
 // aliases the buffer it was decoded from, which must not change afterwards.

@@ -108,7 +108,7 @@ func DecodeValue(p []byte) (Value, error) {
 		}
 		var h Hash
 		copy(h[:], p[1:])
-		size, n := binary.Uvarint(p[1+HashSize:])
+		size, n := uvarint(p[1+HashSize:])
 		if n <= 0 || 1+HashSize+n != len(p) {
 			return Value{}, fmt.Errorf("%w: bad value reference size", ErrCorrupt)
 		}
@@ -136,7 +136,7 @@ func DecodeChildPayload(p []byte) (Hash, uint64, error) {
 		return h, 0, fmt.Errorf("%w: short child payload", ErrCorrupt)
 	}
 	copy(h[:], p)
-	c, n := binary.Uvarint(p[HashSize:])
+	c, n := uvarint(p[HashSize:])
 	if n <= 0 || HashSize+n != len(p) {
 		return h, 0, fmt.Errorf("%w: bad child count", ErrCorrupt)
 	}
@@ -211,7 +211,7 @@ func Decode(b []byte) (*Node, error) {
 	if level > MaxLevel {
 		return nil, fmt.Errorf("%w: level %d exceeds %d", ErrCorrupt, level, MaxLevel)
 	}
-	n, w := binary.Uvarint(b[2:])
+	n, w := uvarint(b[2:])
 	if w <= 0 {
 		return nil, fmt.Errorf("%w: bad entry count", ErrCorrupt)
 	}
@@ -226,13 +226,13 @@ func Decode(b []byte) (*Node, error) {
 	nd := &Node{raw: b, level: level, ents: make([]span, n)}
 	var prev []byte
 	for i := range nd.ents {
-		kl, w := binary.Uvarint(b[pos:])
+		kl, w := uvarint(b[pos:])
 		if w <= 0 || kl == 0 || kl > MaxKeySize || kl > uint64(len(b)-pos-w) {
 			return nil, fmt.Errorf("%w: entry %d: bad key length", ErrCorrupt, i)
 		}
 		k0 := pos + w
 		k1 := k0 + int(kl)
-		pl, w := binary.Uvarint(b[k1:])
+		pl, w := uvarint(b[k1:])
 		if w <= 0 || pl > uint64(len(b)-k1-w) {
 			return nil, fmt.Errorf("%w: entry %d: bad payload length", ErrCorrupt, i)
 		}
@@ -265,6 +265,19 @@ func Decode(b []byte) (*Node, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(b)-pos)
 	}
 	return nd, nil
+}
+
+// uvarint is binary.Uvarint restricted to minimal encodings: it returns
+// n ≤ 0 for a varint padded with trailing 0x80 bytes (such as 0x80 0x00 for
+// zero). Accepting padded varints would give one node many encodings, hence
+// many hashes, and break the rule that re-encoding a decoded node
+// reproduces its bytes.
+func uvarint(b []byte) (uint64, int) {
+	v, n := binary.Uvarint(b)
+	if n > 1 && b[n-1] == 0 {
+		return 0, 0
+	}
+	return v, n
 }
 
 // Raw returns the node's encoded bytes. Callers must not modify them.

@@ -40,7 +40,7 @@ func DecodeValueIndex(b []byte) ([]Chunk, uint64, error) {
 	if len(b) < 3 || b[0] != Version || b[1] != valueIndexMarker {
 		return nil, 0, fmt.Errorf("%w: not a value index", ErrCorrupt)
 	}
-	n, w := binary.Uvarint(b[2:])
+	n, w := uvarint(b[2:])
 	pos := 2 + w
 	if w <= 0 || n == 0 || n > uint64(len(b)-pos)/(HashSize+1) {
 		return nil, 0, fmt.Errorf("%w: bad value index chunk count", ErrCorrupt)
@@ -53,7 +53,7 @@ func DecodeValueIndex(b []byte) ([]Chunk, uint64, error) {
 		}
 		copy(chunks[i].Hash[:], b[pos:])
 		pos += HashSize
-		s, w := binary.Uvarint(b[pos:])
+		s, w := uvarint(b[pos:])
 		if w <= 0 || s == 0 || s > math.MaxUint32 {
 			return nil, 0, fmt.Errorf("%w: bad chunk size in value index", ErrCorrupt)
 		}

@@ -1,0 +1,270 @@
+package node
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+func leafEntry(k, v string) Entry {
+	return Entry{Key: []byte(k), Payload: InlineValue([]byte(v)).AppendPayload(nil)}
+}
+
+func childEntry(k string, c uint64) Entry {
+	return Entry{Key: []byte(k), Payload: AppendChildPayload(nil, Sum([]byte(k)), c)}
+}
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func TestHashTextRoundTrip(t *testing.T) {
+	for _, h := range []Hash{{}, Sum(nil), Sum([]byte("arbor")), EmptyRoot} {
+		s := h.String()
+		if len(s) != 2*HashSize || strings.ToLower(s) != s {
+			t.Fatalf("String() = %q, want %d lowercase hex digits", s, 2*HashSize)
+		}
+		if !strings.HasPrefix(s, h.Short()) || len(h.Short()) != 12 {
+			t.Fatalf("Short() = %q, not the 12-digit prefix of %q", h.Short(), s)
+		}
+		p, err := ParseHash(s)
+		if err != nil || p != h {
+			t.Fatalf("ParseHash(%q) = %s, %v", s, p, err)
+		}
+		if p, err := ParseHash(strings.ToUpper(s)); err != nil || p != h {
+			t.Fatalf("ParseHash(upper %q) = %s, %v", s, p, err)
+		}
+		j, err := json.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Hash
+		if err := json.Unmarshal(j, &back); err != nil || back != h {
+			t.Fatalf("JSON round trip of %s gives %s, %v", h, back, err)
+		}
+		if h.IsZero() != (h == Hash{}) {
+			t.Fatalf("IsZero(%s) = %v", h, h.IsZero())
+		}
+	}
+}
+
+func TestParseHashErrors(t *testing.T) {
+	good := Sum([]byte("x")).String()
+	for _, tc := range []struct{ name, in string }{
+		{"empty", ""},
+		{"short", good[:31]},
+		{"long", good + "0"},
+		{"non-hex", "g" + good[1:]},
+		{"space", " " + good[1:]},
+		{"sign", "-" + good[1:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if h, err := ParseHash(tc.in); err == nil {
+				t.Fatalf("ParseHash(%q) = %s, want an error", tc.in, h)
+			}
+			var h Hash
+			if err := h.UnmarshalText([]byte(tc.in)); err == nil {
+				t.Fatalf("UnmarshalText(%q) accepted", tc.in)
+			}
+		})
+	}
+}
+
+func TestSumIsXXH3BigEndian(t *testing.T) {
+	// A fixed vector: changing the hash function or its byte order changes
+	// every address, which must come with a format version bump.
+	const want = "99aa06d3014798d86001c324468d497f" // xxh3-128 of "" (big endian)
+	if got := Sum(nil).String(); got != want {
+		t.Fatalf("Sum(nil) = %s, want %s", got, want)
+	}
+	if EmptyRoot != Sum([]byte{Version, 0, 0}) {
+		t.Fatalf("EmptyRoot is not the hash of the empty leaf")
+	}
+}
+
+// TestDecodeErrors walks every rejection path of Decode. Each input must
+// fail with an error wrapping ErrCorrupt whose text names the defect.
+func TestDecodeErrors(t *testing.T) {
+	h := Sum([]byte("h"))
+	okLeaf := Encode(0, []Entry{leafEntry("a", "1")})
+	maxKey := bytes.Repeat([]byte{'k'}, MaxKeySize+1)
+	refPayload := RefValue(h, 5000).AppendPayload(nil)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"nil", nil, "too short"},
+		{"two bytes", []byte{Version, 0}, "too short"},
+		{"too large", make([]byte, MaxNodeSize+1), "node limit"},
+		{"version 0", []byte{0, 0, 0}, "unknown format version 0"},
+		{"version 2", []byte{2, 0, 0}, "unknown format version 2"},
+		{"level too high", []byte{Version, MaxLevel + 1, 0}, "level 64 exceeds"},
+		{"value index marker", EncodeValueIndex([]Chunk{{Hash: h, Size: 9}}), "level 255 exceeds"},
+		{"truncated count", []byte{Version, 0, 0x80}, "bad entry count"},
+		{"padded count", []byte{Version, 0, 0x80, 0x00}, "bad entry count"},
+		{"count too large", []byte{Version, 0, 5, 1, 'a', 1, 0}, "cannot fit"},
+		{"huge count", cat([]byte{Version, 0}, binary.AppendUvarint(nil, math.MaxUint64), okLeaf[3:]), "cannot fit"},
+		{"empty branch", []byte{Version, 1, 0}, "empty branch"},
+		{"zero key length", []byte{Version, 0, 1, 0, 2, 0, 'x', 0}, "bad key length"},
+		{"key too long", Encode(0, []Entry{{Key: maxKey, Payload: []byte{0}}}), "bad key length"},
+		{"key past end", []byte{Version, 0, 1, 9, 'a', 'b', 1, 0}, "bad key length"},
+		{"padded key length", []byte{Version, 0, 1, 0x81, 0x00, 'a', 1, 0}, "bad key length"},
+		{"payload past end", []byte{Version, 0, 1, 1, 'a', 5, 0, 'x'}, "bad payload length"},
+		{"payload length missing", []byte{Version, 0, 1, 2, 'a', 'b'}, "bad payload length"},
+		{"padded payload length", []byte{Version, 0, 1, 1, 'a', 0x81, 0x00, 0}, "bad payload length"},
+		{"equal keys", Encode(0, []Entry{leafEntry("a", "1"), leafEntry("a", "2")}), "out of order"},
+		{"descending keys", Encode(0, []Entry{leafEntry("b", "1"), leafEntry("a", "2")}), "out of order"},
+		{"empty leaf payload", Encode(0, []Entry{{Key: []byte("a")}}), "empty leaf payload"},
+		{"inline too large", Encode(0, []Entry{leafEntry("a", strings.Repeat("v", MaxInlineValue+1))}), "exceeds 1024"},
+		{"unknown value kind", Encode(0, []Entry{{Key: []byte("a"), Payload: []byte{7, 'x'}}}), "unknown value kind 7"},
+		{"short value ref", Encode(0, []Entry{{Key: []byte("a"), Payload: refPayload[:HashSize]}}), "short value reference"},
+		{"value ref trailing", Encode(0, []Entry{{Key: []byte("a"), Payload: cat(refPayload, []byte{0})}}), "bad value reference size"},
+		{"value ref truncated size", Encode(0, []Entry{{Key: []byte("a"), Payload: cat(refPayload[:1+HashSize], []byte{0x80})}}), "bad value reference size"},
+		{"value ref padded size", Encode(0, []Entry{{Key: []byte("a"), Payload: cat(refPayload[:1+HashSize], []byte{0x88, 0x80, 0x00})}}), "bad value reference size"},
+		{"value ref too small", Encode(0, []Entry{{Key: []byte("a"), Payload: RefValue(h, MaxInlineValue).AppendPayload(nil)}}), "only 1024 bytes"},
+		{"short child", Encode(1, []Entry{{Key: []byte("a"), Payload: h[:]}}), "short child payload"},
+		{"child count trailing", Encode(1, []Entry{{Key: []byte("a"), Payload: cat(AppendChildPayload(nil, h, 1), []byte{0})}}), "bad child count"},
+		{"child count padded", Encode(1, []Entry{{Key: []byte("a"), Payload: cat(h[:], []byte{0x81, 0x00})}}), "bad child count"},
+		{"child count zero", Encode(1, []Entry{childEntry("a", 0)}), "zero records"},
+		{"leaf payload in branch", Encode(1, []Entry{leafEntry("a", "1")}), "short child payload"},
+		{"count overflow", Encode(2, []Entry{childEntry("a", math.MaxUint64), childEntry("b", 1)}), "overflows"},
+		{"trailing bytes", cat(okLeaf, []byte{0}), "trailing bytes"},
+		{"missing entry", okLeaf[:len(okLeaf)-1], "bad payload length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := Decode(tc.in)
+			if err == nil {
+				t.Fatalf("Decode(%x) accepted a node of %d entries", tc.in, n.Len())
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %q does not wrap ErrCorrupt", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeAcceptsLimits(t *testing.T) {
+	h := Sum([]byte("h"))
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"empty leaf", EmptyLeaf},
+		{"max key", Encode(0, []Entry{{Key: bytes.Repeat([]byte{0}, MaxKeySize), Payload: []byte{0}}})},
+		{"max inline", Encode(0, []Entry{leafEntry("a", strings.Repeat("v", MaxInlineValue))})},
+		{"smallest ref", Encode(0, []Entry{{Key: []byte("a"), Payload: RefValue(h, MaxInlineValue+1).AppendPayload(nil)}})},
+		{"max level", Encode(MaxLevel, []Entry{childEntry("a", 1)})},
+		{"max count", Encode(2, []Entry{childEntry("a", math.MaxUint64-1), childEntry("b", 1)})},
+		{"prefix keys", Encode(0, []Entry{leafEntry("a", ""), leafEntry("a\x00", ""), leafEntry("b", "")})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := Decode(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDecoded(t, tc.in, n)
+		})
+	}
+}
+
+func TestNodeAccessors(t *testing.T) {
+	h := Sum([]byte("c"))
+	leaf, err := Decode(Encode(0, []Entry{
+		leafEntry("b", "2"),
+		{Key: []byte("d"), Payload: RefValue(h, 4000).AppendPayload(nil)},
+		leafEntry("f", ""),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !leaf.IsLeaf() || leaf.Level() != 0 || leaf.Len() != 3 || leaf.Count() != 3 {
+		t.Fatalf("leaf: level %d len %d count %d", leaf.Level(), leaf.Len(), leaf.Count())
+	}
+	if v := leaf.Value(0); v.IsRef || string(v.Inline) != "2" || v.Size != 1 {
+		t.Fatalf("Value(0) = %+v", v)
+	}
+	if v := leaf.Value(1); !v.IsRef || v.Ref != h || v.Size != 4000 {
+		t.Fatalf("Value(1) = %+v", v)
+	}
+	if !leaf.Value(1).Equal(RefValue(h, 4000)) || leaf.Value(1).Equal(RefValue(h, 4001)) || leaf.Value(0).Equal(leaf.Value(1)) {
+		t.Fatalf("Value.Equal is wrong")
+	}
+	for key, want := range map[string]int{"": 0, "a": 0, "b": 0, "b\x00": 1, "c": 1, "d": 1, "e": 2, "f": 2, "g": 3} {
+		if got := leaf.Search([]byte(key)); got != want {
+			t.Fatalf("Search(%q) = %d, want %d", key, got, want)
+		}
+	}
+	if string(leaf.LastKey()) != "f" {
+		t.Fatalf("LastKey = %q", leaf.LastKey())
+	}
+	// Returned slices are capped: appending must not write into the node.
+	_ = append(leaf.Key(0), 'X')
+	_ = append(leaf.Payload(0), 'X')
+	if string(leaf.Key(1)) != "d" {
+		t.Fatalf("append to Key(0) changed the node")
+	}
+	branch, err := Decode(Encode(2, []Entry{childEntry("m", 10), childEntry("z", 5)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, n := branch.Child(1); c != Sum([]byte("z")) || n != 5 || branch.Count() != 15 {
+		t.Fatalf("Child(1) = %s, %d; Count %d", c, n, branch.Count())
+	}
+	mustPanic(t, "Value on a branch", func() { branch.Value(0) })
+	mustPanic(t, "Child on a leaf", func() { leaf.Child(0) })
+	empty, _ := Decode(EmptyLeaf)
+	if empty.LastKey() != nil || empty.Search([]byte("a")) != 0 || empty.Hash() != EmptyRoot {
+		t.Fatalf("empty leaf accessors are wrong")
+	}
+}
+
+func mustPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Fatalf("%s did not panic", what)
+		}
+	}()
+	f()
+}
+
+// TestDecodeValueIndexErrors walks every rejection path of DecodeValueIndex.
+func TestDecodeValueIndexErrors(t *testing.T) {
+	h := Sum([]byte("h"))
+	one := EncodeValueIndex([]Chunk{{Hash: h, Size: 100}})
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"nil", nil, "not a value index"},
+		{"node", EmptyLeaf, "not a value index"},
+		{"bad version", cat([]byte{2}, one[1:]), "not a value index"},
+		{"no chunks", []byte{Version, 0xFF, 0}, "chunk count"},
+		{"padded count", cat([]byte{Version, 0xFF, 0x81, 0x00}, one[3:]), "chunk count"},
+		{"count too large", cat([]byte{Version, 0xFF, 2}, one[3:]), "chunk count"},
+		{"zero size", EncodeValueIndex([]Chunk{{Hash: h, Size: 0}}), "bad chunk size"},
+		{"truncated size", cat(one[:len(one)-1], []byte{0x80}), "bad chunk size"},
+		{"padded size", cat(one[:3+HashSize], []byte{0xe4, 0x80, 0x00}), "bad chunk size"},
+		{"size over u32", cat(one[:3+HashSize], binary.AppendUvarint(nil, math.MaxUint32+1)), "bad chunk size"},
+		{"total too large", EncodeValueIndex([]Chunk{{Hash: h, Size: MaxValueSize}, {Hash: h, Size: 1}}), "more than"},
+		{"trailing", cat(one, []byte{0}), "trailing bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := DecodeValueIndex(tc.in)
+			if err == nil || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("DecodeValueIndex(%x) error = %v, want ErrCorrupt mentioning %q", tc.in, err, tc.want)
+			}
+		})
+	}
+	chunks, total, err := DecodeValueIndex(EncodeValueIndex([]Chunk{{Hash: h, Size: MaxValueSize - 1}, {Hash: h, Size: 1}}))
+	if err != nil || len(chunks) != 2 || total != MaxValueSize {
+		t.Fatalf("index of exactly MaxValueSize bytes: %d chunks, %d bytes, %v", len(chunks), total, err)
+	}
+}
