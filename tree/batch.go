@@ -14,8 +14,9 @@ import (
 
 // spillBytes is how many bytes of new nodes a Batch buffers before writing
 // them ahead of the commit. Spilled nodes are unreferenced until the commit
-// moves a ref to them, so a crash before then leaves only garbage.
-const spillBytes = 64 << 20
+// moves a ref to them, so a crash before then leaves only garbage. It is a
+// variable so that tests can exercise spilling with small batches.
+var spillBytes = 64 << 20
 
 // Edit is one change to a tree: set Key to Value, or delete Key.
 type Edit struct {
@@ -35,6 +36,7 @@ type Batch struct {
 	size    int
 	refs    map[string]*node.Hash // nil value: delete
 	expect  map[string]*node.Hash // nil value: must be unset
+	meta    map[string][]byte     // nil value: delete
 	ended   bool
 	release func()
 }
@@ -52,6 +54,7 @@ func (s *Store) NewBatch() (*Batch, error) {
 		pending: map[node.Hash][]byte{},
 		refs:    map[string]*node.Hash{},
 		expect:  map[string]*node.Hash{},
+		meta:    map[string][]byte{},
 		release: func() { s.gc.RUnlock(); done() },
 	}, nil
 }
@@ -88,6 +91,18 @@ func (b *Batch) Commit(ctx context.Context) error {
 			return fmt.Errorf("store %s: ref %q: %w", b.s.dir, name, ErrRefMoved)
 		}
 	}
+	// Metadata and ref moves enter the Pebble batch only now: a spill
+	// (maybeSpill) writes the batch's earlier contents ahead of the commit,
+	// which is safe for unreferenced nodes but not for these.
+	for name, v := range b.meta {
+		if v == nil {
+			if err := b.pb.Delete(metaKey("app/"+name), nil); err != nil {
+				return err
+			}
+		} else if err := b.pb.Set(metaKey("app/"+name), v, nil); err != nil {
+			return err
+		}
+	}
 	for name, h := range b.refs {
 		if h == nil {
 			if err := b.pb.Delete(refKey(name), nil); err != nil {
@@ -120,13 +135,20 @@ func (b *Batch) ExpectRef(name string, root node.Hash, ok bool) {
 }
 
 // SetMeta stores application metadata under name when the batch commits.
+// value is copied. The error is always nil; it is kept for compatibility.
 func (b *Batch) SetMeta(name string, value []byte) error {
-	return b.pb.Set(metaKey("app/"+name), value, nil)
+	if value == nil {
+		value = []byte{}
+	}
+	b.meta[name] = bytes.Clone(value)
+	return nil
 }
 
 // DeleteMeta removes application metadata name when the batch commits.
+// The error is always nil; it is kept for compatibility.
 func (b *Batch) DeleteMeta(name string) error {
-	return b.pb.Delete(metaKey("app/"+name), nil)
+	b.meta[name] = nil
+	return nil
 }
 
 // PutNode validates raw as a node and stores it, returning its hash. The
