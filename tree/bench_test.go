@@ -1,0 +1,536 @@
+package tree
+
+// Benchmarks of the store at scale, each against a raw Pebble baseline
+// measured in the same benchmark run with the same Pebble options (block
+// cache size, bloom filters) and the same durability mode. Each benchmark
+// iteration is a whole experiment (a 1M-record build takes seconds), so run
+// them with -benchtime=1x:
+//
+//	go test ./tree/ -run '^$' -bench . -benchtime=1x
+//	go test ./tree/ -run '^$' -bench Build -benchtime=1x -bench.records=100000
+//
+// Records have 16-byte keys and 100-byte pseudo-random values. The Pebble
+// baseline stores one Pebble key per record (key → value).
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+)
+
+var benchRecords = flag.Int("bench.records", 1_000_000, "records in the tree benchmarks")
+
+const (
+	benchValueSize = 100
+	benchBatch     = 10_000 // records per update batch, and per raw Pebble write batch
+	benchGets      = 200_000
+	benchCache     = 64 << 20 // Pebble block cache, for both sides
+)
+
+// benchKeys returns n distinct 16-byte keys in ascending order: a
+// pseudo-random 8-byte prefix (so keys spread over the key space) and the
+// record number.
+func benchKeys(n int) [][]byte {
+	buf := make([]byte, 16*n)
+	keys := make([][]byte, n)
+	for i := range keys {
+		k := buf[16*i : 16*i+16 : 16*i+16]
+		binary.BigEndian.PutUint64(k, splitmix(uint64(i)))
+		binary.BigEndian.PutUint64(k[8:], uint64(i))
+		keys[i] = k
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	return keys
+}
+
+func splitmix(x uint64) uint64 {
+	x += 0x9E3779B97F4A7C15
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+	return x ^ (x >> 31)
+}
+
+// benchValue fills dst with record i's 100-byte value at version v.
+func benchValue(dst []byte, i, v int) []byte {
+	dst = dst[:0]
+	x := uint64(i)<<20 ^ uint64(v)
+	for len(dst) < benchValueSize {
+		x = splitmix(x)
+		dst = binary.LittleEndian.AppendUint64(dst, x)
+	}
+	return dst[:benchValueSize]
+}
+
+type benchMode struct {
+	name string
+	sync bool
+}
+
+var benchModes = []benchMode{{"NoSync", false}, {"Sync", true}}
+
+func (m benchMode) wopts() *pebble.WriteOptions {
+	if m.sync {
+		return pebble.Sync
+	}
+	return pebble.NoSync
+}
+
+// openRawPebble opens the baseline: a plain Pebble DB with the options an
+// Arbor store uses (openLocked): the same block cache size and a 10-bit
+// bloom filter on every level.
+func openRawPebble(b *testing.B, dir string) *pebble.DB {
+	b.Helper()
+	pc := pebble.NewCache(benchCache)
+	defer pc.Unref()
+	po := &pebble.Options{Cache: pc, Logger: quietLogger{}}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func openBenchStore(b *testing.B, dir string, m benchMode) *Store {
+	b.Helper()
+	s, err := Open(dir, &Options{NoSync: !m.sync, PebbleCacheSize: benchCache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// buildTree bulk-loads records 0..n-1 (version 0) into s under ref "head".
+func buildTree(b *testing.B, s *Store, keys [][]byte) node.Hash {
+	b.Helper()
+	ctx := context.Background()
+	bt, err := s.NewBatch()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bl := bt.NewBuilder(ctx)
+	var v []byte
+	for i, k := range keys {
+		v = benchValue(v, i, 0)
+		if err := bl.Add(k, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	root, err := bl.Finish()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bt.SetRef("head", root)
+	if err := bt.Commit(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return root
+}
+
+// buildRaw loads the same records into the baseline in batches of
+// benchBatch: intermediate batches without sync, the last one with the
+// mode's durability, as the tree's Batch does (it spills nodes unsynced and
+// commits once).
+func buildRaw(b *testing.B, db *pebble.DB, keys [][]byte, m benchMode) {
+	b.Helper()
+	pb := db.NewBatch()
+	var v []byte
+	for i, k := range keys {
+		v = benchValue(v, i, 0)
+		if err := pb.Set(k, v, nil); err != nil {
+			b.Fatal(err)
+		}
+		if (i+1)%benchBatch == 0 && i+1 < len(keys) {
+			if err := pb.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			pb.Close()
+			pb = db.NewBatch()
+		}
+	}
+	if err := pb.Commit(m.wopts()); err != nil {
+		b.Fatal(err)
+	}
+	pb.Close()
+}
+
+func reportRatio(b *testing.B, unit string, arbor, raw float64) {
+	b.ReportMetric(arbor, "arbor-"+unit)
+	b.ReportMetric(raw, "pebble-"+unit)
+	b.ReportMetric(arbor/raw, "ratio")
+}
+
+// BenchmarkBuild bulk-loads the records with Builder, and the same records
+// into raw Pebble. Target: arbor ≥ 1.0 × pebble records/s.
+func BenchmarkBuild(b *testing.B) {
+	keys := benchKeys(*benchRecords)
+	for _, m := range benchModes {
+		b.Run(fmt.Sprintf("records=%d/%s", len(keys), m.name), func(b *testing.B) {
+			var arbor, raw time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				dir := b.TempDir()
+				s := openBenchStore(b, filepath.Join(dir, "arbor"), m)
+				db := openRawPebble(b, filepath.Join(dir, "pebble"))
+				b.StartTimer()
+				t0 := time.Now()
+				buildRaw(b, db, keys, m)
+				t1 := time.Now()
+				buildTree(b, s, keys)
+				arbor += time.Since(t1)
+				raw += t1.Sub(t0)
+			}
+			n := float64(len(keys) * b.N)
+			reportRatio(b, "records/s", n/arbor.Seconds(), n/raw.Seconds())
+		})
+	}
+}
+
+// updateBatches returns nb batches of benchBatch random record indexes.
+func updateBatches(seed uint64, n, nb int) [][]int {
+	r := rand.New(rand.NewPCG(seed, 0))
+	out := make([][]int, nb)
+	for i := range out {
+		out[i] = make([]int, benchBatch)
+		for j := range out[i] {
+			out[i][j] = r.IntN(n)
+		}
+	}
+	return out
+}
+
+// applyUpdates applies each batch to ref "head" with Store.Update (one
+// commit per batch, with the store's durability), giving record i value
+// version ver+batch.
+func applyUpdates(b *testing.B, s *Store, keys [][]byte, batches [][]int, ver int) {
+	b.Helper()
+	ctx := context.Background()
+	edits := make([]Edit, benchBatch)
+	vals := make([]byte, benchBatch*benchValueSize)
+	for bi, idx := range batches {
+		for j, i := range idx {
+			v := benchValue(vals[j*benchValueSize:j*benchValueSize], i, ver+bi)
+			edits[j] = Edit{Key: keys[i], Value: v}
+		}
+		if _, err := s.Update(ctx, "head", edits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func applyRawUpdates(b *testing.B, db *pebble.DB, keys [][]byte, batches [][]int, ver int, m benchMode) {
+	b.Helper()
+	var v []byte
+	for bi, idx := range batches {
+		pb := db.NewBatch()
+		for _, i := range idx {
+			v = benchValue(v, i, ver+bi)
+			if err := pb.Set(keys[i], v, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := pb.Commit(m.wopts()); err != nil {
+			b.Fatal(err)
+		}
+		pb.Close()
+	}
+}
+
+// BenchmarkUpdate applies random updates in batches of 10k records to a
+// tree of the records (one Store.Update, one commit, per batch), and the
+// same batches to raw Pebble. Target: arbor ≥ 0.25 × pebble records/s.
+func BenchmarkUpdate(b *testing.B) {
+	keys := benchKeys(*benchRecords)
+	const nb = 20
+	for _, m := range benchModes {
+		b.Run(fmt.Sprintf("records=%d/batch=%d/%s", len(keys), benchBatch, m.name), func(b *testing.B) {
+			b.StopTimer()
+			dir := b.TempDir()
+			s := openBenchStore(b, filepath.Join(dir, "arbor"), m)
+			db := openRawPebble(b, filepath.Join(dir, "pebble"))
+			buildTree(b, s, keys)
+			buildRaw(b, db, keys, m)
+			var arbor, raw time.Duration
+			for i := 0; i < b.N; i++ {
+				batches := updateBatches(uint64(i), len(keys), nb)
+				b.StartTimer()
+				t0 := time.Now()
+				applyRawUpdates(b, db, keys, batches, 1+i*nb, m)
+				t1 := time.Now()
+				applyUpdates(b, s, keys, batches, 1+i*nb)
+				arbor += time.Since(t1)
+				raw += t1.Sub(t0)
+				b.StopTimer()
+			}
+			n := float64(nb * benchBatch * b.N)
+			reportRatio(b, "records/s", n/arbor.Seconds(), n/raw.Seconds())
+		})
+	}
+}
+
+// BenchmarkGet reads random keys one at a time from one goroutine, from a
+// warm tree (every key read once before timing) and from raw Pebble warmed
+// the same way. Target: arbor ≥ 1.0 × pebble Gets/s.
+func BenchmarkGet(b *testing.B) {
+	keys := benchKeys(*benchRecords)
+	m := benchModes[0] // reads do not depend on durability
+	b.Run(fmt.Sprintf("records=%d/warm", len(keys)), func(b *testing.B) {
+		b.StopTimer()
+		ctx := context.Background()
+		dir := b.TempDir()
+		s := openBenchStore(b, filepath.Join(dir, "arbor"), m)
+		db := openRawPebble(b, filepath.Join(dir, "pebble"))
+		root := buildTree(b, s, keys)
+		buildRaw(b, db, keys, m)
+		order := rand.New(rand.NewPCG(1, 2)).Perm(len(keys))
+		rawGet := func(k []byte) []byte {
+			v, closer, err := db.Get(k)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out := bytes.Clone(v)
+			closer.Close()
+			return out
+		}
+		for _, i := range order { // warm up both
+			if _, err := s.Get(ctx, root, keys[i]); err != nil {
+				b.Fatal(err)
+			}
+			rawGet(keys[i])
+		}
+		var arbor, raw time.Duration
+		var sink int
+		for it := 0; it < b.N; it++ {
+			sample := order[:min(benchGets, len(order))]
+			b.StartTimer()
+			t0 := time.Now()
+			for _, i := range sample {
+				sink += len(rawGet(keys[i]))
+			}
+			t1 := time.Now()
+			for _, i := range sample {
+				v, err := s.Get(ctx, root, keys[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				sink += len(v)
+			}
+			arbor += time.Since(t1)
+			raw += t1.Sub(t0)
+			b.StopTimer()
+			if sink != 2*len(sample)*benchValueSize*(it+1) {
+				b.Fatalf("read %d bytes", sink)
+			}
+		}
+		n := float64(min(benchGets, len(order)) * b.N)
+		reportRatio(b, "gets/s", n/arbor.Seconds(), n/raw.Seconds())
+	})
+}
+
+// sizeStats summarises a sample.
+type sizeStats struct{ mean, p50, p99, max float64 }
+
+func summarize(xs []int) sizeStats {
+	if len(xs) == 0 {
+		return sizeStats{}
+	}
+	sort.Ints(xs)
+	sum := 0
+	for _, x := range xs {
+		sum += x
+	}
+	q := func(p float64) float64 { return float64(xs[int(p*float64(len(xs)-1))]) }
+	return sizeStats{mean: float64(sum) / float64(len(xs)), p50: q(0.5), p99: q(0.99), max: float64(xs[len(xs)-1])}
+}
+
+// BenchmarkNodeSizes builds the records and reports the distribution of
+// encoded node sizes and entries per node, for leaves and for branches
+// (and logs every level).
+func BenchmarkNodeSizes(b *testing.B) {
+	keys := benchKeys(*benchRecords)
+	b.Run(fmt.Sprintf("records=%d", len(keys)), func(b *testing.B) {
+		ctx := context.Background()
+		for it := 0; it < b.N; it++ {
+			s := openBenchStore(b, b.TempDir(), benchModes[0])
+			root := buildTree(b, s, keys)
+			sizes := map[int][]int{} // by level
+			ents := map[int][]int{}
+			stack := []node.Hash{root}
+			for len(stack) > 0 {
+				h := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				n, err := s.Node(ctx, h)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sizes[n.Level()] = append(sizes[n.Level()], len(n.Raw()))
+				ents[n.Level()] = append(ents[n.Level()], n.Len())
+				if !n.IsLeaf() {
+					for i := 0; i < n.Len(); i++ {
+						c, _ := n.Child(i)
+						stack = append(stack, c)
+					}
+				}
+			}
+			var bs, be []int
+			for level := 0; level < len(sizes); level++ {
+				ss, es := summarize(sizes[level]), summarize(ents[level])
+				b.Logf("level %d: %7d nodes; bytes mean %6.0f p50 %6.0f p99 %6.0f max %6.0f; entries mean %5.1f p50 %4.0f p99 %4.0f max %4.0f",
+					level, len(sizes[level]), ss.mean, ss.p50, ss.p99, ss.max, es.mean, es.p50, es.p99, es.max)
+				if level > 0 {
+					bs, be = append(bs, sizes[level]...), append(be, ents[level]...)
+				}
+			}
+			for _, c := range []struct {
+				name  string
+				s, en []int
+			}{{"leaf", sizes[0], ents[0]}, {"branch", bs, be}} {
+				if len(c.s) == 0 {
+					continue
+				}
+				ss, es := summarize(c.s), summarize(c.en)
+				b.ReportMetric(float64(len(c.s)), c.name+"-nodes")
+				b.ReportMetric(ss.mean, c.name+"-mean-B")
+				b.ReportMetric(ss.p50, c.name+"-p50-B")
+				b.ReportMetric(ss.p99, c.name+"-p99-B")
+				b.ReportMetric(ss.max, c.name+"-max-B")
+				b.ReportMetric(es.mean, c.name+"-mean-entries")
+				b.ReportMetric(es.p50, c.name+"-p50-entries")
+				b.ReportMetric(es.p99, c.name+"-p99-entries")
+				b.ReportMetric(es.max, c.name+"-max-entries")
+			}
+			b.ReportMetric(float64(len(sizes)), "levels")
+		}
+	})
+}
+
+// settle flushes the memtable and compacts the whole key space, so that
+// disk usage counts live data in sstables rather than WAL and overwritten
+// versions.
+func settle(b *testing.B, db *pebble.DB) {
+	b.Helper()
+	if err := db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Compact(context.Background(), []byte{0}, []byte{0xff, 0xff}, false); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// dirSize returns the bytes of the regular files under dir.
+func dirSize(b *testing.B, dir string) int64 {
+	b.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// BenchmarkGC updates every record of the tree about once (100 batches of
+// 10k random records for 1M records) with Store.Update, collects garbage,
+// and compares the store's disk size with a fresh bulk build of the same
+// final records in another store, both flushed and compacted. Target:
+// ratio ≤ 2. It also reports raw Pebble's size for the same records.
+func BenchmarkGC(b *testing.B) {
+	keys := benchKeys(*benchRecords)
+	m := benchModes[0]
+	b.Run(fmt.Sprintf("records=%d/%s", len(keys), m.name), func(b *testing.B) {
+		ctx := context.Background()
+		for it := 0; it < b.N; it++ {
+			dir := b.TempDir()
+			s := openBenchStore(b, filepath.Join(dir, "updated"), m)
+			buildTree(b, s, keys)
+			nb := max(1, len(keys)/benchBatch)
+			batches := updateBatches(99, len(keys), nb)
+			applyUpdates(b, s, keys, batches, 1)
+			settle(b, s.db)
+			before := dirSize(b, s.Dir())
+			t0 := time.Now()
+			st, err := s.GC(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			gcTime := time.Since(t0)
+			settle(b, s.db)
+			after := dirSize(b, s.Dir())
+
+			// The final records: version of each record's last update.
+			ver := make([]int, len(keys))
+			for bi, idx := range batches {
+				for _, i := range idx {
+					ver[i] = 1 + bi
+				}
+			}
+			fresh := openBenchStore(b, filepath.Join(dir, "fresh"), m)
+			bt, _ := fresh.NewBatch()
+			bl := bt.NewBuilder(ctx)
+			var v []byte
+			for i, k := range keys {
+				v = benchValue(v, i, ver[i])
+				if err := bl.Add(k, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+			froot, err := bl.Finish()
+			if err != nil {
+				b.Fatal(err)
+			}
+			bt.SetRef("head", froot)
+			if err := bt.Commit(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if head, _ := s.Root("head"); head != froot {
+				b.Fatalf("updated head %s differs from the fresh build %s", head, froot)
+			}
+			settle(b, fresh.db)
+			freshSize := dirSize(b, fresh.Dir())
+
+			db := openRawPebble(b, filepath.Join(dir, "pebble"))
+			pb := db.NewBatch()
+			for i, k := range keys {
+				pb.Set(k, benchValue(v, i, ver[i]), nil)
+			}
+			if err := pb.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			settle(b, db)
+			rawSize := dirSize(b, filepath.Join(dir, "pebble"))
+
+			b.ReportMetric(float64(before)/1e6, "before-gc-MB")
+			b.ReportMetric(float64(after)/1e6, "after-gc-MB")
+			b.ReportMetric(float64(freshSize)/1e6, "fresh-MB")
+			b.ReportMetric(float64(rawSize)/1e6, "pebble-MB")
+			b.ReportMetric(float64(after)/float64(freshSize), "ratio")
+			b.ReportMetric(gcTime.Seconds(), "gc-s")
+			b.Logf("GC %+v in %v; dir %d B before GC, %d after, fresh build %d, raw Pebble %d", st, gcTime, before, after, freshSize, rawSize)
+		}
+	})
+}
