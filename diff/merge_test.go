@@ -231,7 +231,6 @@ func TestMergeTruthTable(t *testing.T) {
 	})
 }
 
-
 // TestMergeRandom checks Merge against the model on random base, local and
 // server trees with overlapping edits, including identical changes on
 // both sides and out-of-line values.
