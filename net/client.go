@@ -1,0 +1,490 @@
+package net
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	stdnet "net"
+	"sync"
+	"time"
+
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+	"github.com/quic-go/quic-go"
+)
+
+// BaseRef is the client ref holding the last server root it agreed on.
+const BaseRef = "base"
+
+// Client metadata names (tree.Store.Meta).
+const (
+	metaFingerprint = "net/server-fingerprint"
+	metaClientID    = "net/client-id"
+)
+
+// ClientOptions configure Sync and Root.
+type ClientOptions struct {
+	// Server is the server's UDP address, host:port.
+	Server string
+	// Token authenticates the client.
+	Token string
+	// Fingerprint pins the server certificate (hex SHA-256 of its DER, as
+	// the server prints it; colons allowed). When empty, Sync uses the
+	// fingerprint it stored on a previous sync.
+	Fingerprint string
+	// TrustOnFirstUse accepts an unknown server and, in Sync, stores its
+	// fingerprint for later syncs.
+	TrustOnFirstUse bool
+	// CAFile verifies the server certificate against these CAs instead of
+	// a pin.
+	CAFile string
+	// Progress, if set, is called from the syncing goroutine as work advances.
+	Progress func(Progress)
+	// Logger receives sync events. Default: discard.
+	Logger *slog.Logger
+	// IOTimeout bounds every frame read and write. Default 30s.
+	IOTimeout time.Duration
+	// MaxFrame is the largest frame accepted or sent. Default 16 MiB.
+	MaxFrame int
+	// Parallel is how many node requests a walk keeps in flight. Default 4.
+	Parallel int
+	// BatchNodes is how many nodes one walk request asks for. Default 1024.
+	BatchNodes int
+	// ForceWalk makes Sync ignore a retained base and walk the server's
+	// tree (for a suspicious client, and for tests and benchmarks).
+	ForceWalk bool
+}
+
+func (o *ClientOptions) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.IOTimeout <= 0 {
+		o.IOTimeout = 30 * time.Second
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 4
+	}
+	if o.BatchNodes <= 0 {
+		o.BatchNodes = 1024
+	}
+	if o.BatchNodes > maxRequestHashes {
+		o.BatchNodes = maxRequestHashes
+	}
+}
+
+// Progress reports how far a sync has come.
+type Progress struct {
+	Phase         string // "connect", "push", "pull", "walk", "commit", "done"
+	Records       int64  // records pushed or pulled so far
+	Nodes         int64  // nodes fetched so far
+	BytesReceived int64
+	BytesSent     int64
+}
+
+// Overridden is a local change the server rejected because the key's
+// server value had changed since the client's base: the server's value won.
+type Overridden struct {
+	Key    []byte
+	Local  *[]byte // the client's value; nil: the client deleted the key
+	Server *[]byte // the value the client now holds; nil: absent
+}
+
+// SyncResult describes a completed sync.
+type SyncResult struct {
+	ServerRoot    node.Hash    // the server's root the client synced to
+	Root          node.Hash    // the client's new base root (equal to ServerRoot)
+	ClientID      string       // the id the server knows the client by
+	Path          string       // "retained", "walk" or "none"
+	Pulled        int          // records received from the server (walk: records that differ from the old base)
+	Pushed        int          // local changes sent
+	Accepted      int          // local changes the server accepted
+	Overridden    []Overridden // local changes the server's value overrode
+	BytesSent     int64        // at the QUIC stream level
+	BytesReceived int64
+	RoundTrips    int // request/response exchanges, the handshake included
+	NodesFetched  int
+	BlobsFetched  int
+	Duration      time.Duration
+}
+
+// client is one connection to a server.
+type client struct {
+	opts ClientOptions
+	qc   *quic.Conn
+	peer string
+	c    counters
+	log  *slog.Logger
+	w    welcome
+	fp   string
+}
+
+// dial connects and performs the Hello exchange.
+func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client, error) {
+	host, _, err := stdnet.SplitHostPort(opts.Server)
+	if err != nil {
+		return nil, fmt.Errorf("server address %q: %w", opts.Server, err)
+	}
+	cl := &client{opts: opts, peer: "server " + opts.Server, log: opts.Logger}
+	tconf, err := clientTLS(host, pin, opts.CAFile, opts.TrustOnFirstUse)
+	if err != nil {
+		return nil, err
+	}
+	var pinMu sync.Mutex
+	var pinErr error
+	if vc := tconf.VerifyConnection; vc != nil {
+		tconf.VerifyConnection = func(cs tls.ConnectionState) error {
+			pinMu.Lock()
+			defer pinMu.Unlock()
+			pinErr = vc(cs)
+			return pinErr
+		}
+	}
+	qc, err := quic.DialAddr(ctx, opts.Server, tconf, &quic.Config{
+		HandshakeIdleTimeout:  opts.IOTimeout,
+		MaxIdleTimeout:        2 * opts.IOTimeout,
+		KeepAlivePeriod:       opts.IOTimeout / 3,
+		MaxIncomingStreams:    -1,
+		MaxIncomingUniStreams: -1,
+	})
+	if err != nil {
+		pinMu.Lock()
+		perr := pinErr
+		pinMu.Unlock()
+		if perr != nil {
+			return nil, perr
+		}
+		return nil, fmt.Errorf("connect to %s: %w", cl.peer, err)
+	}
+	cl.qc = qc
+	if pc := qc.ConnectionState().TLS.PeerCertificates; len(pc) > 0 {
+		cl.fp = Fingerprint(pc[0].Raw)
+	}
+	ex, err := cl.open(ctx)
+	if err != nil {
+		cl.close()
+		return nil, err
+	}
+	err = ex.send(msgHello, h.encode())
+	if err == nil {
+		err = ex.closeSend()
+	}
+	var f Frame
+	if err == nil {
+		f, err = ex.recv(msgWelcome)
+	}
+	if err == nil {
+		cl.w, err = decodeWelcome(f.Payload)
+		cl.w.RootNode = append([]byte(nil), cl.w.RootNode...)
+	}
+	if err != nil {
+		cl.close()
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	return cl, nil
+}
+
+func (cl *client) close() { cl.qc.CloseWithError(0, "") }
+
+// open starts an exchange on a new stream.
+func (cl *client) open(ctx context.Context) (*exchange, error) {
+	st, err := cl.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open stream: %w", cl.peer, connErr(cl.peer, err))
+	}
+	cl.c.exchanges.Add(1)
+	return newExchange(st, &cl.c, cl.opts.IOTimeout, cl.opts.MaxFrame, cl.peer), nil
+}
+
+// Root connects to the server and returns its current root: the integrity
+// audit. It needs a pin, a CA file or TrustOnFirstUse.
+func Root(ctx context.Context, opts ClientOptions) (node.Hash, error) {
+	opts.defaults()
+	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit})
+	if err != nil {
+		return node.Hash{}, err
+	}
+	defer cl.close()
+	return cl.w.Root, nil
+}
+
+// Sync brings store up to date with the server in both directions. It
+// pushes the local changes since the last sync (ref "base" to ref "head"),
+// with the server's value winning every conflict; pulls everything else
+// that changed on the server; and leaves "base" and "head" at the server's
+// root (plus any writes made to "head" while Sync ran, which stay local
+// changes for the next sync). An interrupted Sync leaves the store at its
+// old state, keeping the nodes already fetched for the next attempt.
+//
+// If the recomputed root does not match the server's, Sync repairs the
+// store with a walk and returns the result with an error wrapping
+// ErrRootMismatch.
+func Sync(ctx context.Context, store *tree.Store, opts ClientOptions) (*SyncResult, error) {
+	opts.defaults()
+	start := time.Now()
+	sy := &syncer{store: store, opts: opts, res: &SyncResult{Path: "none"}, log: opts.Logger}
+	err := sy.run(ctx)
+	if sy.cl != nil {
+		sy.res.BytesSent = sy.cl.c.sent.Load()
+		sy.res.BytesReceived = sy.cl.c.recv.Load()
+		sy.res.RoundTrips = int(sy.cl.c.exchanges.Load())
+		sy.cl.close()
+	}
+	sy.res.Duration = time.Since(start)
+	if err != nil && !errors.Is(err, ErrRootMismatch) {
+		return nil, fmt.Errorf("sync with %s: %w", opts.Server, err)
+	}
+	sy.progress("done")
+	return sy.res, err
+}
+
+// syncer holds the state of one Sync.
+type syncer struct {
+	store *tree.Store
+	opts  ClientOptions
+	log   *slog.Logger
+	cl    *client
+	res   *SyncResult
+
+	base    node.Hash // old base (EmptyRoot if none)
+	hasBase bool
+	head0   node.Hash // head when the sync started
+	hadHead bool
+
+	records, nodes int64
+}
+
+func (sy *syncer) progress(phase string) {
+	if sy.opts.Progress == nil {
+		return
+	}
+	p := Progress{Phase: phase, Records: sy.records, Nodes: sy.nodes}
+	if sy.cl != nil {
+		p.BytesReceived, p.BytesSent = sy.cl.c.recv.Load(), sy.cl.c.sent.Load()
+	}
+	sy.opts.Progress(p)
+}
+
+func (sy *syncer) run(ctx context.Context) error {
+	s := sy.store
+	var err error
+	sy.base, sy.hasBase, err = s.Ref(BaseRef)
+	if err != nil {
+		return err
+	}
+	if !sy.hasBase {
+		sy.base = node.EmptyRoot
+	}
+	sy.head0, sy.hadHead, err = s.Ref(HeadRef)
+	if err != nil {
+		return err
+	}
+	if !sy.hadHead {
+		sy.head0 = node.EmptyRoot
+	}
+	local := sy.head0 != sy.base
+
+	pin := sy.opts.Fingerprint
+	if pin == "" && sy.opts.CAFile == "" {
+		if b, err := s.Meta(metaFingerprint); err == nil {
+			pin = string(b)
+		}
+	}
+	h := hello{Token: sy.opts.Token, Config: s.Config()}
+	if sy.hasBase && !sy.opts.ForceWalk {
+		h.Base = sy.base
+	}
+	if local {
+		h.Flags |= flagPush
+	}
+	sy.progress("connect")
+	cl, err := dial(ctx, sy.opts, pin, h)
+	if err != nil {
+		return err
+	}
+	sy.cl = cl
+	stop := watch(ctx, cl.qc)
+	defer stop()
+	w := cl.w
+	sy.res.ClientID = w.ClientID
+	sy.res.ServerRoot = w.Root
+	if w.Config.WithDefaults() != s.Config() {
+		return fmt.Errorf("%w: server %+v, client store %s %+v", ErrConfigMismatch, w.Config, s.Dir(), s.Config())
+	}
+	if w.Root == sy.base && !local && sy.hasBase {
+		// Equal roots and no local changes: done in one round trip.
+		sy.res.Root = sy.base
+		return sy.rememberServer(ctx)
+	}
+
+	target := w.Root
+	var pushed *pushOutcome
+	if local {
+		sy.progress("push")
+		pushed, err = sy.push(ctx)
+		if err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		target = pushed.root
+	}
+	sy.res.ServerRoot = target
+
+	var newBase node.Hash
+	switch {
+	case target == sy.base && sy.hasBase:
+		newBase = sy.base
+	case w.Retained && sy.hasBase && !sy.opts.ForceWalk:
+		sy.res.Path = "retained"
+		sy.progress("pull")
+		newBase, err = sy.pullChanges(ctx, target, pushed)
+		if err != nil {
+			return fmt.Errorf("pull changes: %w", err)
+		}
+	default:
+		sy.res.Path = "walk"
+		sy.progress("walk")
+		if err := sy.walk(ctx, target); err != nil {
+			return fmt.Errorf("walk: %w", err)
+		}
+		newBase = target
+	}
+	var mismatch error
+	if newBase != target {
+		mismatch = fmt.Errorf("%w: recomputed root %s, server root %s; repaired by a walk", ErrRootMismatch, newBase, target)
+		sy.log.Error("arbor sync: root mismatch, walking to repair", "local", newBase.String(), "server", target.String())
+		sy.res.Path = "walk"
+		if err := sy.walk(ctx, target); err != nil {
+			return fmt.Errorf("%w; repair walk failed: %w", mismatch, err)
+		}
+		newBase = target
+	}
+	if sy.res.Path == "walk" && sy.hasBase {
+		n, err := countChanges(ctx, s, sy.base, target)
+		if err != nil {
+			return err
+		}
+		sy.res.Pulled = n
+	} else if sy.res.Path == "walk" {
+		c, err := s.Count(ctx, target)
+		if err != nil {
+			return err
+		}
+		sy.res.Pulled = int(c)
+	}
+	sy.progress("commit")
+	if err := sy.commit(ctx, newBase); err != nil {
+		return err
+	}
+	sy.res.Root = newBase
+	if pushed != nil {
+		if err := sy.reportOverridden(ctx, pushed, newBase); err != nil {
+			return err
+		}
+	}
+	return mismatch
+}
+
+// rememberServer stores the server's fingerprint and the client id.
+func (sy *syncer) rememberServer(ctx context.Context) error {
+	b, err := sy.store.NewBatch()
+	if err != nil {
+		return err
+	}
+	sy.setServerMeta(b)
+	return b.Commit(ctx)
+}
+
+func (sy *syncer) setServerMeta(b *tree.Batch) {
+	if sy.cl.fp != "" && sy.opts.CAFile == "" {
+		_ = b.SetMeta(metaFingerprint, []byte(sy.cl.fp))
+	}
+	_ = b.SetMeta(metaClientID, []byte(sy.cl.w.ClientID))
+}
+
+// commit moves base to newBase and head to newBase plus any writes made to
+// head since the sync started.
+func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
+	s := sy.store
+	for {
+		cur, had, err := s.Ref(HeadRef)
+		if err != nil {
+			return err
+		}
+		if !had {
+			cur = node.EmptyRoot
+		}
+		b, err := s.NewBatch()
+		if err != nil {
+			return err
+		}
+		newHead := newBase
+		if cur != sy.head0 {
+			// Writes landed during the sync: replay them on the new state.
+			newHead, err = replay(ctx, s, b, sy.head0, cur, newBase)
+			if err != nil {
+				b.Discard()
+				return fmt.Errorf("replay local writes made during sync: %w", err)
+			}
+		}
+		b.ExpectRef(HeadRef, cur, had)
+		b.SetRef(HeadRef, newHead)
+		b.SetRef(BaseRef, newBase)
+		sy.setServerMeta(b)
+		err = b.Commit(ctx)
+		if errors.Is(err, tree.ErrRefMoved) {
+			continue
+		}
+		return err
+	}
+}
+
+// replay applies the changes from→to onto root in b.
+func replay(ctx context.Context, s *tree.Store, b *tree.Batch, from, to, root node.Hash) (node.Hash, error) {
+	var edits []tree.StoredEdit
+	var err error
+	for c, derr := range diffTrees(ctx, s, from, to) {
+		if derr != nil {
+			return root, derr
+		}
+		e := tree.StoredEdit{Key: append([]byte(nil), c.Key...)}
+		if c.New != nil {
+			v := cloneValue(*c.New)
+			e.Value = &v
+		}
+		edits = append(edits, e)
+		if len(edits) == applyBatch {
+			if root, err = b.ApplyValues(ctx, root, edits); err != nil {
+				return root, err
+			}
+			edits = edits[:0]
+		}
+	}
+	if len(edits) > 0 {
+		root, err = b.ApplyValues(ctx, root, edits)
+	}
+	return root, err
+}
+
+// applyBatch is how many edits are applied at a time.
+const applyBatch = 4096
+
+func cloneValue(v node.Value) node.Value {
+	v.Inline = append([]byte(nil), v.Inline...)
+	return v
+}
+
+func countChanges(ctx context.Context, s *tree.Store, from, to node.Hash) (int, error) {
+	n := 0
+	for _, err := range diffTrees(ctx, s, from, to) {
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

@@ -1,0 +1,34 @@
+// Package net synchronises Arbor stores between one authoritative server
+// and many clients over QUIC, with the server's value winning every
+// conflict.
+//
+// A sync is one QUIC connection (TLS 1.3, ALPN "arbor/1"; the client pins
+// the server's certificate fingerprint or verifies it against a CA file).
+// Every request/response exchange uses its own bidirectional stream of
+// length-prefixed frames (see PROTOCOL.md):
+//
+//  1. Hello/Welcome: the client presents its token and its base (the last
+//     server root it agreed on); the server answers with its current root.
+//     Equal roots and no local changes end the sync in one round trip; this
+//     is also the integrity audit (Root).
+//  2. Push: the client sends its local changes (base→head), each with the
+//     hash of the value it started from. The server applies a change only
+//     if the key still holds that value, commits all accepted changes of a
+//     push atomically, and reports the rest as overridden. The server builds
+//     its own tree from the values; it never takes nodes from a client.
+//  3. Pull: if the server retains the client's base, it diffs base→current
+//     and streams only the changed records, leaving out the client's own
+//     accepted changes. Otherwise the client walks the server's tree level
+//     by level, in batched requests, skipping every subtree it already
+//     holds and verifying the hash of every node it receives.
+//  4. The client commits its new base and head atomically, re-applying any
+//     local writes made during the sync, after checking that its recomputed
+//     root equals the server's.
+//
+// Invariants: a client stores a fetched node only once its whole subtree is
+// stored, so holding a node means holding its subtree, even after an
+// interrupted walk; the server serves only nodes and blobs reachable from a
+// root it published to that session; every frame read and write has a
+// deadline; no message is trusted for sizes before it is checked against
+// the frame limit.
+package net

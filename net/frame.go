@@ -1,0 +1,261 @@
+package net
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/arbor-sync/arbor/node"
+)
+
+// ProtocolVersion is byte 0 of every frame. A peer that receives another
+// version answers with an error frame and closes the connection.
+const ProtocolVersion = 1
+
+// ALPN is the TLS application protocol Arbor negotiates.
+const ALPN = "arbor/1"
+
+// DefaultMaxFrame is the default hard limit on a frame's payload.
+const DefaultMaxFrame = 16 << 20
+
+// maxHeader is the longest frame header: version, type, 10-byte uvarint.
+const maxHeader = 2 + binary.MaxVarintLen64
+
+// Message types. See PROTOCOL.md for every message's payload.
+const (
+	msgHello     byte = 0x01 // client → server, first frame of the first stream
+	msgWelcome   byte = 0x02 // server → client, answer to Hello
+	msgError     byte = 0x03 // either way: the exchange or session failed
+	msgGetNodes  byte = 0x10 // client → server: hashes to fetch
+	msgNode      byte = 0x11 // server → client: one encoded node
+	msgGetBlobs  byte = 0x12 // client → server: value blob hashes to fetch
+	msgBlob      byte = 0x13 // server → client: one value blob
+	msgPush      byte = 0x20 // client → server: one local change
+	msgPushDone  byte = 0x21 // server → client: push outcome
+	msgGetChange byte = 0x30 // client → server: changes between two roots
+	msgChange    byte = 0x31 // server → client: one changed record
+	msgEnd       byte = 0x7F // either way: end of a message sequence, with a count
+)
+
+func msgName(t byte) string {
+	switch t {
+	case msgHello:
+		return "Hello"
+	case msgWelcome:
+		return "Welcome"
+	case msgError:
+		return "Error"
+	case msgGetNodes:
+		return "GetNodes"
+	case msgNode:
+		return "Node"
+	case msgGetBlobs:
+		return "GetBlobs"
+	case msgBlob:
+		return "Blob"
+	case msgPush:
+		return "Push"
+	case msgPushDone:
+		return "PushDone"
+	case msgGetChange:
+		return "GetChanges"
+	case msgChange:
+		return "Change"
+	case msgEnd:
+		return "End"
+	}
+	return fmt.Sprintf("unknown(0x%02x)", t)
+}
+
+func knownType(t byte) bool { return msgName(t)[0] != 'u' }
+
+// Frame is one decoded frame. Payload aliases the reader's buffer and is
+// valid until the next ReadFrame.
+type Frame struct {
+	Type    byte
+	Payload []byte
+}
+
+// frameReader reads frames from a byte stream, rejecting oversized ones
+// before allocating.
+type frameReader struct {
+	r   *bufio.Reader
+	max int
+	buf []byte
+}
+
+func newFrameReader(r io.Reader, max int) *frameReader {
+	return &frameReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// ReadFrame reads the next frame. It returns io.EOF only at a clean frame
+// boundary; a frame cut short gives io.ErrUnexpectedEOF. Malformed headers
+// wrap ErrProtocol and oversized frames ErrFrameTooLarge.
+func (fr *frameReader) ReadFrame() (Frame, error) {
+	ver, err := fr.r.ReadByte()
+	if err != nil {
+		return Frame{}, err
+	}
+	typ, err := fr.r.ReadByte()
+	if err != nil {
+		return Frame{}, eof(err)
+	}
+	if ver != ProtocolVersion {
+		return Frame{}, fmt.Errorf("%w: frame version %d, this arbor speaks %d", ErrProtocol, ver, ProtocolVersion)
+	}
+	if !knownType(typ) {
+		return Frame{}, fmt.Errorf("%w: unknown message type 0x%02x", ErrProtocol, typ)
+	}
+	n, err := binary.ReadUvarint(fr.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return Frame{}, io.ErrUnexpectedEOF
+		}
+		return Frame{}, fmt.Errorf("%w: %s frame: bad length: %v", ErrProtocol, msgName(typ), err)
+	}
+	if n > uint64(fr.max) {
+		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes (limit %d)", ErrFrameTooLarge, msgName(typ), n, fr.max)
+	}
+	if cap(fr.buf) < int(n) {
+		fr.buf = make([]byte, n)
+	}
+	fr.buf = fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
+		return Frame{}, eof(err)
+	}
+	return Frame{Type: typ, Payload: fr.buf}, nil
+}
+
+func eof(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// appendFrame appends a frame to dst.
+func appendFrame(dst []byte, typ byte, payload []byte) []byte {
+	dst = append(dst, ProtocolVersion, typ)
+	dst = binary.AppendUvarint(dst, uint64(len(payload)))
+	return append(dst, payload...)
+}
+
+// frameWriter buffers frames onto a stream.
+type frameWriter struct {
+	w   *bufio.Writer
+	max int
+	hdr [maxHeader]byte
+}
+
+func newFrameWriter(w io.Writer, max int) *frameWriter {
+	return &frameWriter{w: bufio.NewWriterSize(w, 64<<10), max: max}
+}
+
+// WriteFrame buffers one frame. Call Flush to send.
+func (fw *frameWriter) WriteFrame(typ byte, payload []byte) error {
+	if len(payload) > fw.max {
+		return fmt.Errorf("%w: %s frame of %d bytes (limit %d)", ErrFrameTooLarge, msgName(typ), len(payload), fw.max)
+	}
+	h := append(fw.hdr[:0], ProtocolVersion, typ)
+	h = binary.AppendUvarint(h, uint64(len(payload)))
+	if _, err := fw.w.Write(h); err != nil {
+		return err
+	}
+	_, err := fw.w.Write(payload)
+	return err
+}
+
+func (fw *frameWriter) Flush() error { return fw.w.Flush() }
+
+// dec reads the fields of a payload. The first error sticks; every getter
+// returns a zero value after it, so decoders check once at the end.
+type dec struct {
+	b   []byte
+	err error
+	msg string
+}
+
+func newDec(msg byte, b []byte) *dec { return &dec{b: b, msg: msgName(msg)} }
+
+func (d *dec) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s message: bad %s", ErrProtocol, d.msg, what)
+	}
+}
+
+func (d *dec) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) byte1(what string) byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.fail(what)
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *dec) hash(what string) node.Hash {
+	var h node.Hash
+	if d.err != nil {
+		return h
+	}
+	if len(d.b) < node.HashSize {
+		d.fail(what)
+		return h
+	}
+	copy(h[:], d.b)
+	d.b = d.b[node.HashSize:]
+	return h
+}
+
+// bytes reads a uvarint length and that many bytes (aliasing the payload).
+func (d *dec) bytes(what string, max int) []byte {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) || n > uint64(max) {
+		d.fail(what)
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// rest returns the remaining bytes.
+func (d *dec) rest() []byte {
+	v := d.b
+	d.b = nil
+	return v
+}
+
+// done reports the first error, or trailing bytes.
+func (d *dec) done() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %s message: %d trailing bytes", ErrProtocol, d.msg, len(d.b))
+	}
+	return d.err
+}
+
+func appendBytes(dst, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}

@@ -1,0 +1,762 @@
+package net
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	stdnet "net"
+	"sync"
+	"time"
+
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+	"github.com/quic-go/quic-go"
+)
+
+// HeadRef is the ref holding a store's current data tree: the authoritative
+// state on a server, the local working state on a client.
+const HeadRef = "head"
+
+// ServerOptions configure a Server. Zero fields take the defaults shown.
+type ServerOptions struct {
+	// Tokens are the clients allowed to connect. SetTokens replaces them.
+	Tokens []Token
+	// CertDir holds cert.pem and key.pem; a self-signed certificate is
+	// created there if neither exists. Required.
+	CertDir string
+	// Retain is how many recently published roots the server keeps for the
+	// changes path. Default 64.
+	Retain int
+	// Logger receives connection and session events. Default: discard.
+	Logger *slog.Logger
+	// MaxFrame is the largest frame payload accepted or sent. Default 16 MiB.
+	MaxFrame int
+	// HandshakeTimeout bounds the TLS handshake plus the Hello exchange.
+	// Default 10s.
+	HandshakeTimeout time.Duration
+	// IOTimeout bounds every read and write of a frame. Default 30s.
+	IOTimeout time.Duration
+	// IdleTimeout closes a session that starts no exchange for this long.
+	// Default 2m.
+	IdleTimeout time.Duration
+	// MaxPushBytes bounds the frames of one push. Default 64 MiB.
+	MaxPushBytes int
+	// MaxShown bounds the node and blob hashes a session may still request.
+	// Default 4M.
+	MaxShown int
+}
+
+func (o *ServerOptions) defaults() {
+	if o.Retain <= 0 {
+		o.Retain = 64
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.IOTimeout <= 0 {
+		o.IOTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.MaxPushBytes <= 0 {
+		o.MaxPushBytes = 64 << 20
+	}
+	if o.MaxShown <= 0 {
+		o.MaxShown = 4 << 20
+	}
+}
+
+// Server serves one store's "head" tree to authenticated clients over QUIC.
+// It is safe for concurrent use.
+type Server struct {
+	store *tree.Store
+	opts  ServerOptions
+	log   *slog.Logger
+	cert  tls.Certificate
+	fp    string
+
+	tokMu  sync.RWMutex
+	tokens map[[32]byte]string // sha256(token) → client id
+
+	wmu    sync.Mutex // serialises the server's ref moves
+	retain *retention
+
+	pinMu sync.Mutex
+	pins  map[node.Hash]int
+
+	lnMu sync.Mutex
+	ln   *quic.Listener
+	tr   *quic.Transport
+	wg   sync.WaitGroup
+}
+
+// NewServer prepares a server for store, creating its certificate if
+// needed. It does not listen yet.
+func NewServer(store *tree.Store, opts ServerOptions) (*Server, error) {
+	opts.defaults()
+	if opts.CertDir == "" {
+		return nil, errors.New("arbor server: ServerOptions.CertDir is required")
+	}
+	cert, err := loadOrCreateCert(opts.CertDir)
+	if err != nil {
+		return nil, err
+	}
+	ret, err := loadRetention(store, opts.Retain)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		store:  store,
+		opts:   opts,
+		log:    opts.Logger,
+		cert:   cert,
+		fp:     Fingerprint(cert.Certificate[0]),
+		retain: ret,
+		pins:   map[node.Hash]int{},
+	}
+	s.SetTokens(opts.Tokens)
+	return s, nil
+}
+
+// Fingerprint returns the SHA-256 of the server certificate, in hex, for
+// clients to pin.
+func (s *Server) Fingerprint() string { return s.fp }
+
+// SetTokens replaces the accepted tokens. Sessions already authenticated
+// continue.
+func (s *Server) SetTokens(toks []Token) {
+	m := make(map[[32]byte]string, len(toks))
+	for _, t := range toks {
+		m[sha256.Sum256([]byte(t.Token))] = t.ClientID
+	}
+	s.tokMu.Lock()
+	s.tokens = m
+	s.tokMu.Unlock()
+}
+
+func (s *Server) clientID(token string) (string, bool) {
+	if token == "" {
+		return "", false
+	}
+	s.tokMu.RLock()
+	defer s.tokMu.RUnlock()
+	id, ok := s.tokens[sha256.Sum256([]byte(token))]
+	return id, ok
+}
+
+// Listen binds the UDP address (such as "127.0.0.1:0").
+func (s *Server) Listen(addr string) error {
+	udp, err := stdnet.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("arbor server: listen %s: %w", addr, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(serverTLS(s.cert), &quic.Config{
+		HandshakeIdleTimeout:  s.opts.HandshakeTimeout,
+		MaxIdleTimeout:        s.opts.IdleTimeout,
+		MaxIncomingStreams:    16,
+		MaxIncomingUniStreams: -1,
+	})
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("arbor server: listen %s: %w", addr, err)
+	}
+	s.lnMu.Lock()
+	s.ln, s.tr = ln, tr
+	s.lnMu.Unlock()
+	return nil
+}
+
+// Addr returns the address the server listens on, or nil before Listen.
+func (s *Server) Addr() stdnet.Addr {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// ListenAndServe listens on addr and serves until ctx is cancelled.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	if err := s.Listen(addr); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Serve accepts connections until ctx is cancelled, then closes the
+// listener, ends every session and returns nil. Listen must come first.
+func (s *Server) Serve(ctx context.Context) error {
+	s.lnMu.Lock()
+	ln, tr := s.ln, s.tr
+	s.lnMu.Unlock()
+	if ln == nil {
+		return errors.New("arbor server: Serve before Listen")
+	}
+	s.log.Info("arbor server listening", "addr", ln.Addr().String(), "fingerprint", s.fp)
+	defer func() {
+		ln.Close()
+		s.wg.Wait()
+		tr.Close()
+	}()
+	for {
+		qc, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("arbor server: accept: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(ctx, qc)
+		}()
+	}
+}
+
+// GC collects garbage in the store, keeping every retained root (they are
+// refs) and every root a live session uses.
+func (s *Server) GC(ctx context.Context) (tree.GCStats, error) {
+	s.pinMu.Lock()
+	extra := make([]node.Hash, 0, len(s.pins))
+	for h := range s.pins {
+		extra = append(extra, h)
+	}
+	s.pinMu.Unlock()
+	return s.store.GC(ctx, extra...)
+}
+
+func (s *Server) pin(h node.Hash) {
+	s.pinMu.Lock()
+	s.pins[h]++
+	s.pinMu.Unlock()
+}
+
+func (s *Server) unpin(h node.Hash) {
+	s.pinMu.Lock()
+	if s.pins[h]--; s.pins[h] <= 0 {
+		delete(s.pins, h)
+	}
+	s.pinMu.Unlock()
+}
+
+// session is one authenticated connection.
+type session struct {
+	s        *Server
+	qc       *quic.Conn
+	peer     string
+	clientID string
+	c        counters
+
+	base         node.Hash
+	baseRetained bool
+
+	mu        sync.Mutex
+	published map[node.Hash]bool     // roots shown to this client
+	nodes     map[node.Hash]struct{} // node hashes the client may request
+	blobs     map[node.Hash]bool     // blob hashes the client may request; true: a value index
+	accepted  map[string]node.Hash   // key → valueHash of the value accepted from this client (zero: deleted)
+	pinned    []node.Hash
+}
+
+func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
+	peer := qc.RemoteAddr().String()
+	sess := &session{s: s, qc: qc, peer: "client " + peer,
+		published: map[node.Hash]bool{}, nodes: map[node.Hash]struct{}{},
+		blobs: map[node.Hash]bool{}, accepted: map[string]node.Hash{}}
+	defer func() {
+		for _, h := range sess.pinned {
+			s.unpin(h)
+		}
+	}()
+	stop := watch(ctx, qc)
+	defer stop()
+	if err := sess.handshake(ctx); err != nil {
+		s.log.Warn("arbor server: handshake refused", "peer", peer, "err", err)
+		qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
+		return
+	}
+	s.log.Info("arbor server: session started", "peer", peer, "client", sess.clientID, "base", sess.base.Short(), "retained", sess.baseRetained)
+	start := time.Now()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		actx, cancel := context.WithTimeout(ctx, s.opts.IdleTimeout)
+		st, err := qc.AcceptStream(actx)
+		cancel()
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				qc.CloseWithError(0, "server shutting down")
+			case errors.Is(err, context.DeadlineExceeded):
+				qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "session idle")
+				s.log.Info("arbor server: idle session closed", "peer", peer, "client", sess.clientID)
+			default:
+				s.log.Info("arbor server: session ended", "peer", peer, "client", sess.clientID,
+					"sent", sess.c.sent.Load(), "received", sess.c.recv.Load(), "exchanges", sess.c.exchanges.Load(), "duration", time.Since(start))
+			}
+			return
+		}
+		sess.c.exchanges.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ex := newExchange(st, &sess.c, s.opts.IOTimeout, s.opts.MaxFrame, sess.peer)
+			if err := sess.handle(ctx, ex); err != nil {
+				s.log.Warn("arbor server: exchange failed", "peer", peer, "client", sess.clientID, "err", err)
+				ex.fail(err)
+				if errors.Is(err, ErrProtocol) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, errLimit) {
+					// A client that breaks the protocol loses its session.
+					qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
+				}
+				return
+			}
+			ex.st.Close()
+		}()
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > 512 {
+		return s[:512]
+	}
+	return s
+}
+
+func (sess *session) handshake(ctx context.Context) error {
+	s := sess.s
+	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	defer cancel()
+	st, err := sess.qc.AcceptStream(hctx)
+	if err != nil {
+		return fmt.Errorf("no Hello within %v: %w", s.opts.HandshakeTimeout, err)
+	}
+	sess.c.exchanges.Add(1)
+	// The Hello is small: cap its frame well below MaxFrame.
+	ex := newExchange(st, &sess.c, s.opts.HandshakeTimeout, 64<<10, sess.peer)
+	defer ex.st.Close()
+	f, err := ex.recv(msgHello)
+	if err != nil {
+		ex.fail(err)
+		return err
+	}
+	h, err := decodeHello(f.Payload)
+	if err != nil {
+		ex.fail(err)
+		return err
+	}
+	id, ok := s.clientID(h.Token)
+	if !ok {
+		err := fmt.Errorf("%w: unknown or missing token", ErrUnauthorized)
+		if h.Token == "" {
+			err = fmt.Errorf("%w: no token given", ErrUnauthorized)
+		}
+		ex.fail(err)
+		return err
+	}
+	sess.clientID = id
+	sess.peer = fmt.Sprintf("client %s (%s)", id, sess.qc.RemoteAddr())
+	if h.Flags&flagAudit == 0 && h.Config.WithDefaults() != s.store.Config() {
+		err := fmt.Errorf("%w: server %+v, client %+v", ErrConfigMismatch, s.store.Config(), h.Config.WithDefaults())
+		ex.fail(err)
+		return err
+	}
+	root, err := s.publishHead(ctx)
+	if err != nil {
+		ex.fail(err)
+		return err
+	}
+	w := welcome{ClientID: id, Root: root, Config: s.store.Config()}
+	if !h.Base.IsZero() && s.retain.has(h.Base) {
+		if ok, _ := s.store.HasNode(h.Base); ok {
+			sess.base, sess.baseRetained = h.Base, true
+			sess.pinRoot(h.Base)
+		}
+	}
+	w.Retained = sess.baseRetained
+	sess.publish(root)
+	if h.Flags&(flagAudit|flagPush) == 0 && !sess.baseRetained && root != h.Base {
+		// The client will walk: send the root node now and save a round trip.
+		n, err := s.store.Node(ctx, root)
+		if err != nil {
+			ex.fail(err)
+			return err
+		}
+		if len(n.Raw()) < s.opts.MaxFrame-1024 {
+			if err := sess.served(n); err != nil {
+				ex.fail(err)
+				return err
+			}
+			w.RootNode = n.Raw()
+		}
+	}
+	if err := ex.send(msgWelcome, w.encode()); err != nil {
+		return err
+	}
+	return ex.flush()
+}
+
+// publishHead retains the server's current root and returns it.
+func (s *Server) publishHead(ctx context.Context) (node.Hash, error) {
+	root, err := s.store.Root(HeadRef)
+	if err != nil {
+		return root, err
+	}
+	if last, ok := s.retain.latest(); ok && last == root {
+		return root, nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	root, err = s.store.Root(HeadRef)
+	if err != nil {
+		return root, err
+	}
+	b, err := s.store.NewBatch()
+	if err != nil {
+		return root, err
+	}
+	apply := s.retain.plan(b, root)
+	if err := b.Commit(ctx); err != nil {
+		return root, err
+	}
+	apply()
+	return root, nil
+}
+
+func (sess *session) pinRoot(h node.Hash) {
+	sess.s.pin(h)
+	sess.pinned = append(sess.pinned, h)
+}
+
+// publish shows root to the client: it may fetch it and diff to it.
+func (sess *session) publish(root node.Hash) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.published[root] {
+		return
+	}
+	sess.published[root] = true
+	sess.nodes[root] = struct{}{}
+	sess.s.pin(root)
+	sess.pinned = append(sess.pinned, root)
+}
+
+// served records that n was sent: its children (or value blobs) may now
+// be requested.
+func (sess *session) served(n *node.Node) error {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	for i := 0; i < n.Len(); i++ {
+		if n.IsLeaf() {
+			if v := n.Value(i); v.IsRef {
+				sess.blobs[v.Ref] = true
+			}
+			continue
+		}
+		c, _ := n.Child(i)
+		sess.nodes[c] = struct{}{}
+	}
+	if len(sess.nodes)+len(sess.blobs) > sess.s.opts.MaxShown {
+		return fmt.Errorf("%w: more than %d outstanding hashes", errLimit, sess.s.opts.MaxShown)
+	}
+	return nil
+}
+
+// take checks that h was shown to the client and forgets it.
+func (sess *session) takeNode(h node.Hash) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if _, ok := sess.nodes[h]; !ok {
+		return false
+	}
+	delete(sess.nodes, h)
+	return true
+}
+
+func (sess *session) takeBlob(h node.Hash) (isIndex, ok bool) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	isIndex, ok = sess.blobs[h]
+	if ok {
+		delete(sess.blobs, h)
+	}
+	return isIndex, ok
+}
+
+// handle serves one exchange.
+func (sess *session) handle(ctx context.Context, ex *exchange) error {
+	f, err := ex.recv(msgGetNodes, msgGetBlobs, msgPush, msgGetChange)
+	if err != nil {
+		return err
+	}
+	switch f.Type {
+	case msgGetNodes:
+		return sess.getNodes(ctx, ex, f.Payload)
+	case msgGetBlobs:
+		return sess.getBlobs(ctx, ex, f.Payload)
+	case msgGetChange:
+		return sess.getChanges(ctx, ex, f.Payload)
+	default:
+		return sess.push(ctx, ex, f)
+	}
+}
+
+// maxRequestHashes bounds the hashes of one GetNodes or GetBlobs request.
+const maxRequestHashes = 1 << 16
+
+func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error {
+	hs, err := decodeHashes(msgGetNodes, p, maxRequestHashes)
+	if err != nil {
+		return err
+	}
+	for _, h := range hs {
+		if !sess.takeNode(h) {
+			return fmt.Errorf("%w: node %s", errForbidden, h)
+		}
+		n, err := sess.s.store.Node(ctx, h)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", h, err)
+		}
+		if err := sess.served(n); err != nil {
+			return err
+		}
+		if err := ex.send(msgNode, n.Raw()); err != nil {
+			return err
+		}
+	}
+	if err := ex.send(msgEnd, encodeEnd(uint64(len(hs)))); err != nil {
+		return err
+	}
+	return ex.flush()
+}
+
+func (sess *session) getBlobs(ctx context.Context, ex *exchange, p []byte) error {
+	hs, err := decodeHashes(msgGetBlobs, p, maxRequestHashes)
+	if err != nil {
+		return err
+	}
+	for _, h := range hs {
+		isIndex, ok := sess.takeBlob(h)
+		if !ok {
+			return fmt.Errorf("%w: blob %s", errForbidden, h)
+		}
+		b, err := sess.s.store.Blob(ctx, h)
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", h, err)
+		}
+		if isIndex {
+			chunks, _, err := node.DecodeValueIndex(b)
+			if err != nil {
+				return fmt.Errorf("value index %s: %w", h, err)
+			}
+			sess.mu.Lock()
+			for _, c := range chunks {
+				if _, ok := sess.blobs[c.Hash]; !ok {
+					sess.blobs[c.Hash] = false
+				}
+			}
+			sess.mu.Unlock()
+		}
+		if err := ex.send(msgBlob, b); err != nil {
+			return err
+		}
+	}
+	if err := ex.send(msgEnd, encodeEnd(uint64(len(hs)))); err != nil {
+		return err
+	}
+	return ex.flush()
+}
+
+func (sess *session) getChanges(ctx context.Context, ex *exchange, p []byte) error {
+	m, err := decodeGetChanges(p)
+	if err != nil {
+		return err
+	}
+	sess.mu.Lock()
+	okTo := sess.published[m.To]
+	sess.mu.Unlock()
+	if !sess.baseRetained || m.From != sess.base || !okTo {
+		return fmt.Errorf("%w: changes %s→%s (session base %s)", errForbidden, m.From.Short(), m.To.Short(), sess.base.Short())
+	}
+	var n uint64
+	buf := make([]byte, 0, 2048)
+	for c, err := range diffTrees(ctx, sess.s.store, m.From, m.To) {
+		if err != nil {
+			return fmt.Errorf("diff %s→%s: %w", m.From.Short(), m.To.Short(), err)
+		}
+		if sess.isEcho(c) {
+			continue
+		}
+		if c.New != nil && c.New.IsRef {
+			sess.mu.Lock()
+			sess.blobs[c.New.Ref] = true
+			sess.mu.Unlock()
+		}
+		buf = change{Key: c.Key, New: c.New}.encode(buf[:0])
+		if err := ex.send(msgChange, buf); err != nil {
+			return err
+		}
+		n++
+	}
+	if err := ex.send(msgEnd, encodeEnd(n)); err != nil {
+		return err
+	}
+	return ex.flush()
+}
+
+// isEcho reports whether c is this client's own accepted change.
+func (sess *session) isEcho(c diffChange) bool {
+	sess.mu.Lock()
+	h, ok := sess.accepted[string(c.Key)]
+	sess.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if c.New == nil {
+		return h.IsZero()
+	}
+	return h == valueHash(*c.New)
+}
+
+// push receives one push (Push frames then End), applies every change whose
+// starting value still matches the server's, and commits them atomically.
+func (sess *session) push(ctx context.Context, ex *exchange, first Frame) error {
+	s := sess.s
+	var changes []pushChange
+	total := 0
+	f := first
+	for {
+		total += len(f.Payload) + maxHeader
+		if total > s.opts.MaxPushBytes {
+			return fmt.Errorf("%w: push over %d bytes", errLimit, s.opts.MaxPushBytes)
+		}
+		if f.Type == msgEnd {
+			n, err := decodeEnd(f.Payload)
+			if err != nil {
+				return err
+			}
+			if n != uint64(len(changes)) {
+				return fmt.Errorf("%w: push End says %d changes, got %d", ErrProtocol, n, len(changes))
+			}
+			break
+		}
+		c, err := decodePushChange(f.Payload)
+		if err != nil {
+			return err
+		}
+		c.Key = append([]byte(nil), c.Key...)
+		c.Value = append([]byte(nil), c.Value...)
+		if len(changes) > 0 && string(changes[len(changes)-1].Key) >= string(c.Key) {
+			return fmt.Errorf("%w: push keys not strictly ascending at %q", ErrProtocol, c.Key)
+		}
+		changes = append(changes, c)
+		var err2 error
+		f, err2 = ex.recv(msgPush, msgEnd)
+		if err2 != nil {
+			return err2
+		}
+	}
+	res, err := s.applyPush(ctx, sess, changes)
+	if err != nil {
+		return err
+	}
+	if err := ex.send(msgPushDone, res.encode()); err != nil {
+		return err
+	}
+	return ex.flush()
+}
+
+func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushChange) (pushDone, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for {
+		old, had, err := s.store.Ref(HeadRef)
+		if err != nil {
+			return pushDone{}, err
+		}
+		cur := old
+		if !had {
+			cur = node.EmptyRoot
+		}
+		b, err := s.store.NewBatch()
+		if err != nil {
+			return pushDone{}, err
+		}
+		var edits []tree.StoredEdit
+		var res pushDone
+		accepted := map[string]node.Hash{}
+		for i, c := range changes {
+			sv, err := s.store.GetValue(ctx, cur, c.Key)
+			var curHash node.Hash
+			present := true
+			switch {
+			case errors.Is(err, tree.ErrNotFound):
+				present = false
+			case err != nil:
+				b.Discard()
+				return pushDone{}, fmt.Errorf("push key %q: %w", c.Key, err)
+			default:
+				curHash = valueHash(sv)
+			}
+			var nv *node.Value
+			var newHash node.Hash
+			if !c.Delete {
+				v, err := b.StoreValue(c.Value)
+				if err != nil {
+					b.Discard()
+					return pushDone{}, fmt.Errorf("%w: push key %q: %v", ErrProtocol, c.Key, err)
+				}
+				nv, newHash = &v, valueHash(v)
+			}
+			same := (nv == nil && !present) || (nv != nil && present && newHash == curHash)
+			match := (c.HasFrom == present) && (!present || c.From == curHash)
+			switch {
+			case same:
+				// Already the server's value (an earlier push that lost its reply).
+				res.Accepted++
+				accepted[string(c.Key)] = newHash
+			case match:
+				res.Accepted++
+				accepted[string(c.Key)] = newHash
+				edits = append(edits, tree.StoredEdit{Key: c.Key, Value: nv})
+			default:
+				res.Overridden = append(res.Overridden, uint64(i))
+			}
+		}
+		root, err := b.ApplyValues(ctx, cur, edits)
+		if err != nil {
+			b.Discard()
+			return pushDone{}, fmt.Errorf("push: apply: %w", err)
+		}
+		b.ExpectRef(HeadRef, old, had)
+		b.SetRef(HeadRef, root)
+		done := s.retain.plan(b, root)
+		if err := b.Commit(ctx); errors.Is(err, tree.ErrRefMoved) {
+			continue // another writer moved head: check again against the new state
+		} else if err != nil {
+			return pushDone{}, fmt.Errorf("push: commit: %w", err)
+		}
+		done()
+		sess.publish(root)
+		sess.mu.Lock()
+		for k, h := range accepted {
+			sess.accepted[k] = h
+		}
+		sess.mu.Unlock()
+		res.Root = root
+		s.log.Info("arbor server: push", "client", sess.clientID, "changes", len(changes), "accepted", res.Accepted, "overridden", len(res.Overridden), "root", root.Short())
+		return res, nil
+	}
+}

@@ -1,0 +1,63 @@
+package net
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseTokens(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    []Token
+		wantErr string
+	}{
+		{name: "empty", in: ""},
+		{name: "comments and blanks", in: "# header\n\n  # indented\n", want: nil},
+		{name: "two clients", in: "aaa alice\nbbb\tbob  # trailing comment\n",
+			want: []Token{{"aaa", "alice"}, {"bbb", "bob"}}},
+		{name: "unknown fields ignored", in: "aaa alice read=* write=users/\n", want: []Token{{"aaa", "alice"}}},
+		{name: "missing client id", in: "ok a\naaa\n", wantErr: "line 2"},
+		{name: "bare extra field", in: "aaa alice extra\n", wantErr: "line 1: field \"extra\""},
+		{name: "duplicate token", in: "aaa alice\nccc carol\naaa bob\n", wantErr: "line 3: token already defined on line 1"},
+		{name: "token with equals", in: "a=b alice\n", wantErr: "line 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseTokens([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadTokensNamesFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(p, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadTokens(p)
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := LoadTokens(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("missing file: no error")
+	}
+}

@@ -1,0 +1,267 @@
+package net
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+)
+
+// walkCommitBytes is how many bytes of fetched nodes a walk buffers before
+// committing them, so an interrupted walk keeps most of its progress.
+const walkCommitBytes = 32 << 20
+
+// pendingNode is a fetched branch whose children are not all stored yet.
+// It is stored only when they are, so a stored node always has its whole
+// subtree stored: the invariant that lets a walk skip every subtree whose
+// root it already holds, even after an interrupted walk.
+type pendingNode struct {
+	raw     []byte
+	missing int
+	parent  *pendingNode
+}
+
+type walkItem struct {
+	h      node.Hash
+	level  int // expected level; -1 for the root
+	parent *pendingNode
+}
+
+type walkResult struct {
+	items []walkItem
+	raws  [][]byte
+	err   error
+}
+
+// walker fetches the server's tree under a root, level by level, skipping
+// every subtree the client already holds.
+type walker struct {
+	sy       *syncer
+	b        *tree.Batch
+	size     int
+	frontier [node.MaxLevel + 1][]walkItem
+	leaves   []leafWait // leaves waiting for their value blobs
+}
+
+type leafWait struct {
+	raw    []byte
+	refs   []node.Hash
+	parent *pendingNode
+}
+
+// walk makes the client store hold the whole tree at root.
+func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
+	if ok, err := sy.store.HasNode(root); err != nil || ok {
+		return err
+	}
+	b, err := sy.store.NewBatch()
+	if err != nil {
+		return err
+	}
+	w := &walker{sy: sy, b: b}
+	if sy.cl.w.Root == root && len(sy.cl.w.RootNode) > 0 {
+		err = w.process(ctx, walkItem{h: root, level: -1}, sy.cl.w.RootNode)
+	} else {
+		w.frontier[0] = append(w.frontier[0], walkItem{h: root, level: -1})
+	}
+	if err == nil {
+		err = w.run(ctx)
+	}
+	// Keep what was fetched, even on failure: every node in the batch
+	// heads a complete subtree, so the next walk skips it.
+	if cerr := w.b.Commit(context.WithoutCancel(ctx)); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// take removes up to n items from the lowest non-empty level, so that
+// pending branches complete before more are fetched (bounded memory).
+func (w *walker) take(n int) []walkItem {
+	for l := range w.frontier {
+		f := w.frontier[l]
+		if len(f) == 0 {
+			continue
+		}
+		k := min(n, len(f))
+		items := append([]walkItem(nil), f[len(f)-k:]...)
+		w.frontier[l] = f[:len(f)-k]
+		return items
+	}
+	return nil
+}
+
+func (w *walker) run(ctx context.Context) error {
+	sy := w.sy
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan walkResult, sy.opts.Parallel)
+	inflight := 0
+	for {
+		for inflight < sy.opts.Parallel {
+			items := w.take(sy.opts.BatchNodes)
+			if items == nil {
+				break
+			}
+			inflight++
+			go func() { results <- sy.fetchNodes(ctx, items) }()
+		}
+		if inflight == 0 {
+			return w.flushLeaves(ctx)
+		}
+		r := <-results
+		inflight--
+		if r.err != nil {
+			return r.err
+		}
+		for i, raw := range r.raws {
+			if err := w.process(ctx, r.items[i], raw); err != nil {
+				return err
+			}
+		}
+		if err := w.flushLeaves(ctx); err != nil {
+			return err
+		}
+		sy.progress("walk")
+	}
+}
+
+// fetchNodes requests items' nodes in one exchange.
+func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
+	r := walkResult{items: items}
+	hs := make([]node.Hash, len(items))
+	for i, it := range items {
+		hs[i] = it.h
+	}
+	ex, err := sy.cl.open(ctx)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	if err := ex.send(msgGetNodes, encodeHashes(hs)); err != nil {
+		r.err = err
+		return r
+	}
+	if err := ex.closeSend(); err != nil {
+		r.err = err
+		return r
+	}
+	r.raws = make([][]byte, 0, len(hs))
+	for range hs {
+		f, err := ex.recv(msgNode)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		r.raws = append(r.raws, append([]byte(nil), f.Payload...))
+	}
+	f, err := ex.recv(msgEnd)
+	if err == nil {
+		var n uint64
+		if n, err = decodeEnd(f.Payload); err == nil && n != uint64(len(hs)) {
+			err = fmt.Errorf("%s: %w: End says %d nodes, asked %d", sy.cl.peer, ErrProtocol, n, len(hs))
+		}
+	}
+	r.err = err
+	return r
+}
+
+// process verifies one fetched node and queues its missing children.
+func (w *walker) process(ctx context.Context, it walkItem, raw []byte) error {
+	sy := w.sy
+	n, err := node.Decode(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w: node %s: %w", sy.cl.peer, ErrProtocol, it.h, err)
+	}
+	if got := node.Sum(raw); got != it.h {
+		return fmt.Errorf("%s: %w: asked for node %s, got bytes hashing to %s", sy.cl.peer, ErrProtocol, it.h, got)
+	}
+	if it.level >= 0 && n.Level() != it.level {
+		return fmt.Errorf("%s: %w: node %s at level %d, expected %d", sy.cl.peer, ErrProtocol, it.h, n.Level(), it.level)
+	}
+	sy.nodes++
+	sy.res.NodesFetched++
+	if n.IsLeaf() {
+		var refs []node.Hash
+		for i := 0; i < n.Len(); i++ {
+			if v := n.Value(i); v.IsRef {
+				refs = append(refs, v.Ref)
+			}
+		}
+		sy.records += int64(n.Len())
+		if len(refs) > 0 {
+			w.leaves = append(w.leaves, leafWait{raw: raw, refs: refs, parent: it.parent})
+			return nil
+		}
+		return w.put(ctx, raw, it.parent)
+	}
+	p := &pendingNode{raw: raw, parent: it.parent}
+	for i := 0; i < n.Len(); i++ {
+		c, _ := n.Child(i)
+		ok, err := sy.store.HasNode(c)
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		p.missing++
+		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, level: n.Level() - 1, parent: p})
+	}
+	if p.missing == 0 {
+		return w.put(ctx, raw, it.parent)
+	}
+	return nil
+}
+
+// flushLeaves fetches the value blobs of waiting leaves, then stores them.
+func (w *walker) flushLeaves(ctx context.Context) error {
+	if len(w.leaves) == 0 {
+		return nil
+	}
+	var refs []node.Hash
+	for _, l := range w.leaves {
+		refs = append(refs, l.refs...)
+	}
+	if err := w.sy.fetchBlobs(ctx, w.b, refs); err != nil {
+		return err
+	}
+	for _, l := range w.leaves {
+		if err := w.put(ctx, l.raw, l.parent); err != nil {
+			return err
+		}
+	}
+	w.leaves = w.leaves[:0]
+	return nil
+}
+
+// put stores a node whose subtree is complete, then every ancestor this
+// completes.
+func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error {
+	for {
+		if _, err := w.b.PutNode(raw); err != nil {
+			return err
+		}
+		w.size += len(raw)
+		if parent == nil {
+			break
+		}
+		parent.missing--
+		if parent.missing > 0 {
+			break
+		}
+		raw, parent = parent.raw, parent.parent
+	}
+	if w.size >= walkCommitBytes {
+		if err := w.b.Commit(ctx); err != nil {
+			return err
+		}
+		b, err := w.sy.store.NewBatch()
+		if err != nil {
+			return err
+		}
+		w.b, w.size = b, 0
+	}
+	return nil
+}
