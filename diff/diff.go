@@ -264,7 +264,11 @@ func (d *differ) run(root0, root1 node.Hash, r tree.Range, yield func(Change, er
 	}
 	for i := range g.s {
 		if len(g.s[i].subs) > 0 {
-			g.s[i].level = g.s[i].subs[0].n.Level()
+			root := &g.s[i].subs[0]
+			g.s[i].level = root.n.Level()
+			// A root's last key bounds it like a parent's entry would, so
+			// that it can match an equal subtree of a taller tree.
+			root.hi = root.n.LastKey()
 		}
 	}
 	stack := []*segment{g} // the top is the segment with the least keys
@@ -314,8 +318,11 @@ func (d *differ) run(root0, root1 node.Hash, r tree.Range, yield func(Change, er
 					continue
 				}
 				for j := range g.s[i].subs {
-					if g.s[i].subs[j].n == nil {
-						reqs[i] = append(reqs[i], &g.s[i].subs[j])
+					p := &g.s[i].subs[j]
+					// A subtree straddling a split is shared by adjacent
+					// segments: ask for it once.
+					if p.n == nil && (len(reqs[i]) == 0 || reqs[i][len(reqs[i])-1] != p) {
+						reqs[i] = append(reqs[i], p)
 					}
 				}
 			}

@@ -76,6 +76,16 @@ var pairScenarios = []pairScenario{
 		b[k] = string(make([]byte, 5001))
 		return a, b
 	}},
+	{"grown-taller", func(r *rand.Rand) (model, model) {
+		// b holds a and many more keys after it, so b's tree is taller and
+		// a's whole tree may appear inside it.
+		a := randModel(r, 300, 1000)
+		b := a.clone()
+		for i := 0; i < 3000; i++ {
+			b[fmt.Sprintf("m%06d", i)] = "more"
+		}
+		return a, b
+	}},
 	{"all-values-differ", func(r *rand.Rand) (model, model) {
 		a := randModel(r, 1500, 5000)
 		b := model{}
@@ -351,5 +361,40 @@ func TestDiffCancelled(t *testing.T) {
 	}
 	if got != context.Canceled {
 		t.Fatalf("error %v, want context.Canceled", got)
+	}
+}
+
+// TestDiffStreams checks that changes are yielded while the walk is still
+// going: with small batches, the first change of a diff in which every
+// record differs arrives after only a path's worth of nodes is loaded,
+// not the whole trees.
+func TestDiffStreams(t *testing.T) {
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(8, 8))
+	s := openStore(t, smallConfig)
+	ma := randModel(r, 4000, 10000)
+	mb := model{}
+	for k, v := range ma {
+		mb[k] = v + "?"
+	}
+	ra, rb := build(t, s, ma), build(t, s, mb)
+	src := &countingSource{Source: s}
+	var st Stats
+	n, atFirst := 0, 0
+	for _, err := range Diff(ctx, src, ra, src, rb, Options{Stats: &st, MaxBatch: 8}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			atFirst = src.nodes
+		}
+		n++
+	}
+	if n != len(ma) {
+		t.Fatalf("%d changes, want %d", n, len(ma))
+	}
+	t.Logf("first change after %d of %d node loads", atFirst, st.NodesLoaded)
+	if atFirst > st.NodesLoaded/20 {
+		t.Errorf("first change after %d of %d node loads; the diff does not stream", atFirst, st.NodesLoaded)
 	}
 }

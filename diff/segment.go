@@ -262,11 +262,12 @@ func (d *differ) emit(g *segment, yield func(Change, error) bool) error {
 		default:
 			c[0].advance()
 			c[1].advance()
-			v0, v1 := n0.Value(j0), n1.Value(j1)
-			if v0.Equal(v1) {
+			// Payload encodings are canonical (Decode rejects any other),
+			// so equal payloads are equal values, compared undecoded.
+			if bytes.Equal(n0.Payload(j0), n1.Payload(j1)) {
 				continue
 			}
-			vs := [2]node.Value{v0, v1}
+			vs := [2]node.Value{n0.Value(j0), n1.Value(j1)}
 			ch = Change{Key: k0, Old: &vs[0], New: &vs[1]}
 		}
 		if d.any && bytes.Compare(ch.Key, d.last) <= 0 {
