@@ -145,8 +145,8 @@ var errStop = errors.New("diff: stopped")
 var sideName = [2]string{"from", "to"}
 
 // sub is one subtree on one side: a node hash and the key interval
-// (lo, hi] its parent assigns it. A nil lo is unbounded below; a nil hi
-// (roots only) is unbounded above.
+// (lo, hi] its parent assigns it, hi being its greatest key. A nil lo is
+// unbounded below. A root has a nil lo and, once loaded, its last key as hi.
 type sub struct {
 	h      node.Hash
 	lo, hi []byte

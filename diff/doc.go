@@ -42,8 +42,9 @@
 // level per side. For d scattered changes in trees of height h, about
 // 2·d·h nodes are loaded at most (a changed leaf and its ancestors on
 // each side), and fewer where changes share ancestors: TestDiffNodeBudget
-// and BenchmarkDiff1M report the measured multiple. Memory is bounded by
-// the batch size plus the pending segments, not by the diff's length. A
+// and BenchmarkDiff1M report the measured multiple. Memory does not grow
+// with the diff's length: Diff holds roughly height × MaxBatch decoded
+// nodes per side at most, plus the pending segments (hashes and bounds). A
 // segment needing more than a batch is cut at a subtree boundary of its
 // larger side. The other side's subtree that straddles the cut goes to
 // both pieces, clipped, so it may be loaded twice. That is at most one
