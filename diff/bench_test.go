@@ -186,5 +186,32 @@ func BenchmarkDiff1M(b *testing.B) {
 			b.ReportMetric(float64(scan.Nanoseconds()), "scan-ns")
 			b.ReportMetric(float64(per)/float64(scan), "time/scan")
 		})
+		// The same diff from sources one simulated millisecond away: the
+		// time is dominated by round trips, one per level per batch.
+		b.Run(c.name+"/rtt=1ms", func(b *testing.B) {
+			from, to := latencySource{s, time.Millisecond}, latencySource{s, time.Millisecond}
+			var st Stats
+			for i := 0; i < b.N; i++ {
+				st = Stats{}
+				for _, err := range Diff(ctx, from, base, to, other, Options{Stats: &st}) {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(st.NodesLoaded), "nodes/op")
+			b.ReportMetric(float64(st.Batches), "batches/op")
+		})
 	}
+}
+
+// latencySource delays every Nodes call by rtt, like a remote peer.
+type latencySource struct {
+	node.Source
+	rtt time.Duration
+}
+
+func (l latencySource) Nodes(ctx context.Context, hs []node.Hash) ([]*node.Node, error) {
+	time.Sleep(l.rtt)
+	return l.Source.Nodes(ctx, hs)
 }
