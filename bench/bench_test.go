@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -82,7 +83,57 @@ func TestHarnessEndToEnd(t *testing.T) {
 	}
 }
 
-// checkResults holds the checks on sections that land later.
+// checkResults checks the diff and sync sections: every diff found exactly
+// d changes, every sync moved at least the ideal bytes and pulled what
+// changed (roots were compared after every sync: a mismatch fails Run),
+// and a baseline that did not run reports no figure.
 func checkResults(t *testing.T, res *Results) {
 	t.Helper()
+	if len(res.Diff) == 0 {
+		t.Error("no diff results")
+	}
+	for _, d := range res.Diff {
+		if d.Changes != d.D || d.ScanChanges != d.D || d.NodesLoaded <= 0 || d.NodesLoaded > d.ScanNodes {
+			t.Errorf("diff W(%d, %d): %+v", d.N, d.D, d)
+		}
+	}
+	cases := append(append(append([]*SyncCase(nil), res.Sync...), res.ScaleN...), res.ScaleD...)
+	if len(res.Sync) != len(res.Config.Profiles) || len(res.ScaleN) == 0 || len(res.ScaleD) == 0 {
+		t.Errorf("sync cases: %d profiles, %d n-scaling, %d d-scaling", len(res.Sync), len(res.ScaleN), len(res.ScaleD))
+	}
+	haveRsync := rsyncPath() != ""
+	for _, c := range cases {
+		name := fmt.Sprintf("%s W(%d, %d)", c.Profile, c.N, c.D)
+		if !c.Verified {
+			t.Errorf("%s: not verified", name)
+		}
+		for _, r := range c.Rows {
+			if r.Skipped != "" {
+				if r.Time.OK() || r.WireBytes.OK() || r.StreamBytes != 0 {
+					t.Errorf("%s: %s was skipped (%s) but reports figures", name, r.System, r.Skipped)
+				}
+				if r.System != sysRsync || haveRsync {
+					t.Errorf("%s: %s skipped: %s", name, r.System, r.Skipped)
+				}
+				continue
+			}
+			if !r.Time.OK() || r.Time.Median <= 0 || len(r.Time.Samples) != c.Runs {
+				t.Errorf("%s: %s time %+v", name, r.System, r.Time)
+			}
+			// Nothing moves fewer bytes than the changed records.
+			if r.WireBytes.Min < float64(c.Ideal) {
+				t.Errorf("%s: %s put %v bytes on the wire, under the ideal %d", name, r.System, r.WireBytes.Min, c.Ideal)
+			}
+			switch r.System {
+			case sysRetained, sysWalk:
+				if r.Records != c.D || r.RoundTrips < 1 || r.StreamBytes < c.Ideal {
+					t.Errorf("%s: %s pulled %d records (want %d), %d round trips, %d stream bytes", name, r.System, r.Records, c.D, r.RoundTrips, r.StreamBytes)
+				}
+			case sysClone, sysFullCopy, sysRawQUIC:
+				if r.WireBytes.Min < float64(c.Dataset)*0.9 {
+					t.Errorf("%s: %s moved %v bytes for a %d-byte data set", name, r.System, r.WireBytes.Min, c.Dataset)
+				}
+			}
+		}
+	}
 }

@@ -45,6 +45,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/arbor-sync/arbor/bench/linkemu"
 )
 
 // Config is the harness configuration, from flags.
@@ -61,6 +63,20 @@ type Config struct {
 
 	// StoreN are the record counts of the store section.
 	StoreN []int `json:"store_n"`
+	// DiffN and DiffD are the diff section's workloads: every d at each n.
+	DiffN []int `json:"diff_n"`
+	DiffD []int `json:"diff_d"`
+	// SyncN and SyncD are the sync section's workloads, run on every
+	// profile in Profiles; the initial clone runs at the first d.
+	SyncN    int               `json:"sync_n"`
+	SyncD    []int             `json:"sync_d"`
+	Profiles []linkemu.Profile `json:"profiles"`
+	// ScaleN at ScaleD, and ScaleD2 at ScaleN2, are the scaling series, on
+	// the loopback profile.
+	ScaleN  []int `json:"scale_n"`
+	ScaleD  int   `json:"scale_d"`
+	ScaleD2 []int `json:"scale_d2"`
+	ScaleN2 int   `json:"scale_n2"`
 }
 
 // Results is everything one harness run measured; it is also the JSON
@@ -71,6 +87,13 @@ type Results struct {
 	Machine Machine        `json:"machine"`
 	Config  Config         `json:"config"`
 	Store   []*StoreResult `json:"store,omitempty"`
+	Diff    []*DiffResult  `json:"diff,omitempty"`
+	// Sync holds one case per profile and d.
+	Sync []*SyncCase `json:"sync,omitempty"`
+	// ScaleN is the sync for growing n at fixed d; ScaleD for growing d at
+	// fixed n; both on the loopback profile.
+	ScaleN []*SyncCase `json:"scale_n,omitempty"`
+	ScaleD []*SyncCase `json:"scale_d,omitempty"`
 	// Skipped lists every section or baseline that did not run, and why.
 	Skipped []string `json:"skipped,omitempty"`
 	// Plots lists the SVG files written next to the report.
@@ -130,23 +153,36 @@ func (c *Config) defaults(n int) error {
 			c.Runs = 3
 		}
 		c.StoreN = []int{100_000}
+		c.DiffN, c.DiffD = []int{100_000}, []int{10, 100, 1000, 10_000}
+		c.SyncN, c.SyncD = 10_000, []int{100}
+		c.ScaleN, c.ScaleD = []int{10_000, 100_000, 1_000_000}, 100
+		c.ScaleN2, c.ScaleD2 = 100_000, []int{10, 100, 1000, 10_000}
 	case "full":
 		if c.Runs == 0 {
 			c.Runs = 5
 		}
 		c.StoreN = []int{100_000, 1_000_000, 10_000_000}
+		c.DiffN, c.DiffD = []int{1_000_000, 10_000_000}, []int{10, 100, 1000, 10_000}
+		c.SyncN, c.SyncD = 100_000, []int{100, 1000}
+		c.ScaleN, c.ScaleD = []int{10_000, 100_000, 1_000_000, 10_000_000}, 100
+		c.ScaleN2, c.ScaleD2 = 1_000_000, []int{10, 100, 1000, 10_000}
 	case "test":
 		// The harness test: the smallest workload, end to end.
 		if c.Runs == 0 {
 			c.Runs = 1
 		}
 		c.StoreN = []int{5_000}
+		c.DiffN, c.DiffD = []int{5_000}, []int{5, 50}
+		c.SyncN, c.SyncD = 2_000, []int{20}
+		c.ScaleN, c.ScaleD = []int{1_000, 2_000}, 10
+		c.ScaleN2, c.ScaleD2 = 2_000, []int{2, 20}
 	default:
 		return fmt.Errorf("unknown suite %q (want quick or full)", c.Suite)
 	}
 	if n > 0 {
 		c.StoreN = []int{n}
 	}
+	c.Profiles = []linkemu.Profile{Loopback, linkemu.LAN, linkemu.WAN, linkemu.Lossy}
 	if c.Runs < 1 || c.ValueSize < 1 {
 		return fmt.Errorf("runs and value size must be positive")
 	}
@@ -163,6 +199,40 @@ func (c *Config) want(section string) bool {
 		}
 	}
 	return false
+}
+
+// runSync builds the environment for W(n, d) once and measures systems on
+// every profile.
+func runSync(ctx context.Context, cfg *Config, n, d int, profiles []linkemu.Profile, systems []string, baselines bool, logf func(string, ...any)) ([]*SyncCase, error) {
+	w, err := NewWorkload(n, d, cfg.ValueSize, cfg.Seed, cfg.Clustered)
+	if err != nil {
+		return nil, err
+	}
+	logf("sync: W(%d, %d): building server and client stores", n, d)
+	env, err := newSyncEnv(ctx, cfg, w, baselines)
+	if err != nil {
+		return nil, fmt.Errorf("sync W(%d, %d): %w", n, d, err)
+	}
+	defer env.Close()
+	var out []*SyncCase
+	for _, p := range profiles {
+		logf("sync: W(%d, %d) on %s", n, d, p.Name)
+		c, err := env.runCase(ctx, cfg, p, systems, 0)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
 }
 
 // Run runs the configured sections and returns what they measured. Progress
@@ -195,6 +265,62 @@ func Run(ctx context.Context, cfg *Config, log io.Writer) (*Results, error) {
 				return nil, fmt.Errorf("store n=%d: %w", n, err)
 			}
 			res.Store = append(res.Store, r)
+		}
+	}
+	if cfg.want("diff") {
+		for _, n := range cfg.DiffN {
+			for _, d := range cfg.DiffD {
+				if d > n {
+					continue
+				}
+				logf("diff: W(%d, %d)", n, d)
+				r, err := runDiff(ctx, cfg, n, d)
+				if err != nil {
+					return nil, fmt.Errorf("diff W(%d, %d): %w", n, d, err)
+				}
+				res.Diff = append(res.Diff, r)
+			}
+		}
+	}
+	if cfg.want("sync") {
+		for i, d := range cfg.SyncD {
+			systems := []string{sysRetained, sysWalk, sysFullCopy, sysRsync}
+			if i == 0 {
+				systems = append(systems, sysClone, sysRawQUIC)
+			}
+			cs, err := runSync(ctx, cfg, cfg.SyncN, d, cfg.Profiles, systems, true, logf)
+			if err != nil {
+				return nil, err
+			}
+			res.Sync = append(res.Sync, cs...)
+		}
+	}
+	if cfg.want("scaling") {
+		for _, n := range cfg.ScaleN {
+			systems := []string{sysRetained, sysWalk, sysFullCopy}
+			big := n >= 10_000_000 // the baselines' in-memory dumps would not fit
+			if big {
+				systems = systems[:2]
+			}
+			cs, err := runSync(ctx, cfg, n, min(cfg.ScaleD, n), []linkemu.Profile{Loopback}, systems, !big, logf)
+			if err != nil {
+				return nil, err
+			}
+			res.ScaleN = append(res.ScaleN, cs...)
+		}
+		for _, d := range cfg.ScaleD2 {
+			cs, err := runSync(ctx, cfg, cfg.ScaleN2, d, []linkemu.Profile{Loopback}, []string{sysRetained, sysWalk, sysFullCopy, sysRsync}, true, logf)
+			if err != nil {
+				return nil, err
+			}
+			res.ScaleD = append(res.ScaleD, cs...)
+		}
+	}
+	for _, cs := range [][]*SyncCase{res.Sync, res.ScaleN, res.ScaleD} {
+		for _, c := range cs {
+			if r := c.Row(sysRsync); r != nil && r.Skipped != "" {
+				res.Skipped = appendOnce(res.Skipped, "rsync baseline: "+r.Skipped)
+			}
 		}
 	}
 	res.Elapsed = time.Since(start).Seconds()

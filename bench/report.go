@@ -32,6 +32,15 @@ func Markdown(r *Results) string {
 		}
 		p("\n")
 	}
+	if len(r.Diff) > 0 {
+		p("## Diff: diff.Diff against a full scan\n\n")
+		p("Both trees in one store, reopened before every run (cold node cache, warm OS page cache). The full scan iterates every record of both trees and compares them.\n\n")
+		p("| n | d | changes found | diff time (ms) | nodes loaded | Nodes calls | full scan time (ms) | nodes in both trees | scan ÷ diff time |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, d := range r.Diff {
+			p("| %d | %d | %d | %s | %d | %d | %s | %d | %.1f× |\n", d.N, d.D, d.Changes, ms(d.Diff), d.NodesLoaded, d.Batches, ms(d.Scan), d.ScanNodes, ratio(d.Scan.Median, d.Diff.Median))
+		}
+		p("\n")
+	}
 	if len(r.Skipped) > 0 {
 		p("## Skipped\n\n")
 		for _, s := range r.Skipped {
@@ -76,6 +85,29 @@ func num(s Stat, prec int) string {
 		return fmt.Sprintf("%.*f", prec, s.Median)
 	}
 	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, s.Median, prec, s.Min, prec, s.Max)
+}
+
+// ms formats a Stat of seconds as milliseconds.
+func ms(s Stat) string {
+	if !s.OK() {
+		return "—"
+	}
+	f := func(x float64) string { return fmt.Sprintf("%.*f", msPrec(x*1e3), x*1e3) }
+	if len(s.Samples) == 1 {
+		return f(s.Median)
+	}
+	return fmt.Sprintf("%s [%s–%s]", f(s.Median), f(s.Min), f(s.Max))
+}
+
+func msPrec(x float64) int {
+	switch {
+	case x >= 100:
+		return 0
+	case x >= 10:
+		return 1
+	default:
+		return 2
+	}
 }
 
 // human formats a count with a k/M suffix.
