@@ -141,3 +141,34 @@ func TestCLIHelpHasExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIDiffTwoStoresAndStatus(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	mustRun(t, "k1\tone\nk2\ttwo\nk3\tthree\n", "--db", a, "import", "-")
+	mustRun(t, "k1\tone\nk2\tTWO\nk4\tfour\n", "--db", b, "import", "-")
+	got := mustRun(t, "", "--db", a, "diff", "--against", b)
+	want := "~ k2 two -> TWO\n- k3 three\n+ k4 four\n"
+	if got != want {
+		t.Fatalf("diff = %q, want %q", got, want)
+	}
+	js := mustRun(t, "", "--db", a, "diff", "--against", b, "--json", "--prefix", "k4")
+	if js != `{"op":"added","key":"k4","new":"four"}`+"\n" {
+		t.Fatalf("diff --json --prefix k4 = %q", js)
+	}
+	// Two roots in one store: before and after a put.
+	r1 := strings.TrimSpace(mustRun(t, "", "--db", a, "root"))
+	mustRun(t, "", "--db", a, "put", "k5", "five")
+	r2 := strings.TrimSpace(mustRun(t, "", "--db", a, "root"))
+	if got := mustRun(t, "", "--db", a, "diff", r1, r2); got != "+ k5 five\n" {
+		t.Fatalf("diff of two roots = %q", got)
+	}
+	// Identical stores: no changes.
+	if got := mustRun(t, "", "--db", a, "diff", r2, r2); got != "" {
+		t.Fatalf("diff of equal roots = %q", got)
+	}
+	st := mustRun(t, "", "--db", a, "status")
+	if !strings.Contains(st, "never synced") || !strings.Contains(st, "local changes 4") {
+		t.Fatalf("status = %q", st)
+	}
+}

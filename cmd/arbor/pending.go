@@ -4,14 +4,6 @@ import "errors"
 
 var errNotYet = errors.New("not available yet in this build")
 
-type diffCmd struct{}
-
-func (diffCmd) Run(e *env) error { return errNotYet }
-
-type statusCmd struct{}
-
-func (statusCmd) Run(e *env) error { return errNotYet }
-
 type serveCmd struct{}
 
 func (serveCmd) Run(e *env) error { return errNotYet }
