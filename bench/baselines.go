@@ -83,9 +83,9 @@ func (s *copyServer) Close() {
 }
 
 // fullCopy fetches every record from the copy server at addr and writes
-// them into a new raw Pebble database in dir, in batches, with the given
+// them into the empty raw Pebble database db, in batches, with the given
 // durability. It returns the bytes received and the xxh3 of the stream.
-func fullCopy(ctx context.Context, addr, dir string, recSize int, sync bool) (int64, uint64, error) {
+func fullCopy(ctx context.Context, addr string, db *pebble.DB, recSize int, sync bool) (int64, uint64, error) {
 	var d stdnet.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -98,11 +98,6 @@ func fullCopy(ctx context.Context, addr, dir string, recSize int, sync bool) (in
 	if _, err := c.Write([]byte{1}); err != nil {
 		return 0, 0, fmt.Errorf("full copy: request: %w", err)
 	}
-	db, err := openRawPebble(dir)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer db.Close()
 	br := bufio.NewReaderSize(c, 256<<10)
 	h := xxh3.New()
 	rec := make([]byte, recSize)

@@ -41,6 +41,12 @@ func Markdown(r *Results) string {
 		}
 		p("\n")
 	}
+	if len(r.Sync) > 0 {
+		syncReport(p, r)
+	}
+	if len(r.ScaleN) > 0 || len(r.ScaleD) > 0 {
+		scalingReport(p, r)
+	}
 	if len(r.Skipped) > 0 {
 		p("## Skipped\n\n")
 		for _, s := range r.Skipped {
@@ -126,3 +132,175 @@ func human(x float64) string {
 
 // mb formats bytes as MB (10^6).
 func mb(x float64) string { return fmt.Sprintf("%.2f", x/1e6) }
+
+const syncNotes = `Changes land on the server; a client at the old state pulls them. Every system runs in the same runs through the same kind of relay (bench/linkemu) on 127.0.0.1, in an order that rotates each run; "loopback" is the relay without shaping. After every Arbor sync the client's root must equal the server's, and after every baseline transfer the client's bytes must hash equal to the server's, or the harness fails. Bytes on the wire are what both directions offered to the link: UDP payload for QUIC (with QUIC's headers, encryption and retransmissions), TCP payload for the TCP baselines (so TCP/IP headers are not counted for them, which favours them by a few percent). The full copy streams all records from memory and stores them into raw Pebble in batches; rsync runs its delta algorithm (--ignore-times --no-whole-file) against a local rsync daemon and its time excludes making and loading the dump files. The TCP relay models loss as a retransmission one round trip late without shrinking a congestion window (see bench/linkemu), which favours the TCP baselines on the lossy profile.`
+
+func syncReport(p func(string, ...any), r *Results) {
+	p("## Sync over QUIC, Arbor against the baselines\n\n%s\n\n", syncNotes)
+	for _, c := range r.Sync {
+		p("### %s (%s): W(%d, %d), ideal %s KB, data set %s MB, %d runs\n\n", c.Profile, c.Link, c.N, c.D, kb(float64(c.Ideal)), mb(float64(c.Dataset)), c.Runs)
+		p("| system | time (ms) | bytes on the wire (KB) | wire ÷ ideal | Arbor stream bytes (KB) | round trips | records moved | time ÷ Arbor retained |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		base := c.Row(sysRetained)
+		for _, row := range c.Rows {
+			if row.Skipped != "" {
+				p("| %s | %s | | | | | | |\n", row.System, row.Skipped)
+				continue
+			}
+			rel := "—"
+			if base != nil && base.Time.OK() {
+				rel = fmt.Sprintf("%.2f", ratio(row.Time.Median, base.Time.Median))
+			}
+			p("| %s | %s | %s | %.2f | %s | %s | %s | %s |\n", row.System, ms(row.Time), kb(row.WireBytes.Median), ratio(row.WireBytes.Median, float64(c.Ideal)), optKB(row.StreamBytes), optInt(row.RoundTrips), optInt(row.Records), rel)
+		}
+		p("\n")
+	}
+	p("### Time per profile (ms, median)\n\n")
+	p("| profile | link | n | d | Arbor retained | Arbor walk | full copy (TCP) | rsync | retained beats both baselines | walk beats both baselines |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
+	for _, c := range r.Sync {
+		p("| %s | %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", c.Profile, c.Link, c.N, c.D, msRow(c.Row(sysRetained)), msRow(c.Row(sysWalk)), msRow(c.Row(sysFullCopy)), msRow(c.Row(sysRsync)), beats(c, sysRetained), beats(c, sysWalk))
+	}
+	p("\n")
+	hasClone := false
+	for _, c := range r.Sync {
+		hasClone = hasClone || c.Row(sysClone) != nil
+	}
+	if hasClone {
+		p("### Initial clone: throughput against a raw quic-go stream of the same bytes\n\n")
+		p("MB/s is the data set's key and value bytes (10^6 B) over the wall time. The raw stream is one quic-go stream with default settings carrying the sorted dump, read and discarded; the clone also builds and stores the tree.\n\n")
+		p("| profile | link | n | Arbor clone (MB/s) | raw quic-go stream (MB/s) | clone ÷ raw | full copy TCP into Pebble (MB/s) | clone wire bytes ÷ data set |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, c := range r.Sync {
+			cl, raw, fc := c.Row(sysClone), c.Row(sysRawQUIC), c.Row(sysFullCopy)
+			if cl == nil || !cl.Time.OK() {
+				continue
+			}
+			p("| %s | %s | %d | %.1f | %s | %s | %s | %.2f |\n", c.Profile, c.Link, c.N, float64(c.Dataset)/1e6/cl.Time.Median, mbps(c, raw), cloneRatio(cl, raw), mbps(c, fc), ratio(cl.WireBytes.Median, float64(c.Dataset)))
+		}
+		p("\n")
+	}
+}
+
+func scalingReport(p func(string, ...any), r *Results) {
+	p("## Scaling (loopback profile)\n\n")
+	if len(r.ScaleN) > 0 {
+		p("### Growing n at fixed d\n\n")
+		p("| n | d | retained (ms) | walk (ms) | full copy (ms) | retained wire (KB) | walk wire (KB) | full copy wire (KB) | round trips retained / walk |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, c := range r.ScaleN {
+			rt, wk := c.Row(sysRetained), c.Row(sysWalk)
+			p("| %d | %d | %s | %s | %s | %s | %s | %s | %s / %s |\n", c.N, c.D, msRow(rt), msRow(wk), msRow(c.Row(sysFullCopy)), wireKB(rt), wireKB(wk), wireKB(c.Row(sysFullCopy)), optInt(rowRT(rt)), optInt(rowRT(wk)))
+		}
+		p("\n")
+	}
+	if len(r.ScaleD) > 0 {
+		p("### Growing d at fixed n\n\n")
+		p("| n | d | ideal (KB) | retained wire (KB) | walk wire (KB) | rsync wire (KB) | full copy wire (KB) | retained (ms) | walk (ms) | rsync (ms) | full copy (ms) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, c := range r.ScaleD {
+			p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.N, c.D, kb(float64(c.Ideal)), wireKB(c.Row(sysRetained)), wireKB(c.Row(sysWalk)), wireKB(c.Row(sysRsync)), wireKB(c.Row(sysFullCopy)), msRow(c.Row(sysRetained)), msRow(c.Row(sysWalk)), msRow(c.Row(sysRsync)), msRow(c.Row(sysFullCopy)))
+		}
+		p("\n")
+	}
+}
+
+// beats says whether system's median time beat both baselines' medians.
+func beats(c *SyncCase, system string) string {
+	a := c.Row(system)
+	if a == nil || !a.Time.OK() {
+		return "—"
+	}
+	var lost, against []string
+	for _, b := range []string{sysFullCopy, sysRsync} {
+		r := c.Row(b)
+		if r == nil || !r.Time.OK() {
+			continue
+		}
+		against = append(against, b)
+		if a.Time.Median >= r.Time.Median {
+			lost = append(lost, b)
+		}
+	}
+	switch {
+	case len(against) == 0:
+		return "no baseline ran"
+	case len(lost) == 0:
+		return fmt.Sprintf("yes (%.1f× faster than the faster one)", fastest(c)/a.Time.Median)
+	default:
+		return "no: slower than " + strings.Join(lost, ", ")
+	}
+}
+
+func fastest(c *SyncCase) float64 {
+	best := 0.0
+	for _, b := range []string{sysFullCopy, sysRsync} {
+		if r := c.Row(b); r != nil && r.Time.OK() && (best == 0 || r.Time.Median < best) {
+			best = r.Time.Median
+		}
+	}
+	return best
+}
+
+func msRow(r *SyncRow) string {
+	if r == nil {
+		return "—"
+	}
+	if r.Skipped != "" {
+		return "skipped"
+	}
+	if !r.Time.OK() {
+		return "—"
+	}
+	return fmt.Sprintf("%.*f", msPrec(r.Time.Median*1e3), r.Time.Median*1e3)
+}
+
+func wireKB(r *SyncRow) string {
+	if r == nil {
+		return "—"
+	}
+	if r.Skipped != "" {
+		return "skipped"
+	}
+	if !r.WireBytes.OK() {
+		return "—"
+	}
+	return kb(r.WireBytes.Median)
+}
+
+func rowRT(r *SyncRow) int {
+	if r == nil {
+		return 0
+	}
+	return r.RoundTrips
+}
+
+func mbps(c *SyncCase, r *SyncRow) string {
+	if r == nil || !r.Time.OK() {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f", float64(c.Dataset)/1e6/r.Time.Median)
+}
+
+func cloneRatio(cl, raw *SyncRow) string {
+	if raw == nil || !raw.Time.OK() {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", raw.Time.Median/cl.Time.Median)
+}
+
+func kb(x float64) string {
+	if x >= 1e5 {
+		return fmt.Sprintf("%.0f", x/1e3)
+	}
+	return fmt.Sprintf("%.1f", x/1e3)
+}
+
+func optKB(x int64) string {
+	if x == 0 {
+		return "—"
+	}
+	return kb(float64(x))
+}
+
+func optInt(x int) string {
+	if x == 0 {
+		return "—"
+	}
+	return fmt.Sprint(x)
+}

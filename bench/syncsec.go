@@ -156,7 +156,7 @@ func newSyncEnv(ctx context.Context, cfg *Config, w *Workload, withBaselines boo
 
 	// A first sync with nothing to do makes the server publish (retain)
 	// the base root, as the client's last sync would have.
-	if _, err := e.syncOnce(ctx, e.srv.Addr().String(), false, false); err != nil {
+	if _, _, err := e.syncOnce(ctx, e.srv.Addr().String(), false, false); err != nil {
 		return e, fmt.Errorf("priming sync: %w", err)
 	}
 	// Now the d changes land on the server.
@@ -228,33 +228,37 @@ func (e *syncEnv) scratch(name string) string {
 }
 
 // syncOnce syncs a fresh copy of the client template (or, for a clone, an
-// empty store) with the server at addr and checks the outcome.
-func (e *syncEnv) syncOnce(ctx context.Context, addr string, walk, clone bool) (*arbornet.SyncResult, error) {
+// empty store) with the server at addr, checks the outcome, and returns
+// the result and the wall time of the sync alone (preparing and opening
+// the client store is not timed).
+func (e *syncEnv) syncOnce(ctx context.Context, addr string, walk, clone bool) (*arbornet.SyncResult, time.Duration, error) {
 	dir := e.scratch("client")
 	defer os.RemoveAll(dir)
 	if !clone {
 		if err := copyStore(e.template, dir); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	s, err := tree.Open(dir, &tree.Options{NoSync: true})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer s.Close()
+	start := time.Now()
 	res, err := arbornet.Sync(ctx, s, arbornet.ClientOptions{Server: addr, Token: e.token, Fingerprint: e.fp, ForceWalk: walk})
+	elapsed := time.Since(start)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	want, _ := e.store.Root("head")
 	head, err := s.Root("head")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if res.Root != want || head != want {
-		return nil, fmt.Errorf("after sync the client's root is %s (result %s), the server's %s", head.Short(), res.Root.Short(), want.Short())
+		return nil, 0, fmt.Errorf("after sync the client's root is %s (result %s), the server's %s", head.Short(), res.Root.Short(), want.Short())
 	}
-	return res, nil
+	return res, elapsed, nil
 }
 
 // measure runs one transfer of system through the relays and returns its
@@ -265,9 +269,7 @@ func (e *syncEnv) measure(ctx context.Context, cfg *Config, system string, rl *r
 	switch system {
 	case sysRetained, sysWalk, sysClone:
 		before := rl.arbor.bytes()
-		start := time.Now()
-		res, err := e.syncOnce(ctx, rl.arbor.udp.Addr().String(), system == sysWalk, system == sysClone)
-		d := time.Since(start)
+		res, d, err := e.syncOnce(ctx, rl.arbor.udp.Addr().String(), system == sysWalk, system == sysClone)
 		if err != nil {
 			return 0, 0, nil, 0, err
 		}
@@ -279,9 +281,14 @@ func (e *syncEnv) measure(ctx context.Context, cfg *Config, system string, rl *r
 	case sysFullCopy:
 		dir := e.scratch("fullcopy")
 		defer os.RemoveAll(dir)
+		db, err := openRawPebble(dir)
+		if err != nil {
+			return 0, 0, nil, 0, err
+		}
+		defer db.Close()
 		before := rl.copy.bytes()
 		start := time.Now()
-		n, h, err := fullCopy(ctx, rl.copy.tcp.Addr(), dir, KeySize+e.w.ValueSize, cfg.Sync)
+		n, h, err := fullCopy(ctx, rl.copy.tcp.Addr(), db, KeySize+e.w.ValueSize, cfg.Sync)
 		d := time.Since(start)
 		if err != nil {
 			return 0, 0, nil, 0, err

@@ -167,7 +167,9 @@ func (r *UDPRelay) deliver(q chan packet, out *net.UDPConn) {
 }
 
 // TCPRelay forwards TCP connections to one server through an emulated link
-// (see the package doc for how a stream models loss).
+// (see the package doc for how a stream models loss). The relay accepts on
+// loopback at once; the handshake's round trip is charged by holding every
+// connection's first bytes back one RTT.
 type TCPRelay struct {
 	p      Profile
 	ln     net.Listener
@@ -258,14 +260,17 @@ func (r *TCPRelay) accept() {
 		r.conns = append(r.conns, c, s)
 		r.mu.Unlock()
 		r.wg.Add(2)
-		go r.pump(c, s, up)
-		go r.pump(s, c, down)
+		go r.pump(c, s, up, r.p.RTT)
+		go r.pump(s, c, down, r.p.RTT)
 	}
 }
 
-// pump copies src to dst through link l, then half-closes dst.
-func (r *TCPRelay) pump(src, dst net.Conn, l *Link) {
+// pump copies src to dst through link l, then half-closes dst. Nothing
+// moves before handshake has passed: the relay accepts a connection at
+// once on loopback, so it charges TCP's handshake round trip here.
+func (r *TCPRelay) pump(src, dst net.Conn, l *Link, handshake time.Duration) {
 	defer r.wg.Done()
+	time.Sleep(handshake)
 	q := make(chan packet, pipeDepth)
 	done := make(chan struct{})
 	go func() {
