@@ -243,8 +243,8 @@ func (d *differ) run(root0, root1 node.Hash, r tree.Range, yield func(Change, er
 	if root0 == root1 {
 		return nil
 	}
-	if r.Start != nil && r.End != nil && bytes.Compare(r.Start, r.End) >= 0 {
-		return nil
+	if r.End != nil && (len(r.End) == 0 || r.Start != nil && bytes.Compare(r.Start, r.End) >= 0) {
+		return nil // an empty range
 	}
 	if err := d.ctx.Err(); err != nil {
 		return err

@@ -198,6 +198,7 @@ func TestDiffRange(t *testing.T) {
 		for i := 0; i < 40; i++ {
 			ranges = append(ranges, tree.Range{Start: bound(), End: bound()})
 		}
+		ranges = append(ranges, tree.Range{End: []byte{}}, tree.Range{Start: []byte("k5"), End: []byte("k5")}, tree.Range{Start: []byte("k6"), End: []byte("k5")})
 		for _, pre := range []string{"", "k", "k00", "k003", "k0031", "k9", "j", "l", "k007999"} {
 			ranges = append(ranges, tree.PrefixRange([]byte(pre)))
 		}
@@ -396,5 +397,39 @@ func TestDiffStreams(t *testing.T) {
 	t.Logf("first change after %d of %d node loads", atFirst, st.NodesLoaded)
 	if atFirst > st.NodesLoaded/20 {
 		t.Errorf("first change after %d of %d node loads; the diff does not stream", atFirst, st.NodesLoaded)
+	}
+}
+
+// TestDiffRandomBatchesAndRanges is a metamorphic test: random pairs of
+// trees, random ranges and random batch sizes must all give the model's
+// diff, so splitting segments to fit a batch never changes the result.
+func TestDiffRandomBatchesAndRanges(t *testing.T) {
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(21, 21))
+	s := openStore(t, smallConfig)
+	for iter := 0; iter < 60; iter++ {
+		space := 200 + r.IntN(4000)
+		ma := randModel(r, r.IntN(space), space)
+		mb := mutate(r, ma, r.IntN(space), space)
+		ra, rb := build(t, s, ma), build(t, s, mb)
+		var rg tree.Range
+		if r.IntN(3) > 0 {
+			lo, hi := r.IntN(space), r.IntN(space)
+			if lo > hi {
+				lo, hi = hi, lo
+			}
+			rg = tree.Range{Start: []byte(fmt.Sprintf("k%06d", lo)), End: []byte(fmt.Sprintf("k%06d", hi+1))}
+			if r.IntN(4) == 0 {
+				rg.Start = nil
+			}
+		}
+		maxBatch := 4 + r.IntN(40)
+		var st Stats
+		cs := collect(t, Diff(ctx, s, ra, s, rb, Options{Range: rg, MaxBatch: maxBatch, Stats: &st}))
+		checkOrder(t, cs)
+		checkWants(t, fmt.Sprintf("iteration %d (range [%q, %q), batch %d)", iter, rg.Start, rg.End, maxBatch), asWants(t, cs, s), modelDiff(ma, mb, rg))
+		if st.NodesLoaded > 0 && st.Batches == 0 {
+			t.Fatalf("stats %+v", st)
+		}
 	}
 }

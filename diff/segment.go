@@ -214,7 +214,7 @@ type leafCursor struct {
 	i, j int // node, entry
 }
 
-// next returns the current entry if it lies below end, skipping entries
+// peek returns the current entry if it lies below end, skipping entries
 // below start.
 func (c *leafCursor) peek(start, end []byte) (key []byte, n *node.Node, j int, ok bool) {
 	for c.i < len(c.subs) {
