@@ -212,13 +212,22 @@ func (countCmd) Run(e *env) error {
 	return nil
 }
 
-type rootCmd struct{}
-
-func (rootCmd) Help() string {
-	return "Two stores hold the same records exactly when their roots are equal.\n\nExample:\n  arbor --db data root"
+type rootCmd struct {
+	Server      string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip)."`
+	Token       string `env:"ARBOR_TOKEN" help:"Client token, with --server."`
+	Fingerprint string `placeholder:"HEX" help:"The server's certificate fingerprint, with --server."`
+	Trust       bool   `help:"Trust an unknown server, with --server."`
+	CA          string `name:"ca" placeholder:"FILE" help:"CA file to verify the server, with --server."`
 }
 
-func (rootCmd) Run(e *env) error {
+func (rootCmd) Help() string {
+	return "Two stores hold the same records exactly when their roots are equal.\n\nExample:\n  arbor --db data root\n  arbor root --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…"
+}
+
+func (c rootCmd) Run(e *env) error {
+	if c.Server != "" {
+		return remoteRoot(e, c)
+	}
 	db, err := e.openDB(true)
 	if err != nil {
 		return err

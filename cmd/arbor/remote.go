@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/arbor-sync/arbor"
+	"github.com/schollz/progressbar/v3"
+)
+
+type serveCmd struct {
+	Listen  string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
+	Tokens  string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID' per line, '#' comments. Reread on SIGHUP."`
+	CertDir string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
+	Retain  int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
+	Verbose bool   `short:"v" help:"Log sessions to standard error."`
+}
+
+func (serveCmd) Help() string {
+	return "Prints 'fingerprint: HEX' once it accepts connections; clients pin it with --fingerprint.\n\nExample:\n  echo 'secret-token laptop-1' > tokens\n  arbor --db server-data serve --listen 127.0.0.1:4433 --tokens tokens"
+}
+
+func (c serveCmd) Run(e *env) error {
+	toks, err := arbor.LoadTokens(c.Tokens)
+	if err != nil {
+		return err
+	}
+	db, err := e.openDB(false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	certDir := c.CertDir
+	if certDir == "" {
+		certDir = filepath.Join(e.global.DB, "tls")
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if c.Verbose {
+		logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+	}
+	srv, err := arbor.NewServer(db, arbor.ServerOptions{Tokens: toks, CertDir: certDir, Retain: c.Retain, Logger: logger})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(c.Listen); err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			toks, err := arbor.LoadTokens(c.Tokens)
+			if err != nil {
+				fmt.Fprintln(e.stderr, "arbor: reload tokens:", err, "(keeping the old ones)")
+				continue
+			}
+			srv.SetTokens(toks)
+			fmt.Fprintf(e.stderr, "reloaded %d tokens\n", len(toks))
+		}
+	}()
+	root, _ := db.Root(e.ctx)
+	fmt.Fprintf(e.stdout, "listening on %s\nroot %s\nfingerprint: %s\n", srv.Addr(), root, srv.Fingerprint())
+	if f, ok := e.stdout.(*os.File); ok {
+		f.Sync()
+	}
+	if err := srv.Serve(e.ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stderr, "server stopped")
+	return nil
+}
+
+type syncCmd struct {
+	Server      string        `required:"" placeholder:"ADDR" help:"Server address, host:port."`
+	Token       string        `required:"" env:"ARBOR_TOKEN" help:"Client token (or set ARBOR_TOKEN)."`
+	Fingerprint string        `placeholder:"HEX" help:"The server's certificate fingerprint, as 'arbor serve' prints it. Remembered after the first sync."`
+	Trust       bool          `help:"Trust an unknown server on first use and remember its fingerprint."`
+	CA          string        `name:"ca" placeholder:"FILE" help:"Verify the server against this CA file instead of a fingerprint."`
+	Walk        bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
+	JSON        bool          `name:"json" help:"Print the result as JSON."`
+	Timeout     time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
+}
+
+func (syncCmd) Help() string {
+	return "Pushes local changes (the server's value wins conflicts; overridden changes are listed), then pulls\neverything else. The first sync of an empty store is a clone.\n\nExample:\n  arbor --db laptop sync --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…"
+}
+
+func (c syncCmd) clientOptions() arbor.SyncOptions {
+	return arbor.SyncOptions{Server: c.Server, Token: c.Token, Fingerprint: c.Fingerprint, TrustOnFirstUse: c.Trust, CAFile: c.CA, ForceWalk: c.Walk}
+}
+
+func (c syncCmd) Run(e *env) error {
+	db, err := e.openDB(false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx := e.ctx
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	opts := c.clientOptions()
+	var bar *progressbar.ProgressBar
+	if e.isTTY && !c.JSON {
+		bar = progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(e.stderr),
+			progressbar.OptionSetDescription("syncing"),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		opts.Progress = func(p arbor.SyncProgress) {
+			bar.Describe(fmt.Sprintf("%s: %d records, %d nodes", p.Phase, p.Records, p.Nodes))
+			bar.Set64(p.BytesReceived + p.BytesSent)
+		}
+	}
+	res, err := db.Sync(ctx, opts)
+	if bar != nil {
+		bar.Finish()
+	}
+	if res == nil {
+		return err
+	}
+	if c.JSON {
+		out := syncJSON(res)
+		if err != nil {
+			out.Error = err.Error()
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if eerr := enc.Encode(out); eerr != nil {
+			return eerr
+		}
+		return err
+	}
+	printSync(e, res)
+	return err
+}
+
+type syncOut struct {
+	Client        string           `json:"client"`
+	Path          string           `json:"path"`
+	Pulled        int              `json:"pulled"`
+	Pushed        int              `json:"pushed"`
+	Accepted      int              `json:"accepted"`
+	Overridden    []overriddenJSON `json:"overridden"`
+	BytesSent     int64            `json:"bytes_sent"`
+	BytesReceived int64            `json:"bytes_received"`
+	RoundTrips    int              `json:"round_trips"`
+	Nodes         int              `json:"nodes_fetched"`
+	Millis        float64          `json:"ms"`
+	Root          arbor.Hash       `json:"root"`
+	Error         string           `json:"error,omitempty"`
+}
+
+type overriddenJSON struct {
+	Key    string  `json:"key"`
+	Local  *string `json:"local"`
+	Server *string `json:"server"`
+}
+
+func strp(b *[]byte) *string {
+	if b == nil {
+		return nil
+	}
+	s := string(*b)
+	return &s
+}
+
+func syncJSON(r *arbor.SyncResult) syncOut {
+	out := syncOut{Client: r.ClientID, Path: r.Path, Pulled: r.Pulled, Pushed: r.Pushed, Accepted: r.Accepted,
+		Overridden: []overriddenJSON{}, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, RoundTrips: r.RoundTrips,
+		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root}
+	for _, o := range r.Overridden {
+		out.Overridden = append(out.Overridden, overriddenJSON{string(o.Key), strp(o.Local), strp(o.Server)})
+	}
+	return out
+}
+
+func printSync(e *env, r *arbor.SyncResult) {
+	fmt.Fprintf(e.stdout, "synced as %s via %s: pulled %d, pushed %d (accepted %d, overridden %d)\n",
+		r.ClientID, r.Path, r.Pulled, r.Pushed, r.Accepted, len(r.Overridden))
+	for _, o := range r.Overridden {
+		fmt.Fprintf(e.stdout, "  overridden %s: yours %s, server's %s\n", quote(o.Key), showOpt(o.Local), showOpt(o.Server))
+	}
+	fmt.Fprintf(e.stdout, "wire: %d bytes sent, %d received, %d round trips, %d nodes fetched, %s\nroot %s\n",
+		r.BytesSent, r.BytesReceived, r.RoundTrips, r.NodesFetched, r.Duration.Round(time.Millisecond), r.Root)
+}
+
+func showOpt(b *[]byte) string {
+	if b == nil {
+		return "(deleted)"
+	}
+	return quote(*b)
+}
+
+// remoteRoot implements 'arbor root --server': the server's root, for audits.
+func remoteRoot(e *env, c rootCmd) error {
+	if c.Token == "" {
+		return errors.New("root --server needs --token")
+	}
+	h, err := arbor.ServerRoot(e.ctx, arbor.SyncOptions{Server: c.Server, Token: c.Token, Fingerprint: c.Fingerprint, TrustOnFirstUse: c.Trust, CAFile: c.CA})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, h)
+	return nil
+}

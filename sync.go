@@ -1,0 +1,72 @@
+package arbor
+
+import (
+	"context"
+
+	arbornet "github.com/arbor-sync/arbor/net"
+)
+
+// Sync types, shared with package net.
+type (
+	// SyncOptions configure DB.Sync: the server address, the client's token,
+	// and how to trust the server (a pinned fingerprint, a CA file, or
+	// trust on first use).
+	SyncOptions = arbornet.ClientOptions
+	// SyncResult describes a completed sync: records pulled and pushed, the
+	// local changes the server's values overrode, bytes on the wire, round
+	// trips and the new root.
+	SyncResult = arbornet.SyncResult
+	// Overridden is a local change that lost to the server's value.
+	Overridden = arbornet.Overridden
+	// SyncProgress reports how far a sync has come.
+	SyncProgress = arbornet.Progress
+	// ServerOptions configure a Server.
+	ServerOptions = arbornet.ServerOptions
+	// Token is one client credential: the secret and the client id.
+	Token = arbornet.Token
+)
+
+// Sync and server errors.
+var (
+	ErrUnauthorized = arbornet.ErrUnauthorized
+	ErrFingerprint  = arbornet.ErrFingerprint
+	ErrRootMismatch = arbornet.ErrRootMismatch
+	ErrProtocol     = arbornet.ErrProtocol
+)
+
+// LoadTokens reads a tokens file: one "TOKEN CLIENT_ID" per line.
+func LoadTokens(path string) ([]Token, error) { return arbornet.LoadTokens(path) }
+
+// Sync brings the store up to date with a server in both directions: it
+// pushes the local changes since the last sync, the server's value winning
+// every conflict (reported in SyncResult.Overridden), and pulls everything
+// else that changed on the server. The first sync of an empty store is a
+// clone. Writes made while Sync runs stay local changes for the next sync.
+// An interrupted sync leaves the store at its old state and keeps what it
+// fetched for the next attempt.
+func (db *DB) Sync(ctx context.Context, opts SyncOptions) (*SyncResult, error) {
+	return arbornet.Sync(ctx, db.store, opts)
+}
+
+// ServerRoot asks a server for its current root without syncing: compare it
+// with Status().Base for a one-round-trip integrity audit.
+func ServerRoot(ctx context.Context, opts SyncOptions) (Hash, error) {
+	return arbornet.Root(ctx, opts)
+}
+
+// Server serves a DB's records to sync clients over QUIC. The DB's head is
+// the authoritative state; local writes through the DB are published to
+// clients on their next sync.
+type Server struct {
+	*arbornet.Server
+}
+
+// NewServer prepares a server for db. It creates a self-signed certificate
+// in opts.CertDir if there is none; clients pin its Fingerprint.
+func NewServer(db *DB, opts ServerOptions) (*Server, error) {
+	s, err := arbornet.NewServer(db.store, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{s}, nil
+}
