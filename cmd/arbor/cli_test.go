@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"context"
 	"os"
 	"os/exec"
@@ -170,5 +172,124 @@ func TestCLIDiffTwoStoresAndStatus(t *testing.T) {
 	st := mustRun(t, "", "--db", a, "status")
 	if !strings.Contains(st, "never synced") || !strings.Contains(st, "local changes 4") {
 		t.Fatalf("status = %q", st)
+	}
+}
+
+// startServer runs 'arbor serve' on a free port and returns its address and
+// fingerprint; the server is stopped with SIGINT at cleanup.
+func startServer(t *testing.T, db, tokens string) (addr, fp string) {
+	t.Helper()
+	cmd := exec.Command(binary, "--db", db, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens)
+	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		if err := <-done; err != nil {
+			t.Errorf("server exit: %v (stderr %q)", err, stderr.String())
+		}
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		done <- cmd.Wait()
+	}()
+	for l := range lines {
+		if a, ok := strings.CutPrefix(l, "listening on "); ok {
+			addr = a
+		}
+		if f, ok := strings.CutPrefix(l, "fingerprint: "); ok {
+			fp = f
+			break
+		}
+	}
+	if addr == "" || fp == "" {
+		t.Fatalf("server did not print its address and fingerprint; stderr %q", stderr.String())
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return addr, fp
+}
+
+func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
+	dir := t.TempDir()
+	srv, a, b := filepath.Join(dir, "srv"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("# clients\ntok-a laptop-a\ntok-b laptop-b\n"), 0o600)
+	mustRun(t, "k1\tv1\nk2\tv2\nk3\tv3\n", "--db", srv, "import", "-")
+	addr, fp := startServer(t, srv, tokens)
+	syncArgs := func(db, tok string) []string {
+		return []string{"--db", db, "sync", "--server", addr, "--token", tok, "--fingerprint", fp}
+	}
+	mustRun(t, "", syncArgs(a, "tok-a")...)
+	mustRun(t, "", syncArgs(b, "tok-b")...)
+	if got := mustRun(t, "", "--db", a, "get", "k2"); got != "v2\n" {
+		t.Fatalf("clone: k2 = %q", got)
+	}
+	// Both change k2; a syncs first and wins, b is told it was overridden.
+	mustRun(t, "", "--db", a, "put", "k2", "from-a")
+	mustRun(t, "", "--db", b, "put", "k2", "from-b")
+	mustRun(t, "", "--db", b, "put", "k4", "only-b")
+	mustRun(t, "", syncArgs(a, "tok-a")...)
+	out := mustRun(t, "", append(syncArgs(b, "tok-b"), "--json")...)
+	var res struct {
+		Overridden []struct{ Key, Local, Server string }
+		Accepted   int
+		Root       string
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("sync --json output %q: %v", out, err)
+	}
+	if len(res.Overridden) != 1 || res.Overridden[0].Key != "k2" || res.Overridden[0].Local != "from-b" || res.Overridden[0].Server != "from-a" || res.Accepted != 1 {
+		t.Fatalf("b's sync result %+v, want k2 overridden (from-b lost to from-a) and k4 accepted", res)
+	}
+	mustRun(t, "", syncArgs(a, "tok-a")...)
+	ra := mustRun(t, "", "--db", a, "root")
+	rb := mustRun(t, "", "--db", b, "root")
+	if ra != rb || strings.TrimSpace(ra) != res.Root {
+		t.Fatalf("roots differ after sync: a %s b %s result %s", ra, rb, res.Root)
+	}
+	if got := mustRun(t, "", "--db", b, "get", "k2"); got != "from-a\n" {
+		t.Fatalf("b's k2 = %q, want the server's from-a", got)
+	}
+	if got := mustRun(t, "", "--db", a, "get", "k4"); got != "only-b\n" {
+		t.Fatalf("a's k4 = %q, want only-b", got)
+	}
+	// The audit: the server's root equals the clients'.
+	if got := mustRun(t, "", "root", "--server", addr, "--token", "tok-a", "--fingerprint", fp); got != ra {
+		t.Fatalf("root --server = %q, want %q", got, ra)
+	}
+	// A wrong token and a wrong fingerprint are refused with clear errors.
+	if r := runArbor(t, "", syncArgs(a, "tok-wrong")...); r.code == 0 || !strings.Contains(r.stderr, "unauthorized") {
+		t.Fatalf("wrong token: exit %d, stderr %q", r.code, r.stderr)
+	}
+	bad := strings.Repeat("ab", 32)
+	if r := runArbor(t, "", "--db", filepath.Join(dir, "c"), "sync", "--server", addr, "--token", "tok-a", "--fingerprint", bad); r.code == 0 || !strings.Contains(r.stderr, "not trusted") {
+		t.Fatalf("wrong fingerprint: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// The server holds its store: a second opener is refused clearly.
+	if r := runArbor(t, "", "--db", srv, "root"); r.code == 0 || !strings.Contains(r.stderr, "locked") {
+		t.Fatalf("second opener: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestCLIDemo(t *testing.T) {
+	out := mustRun(t, "", "demo", "--records", "5000", "--edits", "50")
+	if !strings.Contains(out, "0 checks failed") || strings.Contains(out, "FAIL") {
+		t.Fatalf("demo output:\n%s", out)
 	}
 }
