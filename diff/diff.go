@@ -332,10 +332,7 @@ func (d *differ) run(root0, root1 node.Hash, r tree.Range, yield func(Change, er
 		}
 		out = out[:0]
 		for _, g := range win {
-			var err error
-			if out, err = expand(g, out); err != nil {
-				return err
-			}
+			out = expand(g, out)
 		}
 		for i := len(out) - 1; i >= 0; i-- {
 			stack = append(stack, out[i])

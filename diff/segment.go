@@ -12,10 +12,10 @@ import (
 // window, and when both sides are then at one level, subtrees with equal
 // hashes are dropped and g is cut into the pieces between them. The pieces
 // are appended to out in key order.
-func expand(g *segment, out []*segment) ([]*segment, error) {
+func expand(g *segment, out []*segment) []*segment {
 	act := g.acting()
 	if !act[0] && !act[1] {
-		return append(out, g), nil
+		return append(out, g)
 	}
 	for i := range act {
 		if act[i] && g.s[i].level > 0 {
@@ -24,11 +24,11 @@ func expand(g *segment, out []*segment) ([]*segment, error) {
 	}
 	switch l0, l1 := g.s[0].lvl(), g.s[1].lvl(); {
 	case l0 < 0 && l1 < 0:
-		return out, nil
+		return out
 	case l0 == l1:
-		return matchSplit(g, out), nil
+		return matchSplit(g, out)
 	}
-	return append(out, g), nil
+	return append(out, g)
 }
 
 // descend returns the children of sd's loaded branch nodes that overlap
