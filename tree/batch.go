@@ -32,7 +32,7 @@ type Edit struct {
 type Batch struct {
 	s       *Store
 	pb      *pebble.Batch
-	pending map[node.Hash][]byte
+	pending map[node.Hash]*pendingNode
 	size    int
 	refs    map[string]*node.Hash // nil value: delete
 	expect  map[string]*node.Hash // nil value: must be unset
@@ -51,7 +51,7 @@ func (s *Store) NewBatch() (*Batch, error) {
 	return &Batch{
 		s:       s,
 		pb:      s.db.NewBatch(),
-		pending: map[node.Hash][]byte{},
+		pending: map[node.Hash]*pendingNode{},
 		refs:    map[string]*node.Hash{},
 		expect:  map[string]*node.Hash{},
 		meta:    map[string][]byte{},
@@ -115,7 +115,34 @@ func (b *Batch) Commit(ctx context.Context) error {
 	if err := b.pb.Commit(b.s.wopts); err != nil {
 		return fmt.Errorf("store %s: commit: %w", b.s.dir, err)
 	}
+	b.cacheCommitted()
 	return nil
+}
+
+// pendingNode is a node written by the batch and not yet spilled: its bytes
+// and, once decoded, its view.
+type pendingNode struct {
+	raw []byte
+	n   *node.Node
+}
+
+// cacheCommitted adds the committed batch's nodes to the store's node
+// cache: the next batch usually edits the paths this one wrote. Nodes never
+// enter the cache before they are stored, because HasNode trusts it.
+func (b *Batch) cacheCommitted() {
+	if b.s.cache.budget <= 0 || int64(b.size) > b.s.cache.budget/4 {
+		return // a bulk load larger than the cache would only churn it
+	}
+	for h, p := range b.pending {
+		n := p.n
+		if n == nil {
+			var err error
+			if n, err = node.Decode(p.raw); err != nil {
+				continue // unreachable: the batch encoded it
+			}
+		}
+		b.s.cache.add(h, n)
+	}
 }
 
 // SetRef makes ref name point at root when the batch commits.
@@ -171,7 +198,13 @@ func (b *Batch) putNode(raw []byte) (node.Hash, error) {
 	if _, ok := b.pending[h]; ok {
 		return h, nil
 	}
-	b.pending[h] = raw
+	// A node in the cache is stored (nodes enter it only once committed,
+	// and garbage collection, which removes them, waits for this batch):
+	// rewriting it would only add work for Pebble's compactions.
+	if b.s.cache.has(h) {
+		return h, nil
+	}
+	b.pending[h] = &pendingNode{raw: raw}
 	b.size += len(raw)
 	if err := b.pb.Set(nodeKey(h), raw, nil); err != nil {
 		return h, err
@@ -205,8 +238,15 @@ func (b *Batch) maybeSpill() error {
 
 // node loads a node from the batch or the store.
 func (b *Batch) node(ctx context.Context, h node.Hash) (*node.Node, error) {
-	if raw, ok := b.pending[h]; ok {
-		return node.Decode(raw)
+	if p, ok := b.pending[h]; ok {
+		if p.n == nil {
+			n, err := node.Decode(p.raw)
+			if err != nil {
+				return nil, fmt.Errorf("store %s: pending node %s: %w", b.s.dir, h, err)
+			}
+			p.n = n
+		}
+		return p.n, nil
 	}
 	return b.s.Node(ctx, h)
 }

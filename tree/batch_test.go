@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/arbor-sync/arbor/node"
@@ -86,4 +87,63 @@ func TestBatchSpillKeepsMetaAtomic(t *testing.T) {
 	if _, err := s.Meta("cursor"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after DeleteMeta, Meta error = %v", err)
 	}
+}
+
+// TestGCInvalidatesNodeCache: a node read from Pebble just before garbage
+// collection deleted it must not enter the cache afterwards (a reader
+// without the GC lock, such as Store.Node, can race with the sweep), and a
+// batch that recreates a collected node must write it again rather than
+// trust a stale cache entry.
+func TestGCInvalidatesNodeCache(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, smallConfig)
+	model := map[string]string{}
+	for i := 0; i < 300; i++ {
+		model[fmt.Sprintf("k%04d", i)] = fmt.Sprint(i)
+	}
+	old := build(t, s, model)
+	var edits []Edit
+	for k := range model {
+		edits = append(edits, Edit{Key: []byte(k), Value: []byte("new")})
+	}
+	b, _ := s.NewBatch()
+	head, err := b.Apply(ctx, old, edits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetRef("head", head)
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A reader notes the cache generation and reads the old root...
+	gen := s.cache.generation()
+	n, err := s.Node(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// ...and adds it only after the collection deleted it.
+	s.cache.addIfGen(old, n, gen)
+	if ok, err := s.HasNode(old); err != nil || ok {
+		t.Fatalf("HasNode(collected root) = %v, %v; want false", ok, err)
+	}
+	if _, err := s.Node(ctx, old); !errors.Is(err, node.ErrNotFound) {
+		t.Fatalf("Node(collected root) error = %v, want ErrNotFound", err)
+	}
+
+	// Going back to the old records rewrites the collected nodes.
+	for i := range edits {
+		edits[i].Value = []byte(model[string(edits[i].Key)])
+	}
+	root, err := s.Update(ctx, "head", edits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root != old {
+		t.Fatalf("root %s, want the old root %s", root, old)
+	}
+	checkContents(t, s, root, model)
 }

@@ -16,6 +16,11 @@ type nodeCache struct {
 	budget     int64
 	young, old map[node.Hash]*node.Node
 	youngBytes int64
+	// gen counts invalidations. A reader notes it before reading a node
+	// from Pebble and adds the node only if it has not changed since, so a
+	// node read just before garbage collection deleted it cannot enter the
+	// cache after the collection cleared it.
+	gen uint64
 }
 
 func newNodeCache(budget int64) *nodeCache {
@@ -43,12 +48,53 @@ func (c *nodeCache) get(h node.Hash) *node.Node {
 	return nil
 }
 
+// has reports whether h is cached, without promoting it.
+func (c *nodeCache) has(h node.Hash) bool {
+	if c.budget <= 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.young[h]
+	if !ok {
+		_, ok = c.old[h]
+	}
+	return ok
+}
+
 func (c *nodeCache) add(h node.Hash, n *node.Node) {
 	if c.budget <= 0 {
 		return
 	}
 	c.mu.Lock()
 	c.addLocked(h, n)
+	c.mu.Unlock()
+}
+
+// generation returns the current invalidation count, for addIfGen.
+func (c *nodeCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// addIfGen adds n unless the cache was invalidated since generation gen.
+func (c *nodeCache) addIfGen(h node.Hash, n *node.Node, gen uint64) {
+	if c.budget <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.gen == gen {
+		c.addLocked(h, n)
+	}
+	c.mu.Unlock()
+}
+
+// invalidate empties the cache and starts a new generation.
+func (c *nodeCache) invalidate() {
+	c.mu.Lock()
+	c.gen++
+	c.young, c.old, c.youngBytes = map[node.Hash]*node.Node{}, nil, 0
 	c.mu.Unlock()
 }
 

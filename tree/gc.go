@@ -49,6 +49,10 @@ func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error
 		}
 	}
 	st.LiveNodes, st.LiveBlobs = len(liveNodes), len(liveBlobs)
+	// Readers that do not hold the GC lock (Store.Node) may cache a node
+	// the sweep is deleting; emptying the cache after the sweep, with a new
+	// generation, keeps the rule that a cached node is a stored node.
+	defer s.cache.invalidate()
 
 	for _, pfx := range []byte{prefixNode, prefixBlob} {
 		live := liveNodes

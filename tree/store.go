@@ -193,11 +193,7 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	}
 	pc := pebble.NewCache(cacheSize)
 	defer pc.Unref()
-	po := &pebble.Options{Cache: pc, Logger: quietLogger{}}
-	for i := range po.Levels {
-		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-	}
-	db, err := pebble.Open(dir, po)
+	db, err := pebble.Open(dir, pebbleOptions(pc))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: pebble: %w", dir, err)
 	}
@@ -233,6 +229,24 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	}
 	return s, nil
 }
+
+// pebbleOptions returns the Pebble options of a store with block cache pc.
+// The benchmarks open their raw Pebble baseline with the same options.
+func pebbleOptions(pc *pebble.Cache) *pebble.Options {
+	po := &pebble.Options{
+		Cache:        pc,
+		Logger:       quietLogger{},
+		MemTableSize: memTableSize,
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return po
+}
+
+// memTableSize is Pebble's memtable size. Every applied batch rewrites
+// whole nodes (kilobytes per changed record), so batches are large.
+var memTableSize uint64 = 64 << 20
 
 type quietLogger struct{}
 
@@ -373,6 +387,7 @@ func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	gen := s.cache.generation()
 	var raw []byte
 	if h == node.EmptyRoot {
 		raw = node.EmptyLeaf
@@ -390,7 +405,7 @@ func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
 	}
-	s.cache.add(h, n)
+	s.cache.addIfGen(h, n, gen)
 	return n, nil
 }
 
