@@ -149,6 +149,12 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 		HandshakeIdleTimeout:  opts.IOTimeout,
 		MaxIdleTimeout:        2 * opts.IOTimeout,
 		KeepAlivePeriod:       opts.IOTimeout / 3,
+		// Walk responses are megabytes on fresh streams: start with large
+		// windows instead of growing each stream's from 512 KiB.
+		InitialStreamReceiveWindow:     8 << 20,
+		MaxStreamReceiveWindow:         16 << 20,
+		InitialConnectionReceiveWindow: 32 << 20,
+		MaxConnectionReceiveWindow:     64 << 20,
 		MaxIncomingStreams:    -1,
 		MaxIncomingUniStreams: -1,
 	})
@@ -237,6 +243,10 @@ func Sync(ctx context.Context, store *tree.Store, opts ClientOptions) (*SyncResu
 	}
 	sy.res.Duration = time.Since(start)
 	if err != nil && !errors.Is(err, ErrRootMismatch) {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			// Cancellation surfaces as a closed connection: say so.
+			return nil, fmt.Errorf("sync with %s: %w (%v)", opts.Server, cerr, err)
+		}
 		return nil, fmt.Errorf("sync with %s: %w", opts.Server, err)
 	}
 	sy.progress("done")
@@ -296,8 +306,11 @@ func (sy *syncer) run(ctx context.Context) error {
 		}
 	}
 	h := hello{Token: sy.opts.Token, Config: s.Config()}
-	if sy.hasBase && !sy.opts.ForceWalk {
+	if sy.hasBase {
 		h.Base = sy.base
+	}
+	if sy.opts.ForceWalk {
+		h.Flags |= flagWalk
 	}
 	if local {
 		h.Flags |= flagPush

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/arbor-sync/arbor/chunker"
@@ -46,6 +47,15 @@ func startServer(t testing.TB, cfg chunker.Config, mut func(*ServerOptions)) *te
 	t.Helper()
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "data"), cfg)
+	t.Cleanup(func() { st.Close() })
+	ts, _ := serveStore(t, st, dir, mut)
+	return ts
+}
+
+// serveStore serves st with the certificate in dir/cert. stop ends the
+// server (it also ends at cleanup).
+func serveStore(t testing.TB, st *tree.Store, dir string, mut func(*ServerOptions)) (ts *testServer, stop func()) {
+	t.Helper()
 	opts := ServerOptions{Tokens: testTokens, CertDir: filepath.Join(dir, "cert")}
 	if mut != nil {
 		mut(&opts)
@@ -60,14 +70,17 @@ func startServer(t testing.TB, cfg chunker.Config, mut func(*ServerOptions)) *te
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		st.Close()
-	})
-	return &testServer{srv: srv, store: st, addr: srv.Addr().String(), fp: srv.Fingerprint(), dir: dir}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &testServer{srv: srv, store: st, addr: srv.Addr().String(), fp: srv.Fingerprint(), dir: dir}, stop
 }
 
 func (ts *testServer) opts(token string) ClientOptions {

@@ -12,6 +12,7 @@ import (
 const (
 	flagAudit = 1 << 0 // the client only wants the server's root
 	flagPush  = 1 << 1 // the client has local changes and will push first
+	flagWalk  = 1 << 2 // the client will walk whatever its base (it distrusts it)
 )
 
 // Error codes carried by an Error frame.

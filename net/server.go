@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	stdnet "net"
 	"sync"
@@ -93,6 +94,10 @@ type Server struct {
 
 	pinMu sync.Mutex
 	pins  map[node.Hash]int
+
+	// afterPush, if set (tests), runs after each push commits, in commit
+	// order, before the reply is sent.
+	afterPush func(sess *session, root node.Hash, changes []pushChange, overridden []uint64)
 
 	lnMu sync.Mutex
 	ln   *quic.Listener
@@ -317,10 +322,9 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 			if err := sess.handle(ctx, ex); err != nil {
 				s.log.Warn("arbor server: exchange failed", "peer", peer, "client", sess.clientID, "err", err)
 				ex.fail(err)
-				if errors.Is(err, ErrProtocol) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, errLimit) {
-					// A client that breaks the protocol loses its session.
-					qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
-				}
+				// A failed exchange ends the session: the client either broke
+				// the protocol, stalled past a deadline, or went away.
+				qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
 				return
 			}
 			ex.st.Close()
@@ -379,7 +383,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		return err
 	}
 	w := welcome{ClientID: id, Root: root, Config: s.store.Config()}
-	if !h.Base.IsZero() && s.retain.has(h.Base) {
+	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && s.retain.has(h.Base) {
 		if ok, _ := s.store.HasNode(h.Base); ok {
 			sess.base, sess.baseRetained = h.Base, true
 			sess.pinRoot(h.Base)
@@ -497,6 +501,14 @@ func (sess *session) takeBlob(h node.Hash) (isIndex, ok bool) {
 
 // handle serves one exchange.
 func (sess *session) handle(ctx context.Context, ex *exchange) error {
+	err := sess.handle1(ctx, ex)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("%w: truncated frame: %w", ErrProtocol, err)
+	}
+	return err
+}
+
+func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 	f, err := ex.recv(msgGetNodes, msgGetBlobs, msgPush, msgGetChange)
 	if err != nil {
 		return err
@@ -749,6 +761,9 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 			return pushDone{}, fmt.Errorf("push: commit: %w", err)
 		}
 		done()
+		if s.afterPush != nil {
+			s.afterPush(sess, root, changes, res.Overridden)
+		}
 		sess.publish(root)
 		sess.mu.Lock()
 		for k, h := range accepted {

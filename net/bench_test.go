@@ -1,0 +1,349 @@
+package net
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/arbor-sync/arbor/chunker"
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+	"github.com/quic-go/quic-go"
+)
+
+// benchN is the dataset size of the sync benchmarks (ARBOR_BENCH_N overrides).
+func benchN() int {
+	if s := os.Getenv("ARBOR_BENCH_N"); s != "" {
+		var n int
+		fmt.Sscan(s, &n)
+		return n
+	}
+	return 1_000_000
+}
+
+func benchKey(i int) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k, uint64(i)*0x9E3779B97F4A7C15) // scattered, 16 bytes
+	binary.BigEndian.PutUint64(k[8:], uint64(i))
+	return k
+}
+
+func benchVal(r *rand.Rand) []byte {
+	v := make([]byte, 100)
+	for i := range v {
+		v[i] = byte(r.Uint32())
+	}
+	return v
+}
+
+// benchEnv is shared by the sync benchmarks: a server with n records
+// (root r0) and a template client directory synced to r0.
+type benchEnv struct {
+	ts       *testServer
+	r0       node.Hash
+	template string
+	n        int
+	clone    *SyncResult
+}
+
+var (
+	benchOnce sync.Once
+	benchE    *benchEnv
+	benchErr  error
+)
+
+func getBenchEnv(b *testing.B) *benchEnv {
+	benchOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "arbor-net-bench-")
+		if err != nil {
+			benchErr = err
+			return
+		}
+		n := benchN()
+		st, err := tree.Open(filepath.Join(dir, "server"), &tree.Options{NoSync: true})
+		if err != nil {
+			benchErr = err
+			return
+		}
+		ctx := context.Background()
+		bt, _ := st.NewBatch()
+		bl := bt.NewBuilder(ctx)
+		keys := make([][]byte, n)
+		for i := range keys {
+			keys[i] = benchKey(i)
+		}
+		sortKeys(keys)
+		r := rand.New(rand.NewPCG(1, 2))
+		for _, k := range keys {
+			if err := bl.Add(k, benchVal(r)); err != nil {
+				benchErr = err
+				return
+			}
+		}
+		r0, err := bl.Finish()
+		if err != nil {
+			benchErr = err
+			return
+		}
+		bt.SetRef(HeadRef, r0)
+		if err := bt.Commit(ctx); err != nil {
+			benchErr = err
+			return
+		}
+		srv, err := NewServer(st, ServerOptions{Tokens: testTokens, CertDir: filepath.Join(dir, "cert")})
+		if err != nil {
+			benchErr = err
+			return
+		}
+		if err := srv.Listen("127.0.0.1:0"); err != nil {
+			benchErr = err
+			return
+		}
+		go srv.Serve(context.Background())
+		benchE = &benchEnv{ts: &testServer{srv: srv, store: st, addr: srv.Addr().String(), fp: srv.Fingerprint(), dir: dir}, r0: r0, n: n,
+			template: filepath.Join(dir, "template")}
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return benchE
+}
+
+func sortKeys(keys [][]byte) {
+	// Keys are 16 bytes; sort by their big-endian halves.
+	type kv struct{ a, b uint64 }
+	tmp := make([]kv, len(keys))
+	for i, k := range keys {
+		tmp[i] = kv{binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:])}
+	}
+	slices.SortFunc(tmp, func(x, y kv) int {
+		switch {
+		case x.a < y.a:
+			return -1
+		case x.a > y.a:
+			return 1
+		case x.b < y.b:
+			return -1
+		case x.b > y.b:
+			return 1
+		}
+		return 0
+	})
+	for i, t := range tmp {
+		binary.BigEndian.PutUint64(keys[i], t.a)
+		binary.BigEndian.PutUint64(keys[i][8:], t.b)
+	}
+}
+
+func reportSync(b *testing.B, res *SyncResult) {
+	b.ReportMetric(float64(res.BytesSent), "B-sent/op")
+	b.ReportMetric(float64(res.BytesReceived), "B-recv/op")
+	b.ReportMetric(float64(res.RoundTrips), "roundtrips/op")
+	b.ReportMetric(float64(res.NodesFetched), "nodes/op")
+}
+
+// BenchmarkClone measures the initial clone of n records by walk, and the
+// raw quic-go stream throughput of the same number of bytes in the same run.
+func BenchmarkClone(b *testing.B) {
+	e := getBenchEnv(b)
+	var res *SyncResult
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		dir := filepath.Join(e.ts.dir, fmt.Sprintf("clone-%d", i))
+		c, err := tree.Open(dir, &tree.Options{NoSync: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts := e.ts.opts(alice)
+		if v := os.Getenv("ARBOR_BENCH_PAR"); v != "" {
+			fmt.Sscan(v, &opts.Parallel)
+		}
+		if v := os.Getenv("ARBOR_BENCH_BATCH"); v != "" {
+			fmt.Sscan(v, &opts.BatchNodes)
+		}
+		b.StartTimer()
+		res, err = Sync(context.Background(), c, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if res.ServerRoot != e.r0 || ref(b, c, BaseRef) != e.r0 {
+			b.Fatal("clone did not converge")
+		}
+		c.Close()
+		if e.template == "" || e.clone != nil {
+			os.RemoveAll(dir)
+		} else {
+			os.Rename(dir, e.template)
+			e.clone = res
+		}
+		b.StartTimer()
+	}
+	reportSync(b, res)
+	secs := res.Duration.Seconds()
+	b.ReportMetric(float64(res.BytesReceived)/secs/1e6, "MB/s")
+	b.ReportMetric(float64(e.n)/secs, "records/s")
+	raw := rawQUIC(b, res.BytesReceived)
+	b.ReportMetric(raw/1e6, "raw-quic-MB/s")
+	b.ReportMetric(float64(res.BytesReceived)/secs/raw, "ratio-to-raw")
+}
+
+// rawQUIC returns the throughput in bytes/s of one quic-go stream carrying
+// n bytes over loopback with the same TLS setup.
+func rawQUIC(b *testing.B, n int64) float64 {
+	e := getBenchEnv(b)
+	tr := &quic.Transport{}
+	_ = tr
+	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(e.ts.srv.cert), &quic.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		qc, err := ln.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		st, err := qc.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		io.ReadFull(st, make([]byte, 1))
+		buf := make([]byte, 64<<10)
+		for left := n; left > 0; {
+			k := min(int64(len(buf)), left)
+			if _, err := st.Write(buf[:k]); err != nil {
+				return
+			}
+			left -= k
+		}
+		st.Close()
+		<-qc.Context().Done()
+	}()
+	conf, err := clientTLS("127.0.0.1", e.ts.fp, "", false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	qc, err := quic.DialAddr(context.Background(), ln.Addr().String(), conf, &quic.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	st, err := qc.OpenStreamSync(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	st.Write([]byte{1})
+	got, err := io.Copy(io.Discard, st)
+	if err != nil || got != n {
+		b.Fatalf("raw quic: %d of %d bytes: %v", got, n, err)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkSync measures a sync of a client at r0 to a server that
+// changed d records since (a mix of updates, inserts and deletes), by the
+// retained-base path and by the walk path.
+func BenchmarkSync(b *testing.B) {
+	e := getBenchEnv(b)
+	if e.clone == nil {
+		// Make the template client by cloning once.
+		c, err := tree.Open(e.template, &tree.Options{NoSync: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if e.clone, err = Sync(context.Background(), c, e.ts.opts(alice)); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	for _, d := range []int{0, 1, 100, 10000} {
+		changed := e.changeServer(b, d)
+		for _, path := range []string{"retained", "walk"} {
+			b.Run(fmt.Sprintf("d=%d/%s", d, path), func(b *testing.B) {
+				var res *SyncResult
+				for i := 0; b.Loop(); i++ {
+					b.StopTimer()
+					dir := filepath.Join(e.ts.dir, "client")
+					os.RemoveAll(dir)
+					if err := exec.Command("cp", "-r", e.template, dir).Run(); err != nil {
+						b.Fatal(err)
+					}
+					c, err := tree.Open(dir, &tree.Options{NoSync: true})
+					if err != nil {
+						b.Fatal(err)
+					}
+					opts := e.ts.opts(alice)
+					opts.ForceWalk = path == "walk"
+					b.StartTimer()
+					res, err = Sync(context.Background(), c, opts)
+					b.StopTimer()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if ref(b, c, BaseRef) != ref(b, e.ts.store, HeadRef) {
+						b.Fatal("not converged")
+					}
+					c.Close()
+					b.StartTimer()
+				}
+				reportSync(b, res)
+				if changed > 0 {
+					b.ReportMetric(float64(res.BytesSent+res.BytesReceived)/float64(changed), "wire/changed")
+					b.ReportMetric(float64(changed), "changed-B")
+				}
+			})
+		}
+	}
+}
+
+// changeServer resets the server to r0 and applies d changes: 60% updates,
+// 20% inserts, 20% deletes. It returns the bytes of the changed records
+// (key and new value; key only for a delete).
+func (e *benchEnv) changeServer(b *testing.B, d int) int {
+	ctx := context.Background()
+	st := e.ts.store
+	bt, _ := st.NewBatch()
+	bt.SetRef(HeadRef, e.r0)
+	if err := bt.Commit(ctx); err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(uint64(d), 7))
+	var edits []tree.Edit
+	size := 0
+	seen := map[int]bool{}
+	for len(edits) < d {
+		i := r.IntN(e.n)
+		if seen[i] {
+			continue
+		}
+		seen[i] = true
+		switch x := r.IntN(10); {
+		case x < 6:
+			edits = append(edits, tree.Edit{Key: benchKey(i), Value: benchVal(r)})
+			size += 116
+		case x < 8:
+			edits = append(edits, tree.Edit{Key: benchKey(e.n + i), Value: benchVal(r)})
+			size += 116
+		default:
+			edits = append(edits, tree.Edit{Key: benchKey(i), Delete: true})
+			size += 16
+		}
+	}
+	if _, err := st.Update(ctx, HeadRef, edits); err != nil {
+		b.Fatal(err)
+	}
+	return size
+}
+
+var _ = chunker.Config{}

@@ -1,0 +1,330 @@
+package net
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+)
+
+// reachable returns every node hash of the tree at root in s.
+func reachable(t testing.TB, s *tree.Store, root node.Hash) []node.Hash {
+	t.Helper()
+	var out []node.Hash
+	stack := []node.Hash{root}
+	for len(stack) > 0 {
+		h := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		out = append(out, h)
+		n, err := s.Node(context.Background(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; !n.IsLeaf() && i < n.Len(); i++ {
+			c, _ := n.Child(i)
+			stack = append(stack, c)
+		}
+	}
+	return out
+}
+
+func countHeld(t testing.TB, c *tree.Store, hs []node.Hash) int {
+	n := 0
+	for _, h := range hs {
+		if ok, err := c.HasNode(h); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// TestInterruptedWalkResumes: a clone cancelled part way (the client is
+// killed) leaves the store at its old state; the next sync, after reopening
+// the store, fetches exactly the nodes the client does not hold.
+func TestInterruptedWalkResumes(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 3000, 1)
+	all := reachable(t, ts.store, ref(t, ts.store, HeadRef))
+	dir := t.TempDir()
+	c := openStore(t, dir, smallChunks)
+	put(t, c, 5000, 5001, 9) // a local write, pending its first sync
+
+	for _, stopAt := range []int64{50, 400} {
+		ctx, cancel := context.WithCancel(context.Background())
+		opts := ts.opts(alice)
+		opts.BatchNodes, opts.Parallel = 16, 2
+		opts.Progress = func(p Progress) {
+			if p.Phase == "walk" && p.Nodes >= stopAt {
+				cancel()
+			}
+		}
+		head := ref(t, c, HeadRef)
+		_, err := Sync(ctx, c, opts)
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("interrupted sync: err = %v", err)
+		}
+		if _, ok, _ := c.Ref(BaseRef); ok {
+			t.Fatal("interrupted sync moved base")
+		}
+		if ref(t, c, HeadRef) != head {
+			t.Fatal("interrupted sync moved head")
+		}
+		if _, err := c.Verify(context.Background(), head); err != nil {
+			t.Fatalf("old state damaged: %v", err)
+		}
+	}
+	c.Close()
+	c = openStore(t, dir, smallChunks)
+	defer c.Close()
+	// The local write was pushed by the first attempt, so the server root
+	// the next sync walks is the one after that push.
+	target := ref(t, ts.store, HeadRef)
+	all = reachable(t, ts.store, target)
+	held := countHeld(t, c, all)
+	if held == 0 {
+		t.Fatal("interrupted walks kept nothing")
+	}
+	res := mustSync(t, c, ts.opts(alice))
+	if res.NodesFetched != len(all)-held {
+		t.Fatalf("resumed walk fetched %d nodes; %d in tree, %d held", res.NodesFetched, len(all), held)
+	}
+	checkConverged(t, ts, c)
+}
+
+// TestServerDropsMidWalk: the server goes away during a walk; a restarted
+// server on the same store completes the sync.
+func TestServerDropsMidWalk(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir+"/data", smallChunks)
+	defer st.Close()
+	ts, stop := serveStore(t, st, dir, nil)
+	put(t, st, 0, 2000, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.BatchNodes, opts.Parallel = 16, 1
+	var stopped atomic.Bool
+	opts.Progress = func(p Progress) {
+		if p.Phase == "walk" && p.Nodes >= 100 && !stopped.Swap(true) {
+			go stop()
+		}
+	}
+	if _, err := Sync(context.Background(), c, opts); err == nil {
+		t.Fatal("sync survived the server's shutdown")
+	}
+	ts2, _ := serveStore(t, st, dir, nil)
+	res := mustSync(t, c, ts2.opts(alice))
+	if res.Path != "walk" {
+		t.Fatalf("path %q", res.Path)
+	}
+	checkConverged(t, ts2, c)
+}
+
+// TestPushReplyLost: the connection drops after the server committed a
+// push but before the client saw the reply. The next sync re-sends the
+// changes; they count as accepted (not overridden) and nothing is lost.
+func TestPushReplyLost(t *testing.T) {
+	var drop atomic.Bool
+	drop.Store(true)
+	ts := startServer(t, smallChunks, nil)
+	ts.srv.afterPush = func(sess *session, _ node.Hash, _ []pushChange, _ []uint64) {
+		if drop.Swap(false) {
+			sess.qc.CloseWithError(0, "test: drop before reply")
+		}
+	}
+	put(t, ts.store, 0, 100, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	mustSync(t, c, ts.opts(alice))
+	edit(t, c, tree.Edit{Key: rec(1), Value: []byte("mine")}, tree.Edit{Key: rec(2), Delete: true})
+	if _, err := Sync(context.Background(), c, ts.opts(alice)); err == nil {
+		t.Fatal("sync with lost reply succeeded")
+	}
+	res := mustSync(t, c, ts.opts(alice))
+	if res.Pushed != 2 || res.Accepted != 2 || len(res.Overridden) != 0 {
+		t.Fatalf("retry: %+v", res)
+	}
+	checkConverged(t, ts, c)
+	root := ref(t, ts.store, HeadRef)
+	if v := get(t, ts.store, root, rec(1)); v == nil || *v != "mine" {
+		t.Fatalf("rec 1 = %v", v)
+	}
+}
+
+// TestWritesDuringSyncKept: local writes made while a sync runs stay local
+// changes: head = new base + those writes, pushed by the next sync.
+func TestWritesDuringSyncKept(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 1000, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.BatchNodes = 8
+	var wrote atomic.Bool
+	opts.Progress = func(p Progress) {
+		if p.Phase == "walk" && !wrote.Swap(true) {
+			edit(t, c, tree.Edit{Key: []byte("during"), Value: []byte("sync")})
+		}
+	}
+	res := mustSync(t, c, opts)
+	if !wrote.Load() {
+		t.Fatal("no write during sync")
+	}
+	base, head := ref(t, c, BaseRef), ref(t, c, HeadRef)
+	if base != res.ServerRoot || head == base {
+		t.Fatalf("base %s head %s server %s", base.Short(), head.Short(), res.ServerRoot.Short())
+	}
+	if v := get(t, c, head, []byte("during")); v == nil || *v != "sync" {
+		t.Fatal("write made during sync lost")
+	}
+	if n, _ := c.Count(context.Background(), head); n != 1001 {
+		t.Fatalf("head holds %d records", n)
+	}
+	res = mustSync(t, c, ts.opts(alice))
+	if res.Accepted != 1 {
+		t.Fatalf("next sync: %+v", res)
+	}
+	checkConverged(t, ts, c)
+}
+
+// TestConcurrentClientsConverge: 20 clients make random overlapping edits
+// and sync concurrently, repeatedly. The server's final state equals the
+// replay of every accepted change in commit order (no accepted write is
+// lost, no rejected one applied); every conflict resolves to the server's
+// value; and every client converges to the server's root.
+func TestConcurrentClientsConverge(t *testing.T) {
+	const clients = 20
+	rounds := 5
+	if testing.Short() {
+		rounds = 3
+	}
+	var toks []Token
+	for i := range clients {
+		toks = append(toks, Token{Token: fmt.Sprintf("token-%02d", i), ClientID: fmt.Sprintf("c%02d", i)})
+	}
+	ts := startServer(t, smallChunks, func(o *ServerOptions) { o.Tokens = toks; o.Retain = 8 })
+	put(t, ts.store, 0, 60, 0)
+
+	// The model: the initial records, then every accepted push replayed in
+	// commit order.
+	model := map[string]string{}
+	for i := range 60 {
+		model[string(rec(i))] = string(val(i, 0))
+	}
+	var mu sync.Mutex
+	var commits int
+	ts.srv.afterPush = func(_ *session, _ node.Hash, changes []pushChange, over []uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		commits++
+		lost := map[uint64]bool{}
+		for _, i := range over {
+			lost[i] = true
+		}
+		for i, c := range changes {
+			if lost[uint64(i)] {
+				continue
+			}
+			if c.Delete {
+				delete(model, string(c.Key))
+			} else {
+				model[string(c.Key)] = string(c.Value)
+			}
+		}
+	}
+
+	stores := make([]*tree.Store, clients)
+	for i := range stores {
+		stores[i] = openStore(t, t.TempDir(), smallChunks)
+		defer stores[i].Close()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	var overridden atomic.Int64
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(i), 99))
+			s := stores[i]
+			opts := ClientOptions{Server: ts.addr, Token: toks[i].Token, Fingerprint: ts.fp}
+			for round := range rounds {
+				var edits []tree.Edit
+				for range 1 + r.IntN(6) {
+					k := rec(r.IntN(80))
+					if r.IntN(5) == 0 {
+						edits = append(edits, tree.Edit{Key: k, Delete: true})
+					} else {
+						edits = append(edits, tree.Edit{Key: k, Value: fmt.Appendf(nil, "c%02d-r%d-%s", i, round, k)})
+					}
+				}
+				if _, err := s.Update(context.Background(), HeadRef, edits); err != nil {
+					errs <- err
+					return
+				}
+				res, err := Sync(context.Background(), s, opts)
+				if err != nil {
+					errs <- fmt.Errorf("client %d round %d: %w", i, round, err)
+					return
+				}
+				overridden.Add(int64(len(res.Overridden)))
+				// Server wins: every overridden key holds the server's value locally.
+				for _, o := range res.Overridden {
+					v := get(t, s, res.Root, o.Key)
+					if (v == nil) != (o.Server == nil) || (v != nil && *v != string(*o.Server)) {
+						errs <- fmt.Errorf("client %d: overridden key %q not at the server's value", i, o.Key)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Quiesced: one more sync each brings every client to the server's root.
+	for i, s := range stores {
+		res, err := Sync(context.Background(), s, ClientOptions{Server: ts.addr, Token: toks[i].Token, Fingerprint: ts.fp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Pushed != 0 {
+			t.Fatalf("client %d still had %d local changes", i, res.Pushed)
+		}
+		checkConverged(t, ts, s)
+	}
+	// The server's records equal the model.
+	root := ref(t, ts.store, HeadRef)
+	it := ts.store.NewIterator(context.Background(), root, tree.Range{})
+	got := map[string]string{}
+	for it.Next() {
+		v, err := ts.store.ReadValue(context.Background(), it.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[string(it.Key())] = string(v)
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(model) {
+		t.Fatalf("server holds %d records, model %d", len(got), len(model))
+	}
+	for k, v := range model {
+		if got[k] != v {
+			t.Fatalf("key %q: server %q, model %q", k, got[k], v)
+		}
+	}
+	t.Logf("%d clients × %d rounds: %d commits, %d overridden changes", clients, rounds, commits, overridden.Load())
+	if overridden.Load() == 0 {
+		t.Fatal("no conflicts exercised")
+	}
+}
