@@ -146,17 +146,17 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 		}
 	}
 	qc, err := quic.DialAddr(ctx, opts.Server, tconf, &quic.Config{
-		HandshakeIdleTimeout:  opts.IOTimeout,
-		MaxIdleTimeout:        2 * opts.IOTimeout,
-		KeepAlivePeriod:       opts.IOTimeout / 3,
+		HandshakeIdleTimeout: opts.IOTimeout,
+		MaxIdleTimeout:       2 * opts.IOTimeout,
+		KeepAlivePeriod:      opts.IOTimeout / 3,
 		// Walk responses are megabytes on fresh streams: start with large
 		// windows instead of growing each stream's from 512 KiB.
 		InitialStreamReceiveWindow:     8 << 20,
 		MaxStreamReceiveWindow:         16 << 20,
 		InitialConnectionReceiveWindow: 32 << 20,
 		MaxConnectionReceiveWindow:     64 << 20,
-		MaxIncomingStreams:    -1,
-		MaxIncomingUniStreams: -1,
+		MaxIncomingStreams:             -1,
+		MaxIncomingUniStreams:          -1,
 	})
 	if err != nil {
 		pinMu.Lock()
