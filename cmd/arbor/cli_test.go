@@ -136,7 +136,7 @@ func TestCLIBadInputIsRefused(t *testing.T) {
 }
 
 func TestCLIHelpHasExamples(t *testing.T) {
-	for _, c := range []string{"put", "get", "import", "export", "scan", "root", "verify", "gc"} {
+	for _, c := range []string{"put", "get", "del", "import", "export", "scan", "count", "root", "verify", "diff", "status", "gc", "serve", "sync", "demo", "version"} {
 		out := mustRun(t, "", c, "--help")
 		if !strings.Contains(out, "Example") {
 			t.Errorf("arbor %s --help has no example:\n%s", c, out)

@@ -198,6 +198,10 @@ func (c scanCmd) Run(e *env) error { return exportRecords(e, c.rangeFlags, c.Lim
 
 type countCmd struct{}
 
+func (countCmd) Help() string {
+	return "The count comes from the root's subtree counts: one node read.\n\nExample:\n  arbor --db data count"
+}
+
 func (countCmd) Run(e *env) error {
 	db, err := e.openDB(true)
 	if err != nil {

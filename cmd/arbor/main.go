@@ -129,6 +129,8 @@ func parse(p *kong.Kong, args []string, exit *int) (kctx *kong.Context, err erro
 
 type versionCmd struct{}
 
+func (versionCmd) Help() string { return "Example:\n  arbor version" }
+
 func (versionCmd) Run(e *env) error {
 	fmt.Fprintln(e.stdout, "arbor", version)
 	return nil
