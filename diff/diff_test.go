@@ -258,17 +258,28 @@ func TestDiffNodeBudget(t *testing.T) {
 		ra := build(t, s, ma)
 		h := height(t, s, ra)
 		for _, d := range []int{1, 3, 10, 100} {
-			mb := ma.clone()
-			for len(modelDiff(ma, mb, tree.Range{})) < d {
-				k := fmt.Sprintf("k%07d", r.IntN(210000))
+			// d distinct keys, each updated, inserted or deleted.
+			used := map[int]bool{}
+			var edits []Change
+			for len(used) < d {
+				i := r.IntN(30000)
+				if used[i] {
+					continue
+				}
+				used[i] = true
+				k := fmt.Sprintf("k%07d", i*7)
+				x := node.InlineValue([]byte("x"))
 				switch r.IntN(3) {
 				case 0:
-					delete(mb, k)
+					edits = append(edits, Change{Key: []byte(k)}) // delete
+				case 1:
+					edits = append(edits, Change{Key: []byte(k), New: &x})
 				default:
-					mb[k] = "x"
+					k = fmt.Sprintf("k%07d", i*7+3) // insert between keys
+					edits = append(edits, Change{Key: []byte(k), New: &x})
 				}
 			}
-			rb := build(t, s, mb)
+			rb := applyChanges(t, s, ra, edits)
 			from, to := &countingSource{Source: s}, &countingSource{Source: s}
 			var st Stats
 			cs := collect(t, Diff(ctx, from, ra, to, rb, Options{Stats: &st}))
