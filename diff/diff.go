@@ -86,8 +86,9 @@ type Stats struct {
 
 // Options configure Diff and Merge. The zero value diffs everything.
 type Options struct {
-	// Range restricts the diff to keys in [Range.Start, Range.End). Only
-	// nodes whose key interval overlaps it are loaded.
+	// Range restricts the diff to keys in [Range.Start, Range.End); use
+	// tree.PrefixRange for the keys with a prefix. Only nodes whose key
+	// interval overlaps it are loaded.
 	Range tree.Range
 	// Stats, when non-nil, is incremented with the work done.
 	Stats *Stats

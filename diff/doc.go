@@ -25,9 +25,9 @@
 //   - the segments on the work stack are disjoint and ordered, so the
 //     changes come out in strictly ascending key order, and the iteration
 //     can stop at any point;
-//   - a subtree whose hash is equal on both sides is never loaded; equal
-//     roots cost no loads at all, and the empty tree's root is never
-//     fetched;
+//   - a subtree that both sides hold at the same level and under the same
+//     bounds is skipped unloaded; equal roots cost no loads at all, and the
+//     empty tree's root is never fetched;
 //   - only nodes whose key interval overlaps Options.Range are loaded;
 //   - out-of-line values compare by reference hash; blobs are never read;
 //   - every loaded node is checked against the hash it was fetched by and
