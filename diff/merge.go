@@ -84,7 +84,8 @@ func (o Outcome) Overridden() (Conflict, bool) {
 // and are not yielded; if localRoot equals serverRoot nothing is loaded.
 //
 // It runs two Diffs (base→local and base→server) with opts and joins them
-// by key; opts.Stats counts both. Errors are those of Diff, yielded once
+// by key; opts.Stats counts both. An error is a Diff's, wrapped to name
+// the diff that failed (base→local or base→server); it is yielded once
 // with a zero Outcome, after which nothing more is yielded. Keys and
 // values alias node bytes as described for Change.
 func Merges(ctx context.Context, base, local, server node.Source, baseRoot, localRoot, serverRoot node.Hash, opts Options) iter.Seq2[Outcome, error] {
