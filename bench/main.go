@@ -124,6 +124,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	plots, err := writePlots(res, cfg.Out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	res.Plots = plots
 	md := Markdown(res)
 	js, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
