@@ -37,8 +37,12 @@ type Batch struct {
 	refs    map[string]*node.Hash // nil value: delete
 	expect  map[string]*node.Hash // nil value: must be unset
 	meta    map[string][]byte     // nil value: delete
-	ended   bool
-	release func()
+	// replaced lists the nodes that Apply rewrote. Commit drops them from
+	// the node cache, which then holds the trees being edited rather than
+	// their superseded versions.
+	replaced []node.Hash
+	ended    bool
+	release  func()
 }
 
 // NewBatch starts a batch.
@@ -130,7 +134,13 @@ type pendingNode struct {
 // cache: the next batch usually edits the paths this one wrote. Nodes never
 // enter the cache before they are stored, because HasNode trusts it.
 func (b *Batch) cacheCommitted() {
-	if b.s.cache.budget <= 0 || int64(b.size) > b.s.cache.budget/4 {
+	if b.s.cache.budget <= 0 {
+		return
+	}
+	for _, h := range b.replaced {
+		b.s.cache.remove(h)
+	}
+	if int64(b.size) > b.s.cache.budget/4 {
 		return // a bulk load larger than the cache would only churn it
 	}
 	for h, p := range b.pending {

@@ -223,41 +223,37 @@ func updateBatches(seed uint64, n, nb int) [][]int {
 	return out
 }
 
-// applyUpdates applies each batch to ref "head" with Store.Update (one
-// commit per batch, with the store's durability), giving record i value
-// version ver+batch.
-func applyUpdates(b *testing.B, s *Store, keys [][]byte, batches [][]int, ver int) {
+// applyUpdate applies one batch to ref "head" with Store.Update (one
+// commit, with the store's durability), giving each record value version ver.
+func applyUpdate(b *testing.B, s *Store, keys [][]byte, idx []int, ver int) {
 	b.Helper()
-	ctx := context.Background()
-	edits := make([]Edit, benchBatch)
-	vals := make([]byte, benchBatch*benchValueSize)
-	for bi, idx := range batches {
-		for j, i := range idx {
-			v := benchValue(vals[j*benchValueSize:j*benchValueSize], i, ver+bi)
-			edits[j] = Edit{Key: keys[i], Value: v}
-		}
-		if _, err := s.Update(ctx, "head", edits); err != nil {
-			b.Fatal(err)
-		}
+	edits := make([]Edit, len(idx))
+	vals := make([]byte, len(idx)*benchValueSize)
+	for j, i := range idx {
+		v := benchValue(vals[j*benchValueSize:j*benchValueSize], i, ver)
+		edits[j] = Edit{Key: keys[i], Value: v}
+	}
+	if _, err := s.Update(context.Background(), "head", edits); err != nil {
+		b.Fatal(err)
 	}
 }
 
-func applyRawUpdates(b *testing.B, db *pebble.DB, keys [][]byte, batches [][]int, ver int, m benchMode) {
+// applyRawUpdate writes the same batch to the baseline: one Pebble batch,
+// one commit with the mode's durability.
+func applyRawUpdate(b *testing.B, db *pebble.DB, keys [][]byte, idx []int, ver int, m benchMode) {
 	b.Helper()
 	var v []byte
-	for bi, idx := range batches {
-		pb := db.NewBatch()
-		for _, i := range idx {
-			v = benchValue(v, i, ver+bi)
-			if err := pb.Set(keys[i], v, nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := pb.Commit(m.wopts()); err != nil {
+	pb := db.NewBatch()
+	for _, i := range idx {
+		v = benchValue(v, i, ver)
+		if err := pb.Set(keys[i], v, nil); err != nil {
 			b.Fatal(err)
 		}
-		pb.Close()
 	}
+	if err := pb.Commit(m.wopts()); err != nil {
+		b.Fatal(err)
+	}
+	pb.Close()
 }
 
 // warmTree reads every record of the tree at root, filling the node cache
@@ -308,16 +304,24 @@ func BenchmarkUpdate(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				batches := updateBatches(uint64(i), len(keys), nb)
 				b.StartTimer()
-				// Each side ends with a memtable flush, so that neither
-				// leaves the work of writing its updates to sstables out of
-				// the measurement.
+				// The two sides alternate batch by batch, so that load from
+				// elsewhere on the machine affects both alike. Each ends
+				// with a memtable flush, so that neither leaves the work of
+				// writing its updates to sstables out of the measurement.
+				for bi, idx := range batches {
+					ver := 1 + i*nb + bi
+					t0 := time.Now()
+					applyRawUpdate(b, db, keys, idx, ver, m)
+					t1 := time.Now()
+					applyUpdate(b, s, keys, idx, ver)
+					arbor += time.Since(t1)
+					raw += t1.Sub(t0)
+				}
 				t0 := time.Now()
-				applyRawUpdates(b, db, keys, batches, 1+i*nb, m)
 				if err := db.Flush(); err != nil {
 					b.Fatal(err)
 				}
 				t1 := time.Now()
-				applyUpdates(b, s, keys, batches, 1+i*nb)
 				if err := s.db.Flush(); err != nil {
 					b.Fatal(err)
 				}
@@ -366,20 +370,25 @@ func BenchmarkGet(b *testing.B) {
 		for it := 0; it < b.N; it++ {
 			sample := order[:min(benchGets, len(order))]
 			b.StartTimer()
-			t0 := time.Now()
-			for _, i := range sample {
-				sink += len(rawGet(keys[i]))
-			}
-			t1 := time.Now()
-			for _, i := range sample {
-				v, err := s.Get(ctx, root, keys[i])
-				if err != nil {
-					b.Fatal(err)
+			// Alternate the two sides every 10k Gets, so that load from
+			// elsewhere on the machine affects both alike.
+			for lo := 0; lo < len(sample); lo += 10_000 {
+				part := sample[lo:min(lo+10_000, len(sample))]
+				t0 := time.Now()
+				for _, i := range part {
+					sink += len(rawGet(keys[i]))
 				}
-				sink += len(v)
+				t1 := time.Now()
+				for _, i := range part {
+					v, err := s.Get(ctx, root, keys[i])
+					if err != nil {
+						b.Fatal(err)
+					}
+					sink += len(v)
+				}
+				arbor += time.Since(t1)
+				raw += t1.Sub(t0)
 			}
-			arbor += time.Since(t1)
-			raw += t1.Sub(t0)
 			b.StopTimer()
 			if sink != 2*len(sample)*benchValueSize*(it+1) {
 				b.Fatalf("read %d bytes", sink)
@@ -519,7 +528,9 @@ func BenchmarkGC(b *testing.B) {
 			buildTree(b, s, keys)
 			nb := max(1, len(keys)/benchBatch)
 			batches := updateBatches(99, len(keys), nb)
-			applyUpdates(b, s, keys, batches, 1)
+			for bi, idx := range batches {
+				applyUpdate(b, s, keys, idx, 1+bi)
+			}
 			settle(b, s.db)
 			before := dirSize(b, s.Dir())
 			t0 := time.Now()

@@ -112,8 +112,14 @@ func (c *nodeCache) addLocked(h node.Hash, n *node.Node) {
 }
 
 func (c *nodeCache) remove(h node.Hash) {
+	if c.budget <= 0 {
+		return
+	}
 	c.mu.Lock()
-	delete(c.young, h)
+	if n, ok := c.young[h]; ok {
+		c.youngBytes -= nodeCost(n)
+		delete(c.young, h)
+	}
 	delete(c.old, h)
 	c.mu.Unlock()
 }

@@ -182,6 +182,7 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 			last := c.isLast()
 			if cur.Len() > 0 {
 				dels = append(dels, node.Entry{Key: cur.LastKey(), Payload: node.AppendChildPayload(nil, c.hash(), cur.Count())})
+				m.b.replaced = append(m.b.replaced, c.hash())
 			}
 			j := i
 			for j < len(edits) && (last || bytes.Compare(edits[j].key, cur.LastKey()) <= 0) {
