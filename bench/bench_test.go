@@ -125,7 +125,7 @@ func checkResults(t *testing.T, res *Results) {
 				t.Errorf("%s: %s put %v bytes on the wire, under the ideal %d", name, r.System, r.WireBytes.Min, c.Ideal)
 			}
 			switch r.System {
-			case sysRetained, sysWalk:
+			case sysRetained, sysWalk, sysPush:
 				if r.Records != c.D || r.RoundTrips < 1 || r.StreamBytes < c.Ideal {
 					t.Errorf("%s: %s pulled %d records (want %d), %d round trips, %d stream bytes", name, r.System, r.Records, c.D, r.RoundTrips, r.StreamBytes)
 				}

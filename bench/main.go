@@ -290,7 +290,7 @@ func Run(ctx context.Context, cfg *Config, log io.Writer) (*Results, error) {
 	}
 	if cfg.want("sync") {
 		for i, d := range cfg.SyncD {
-			systems := []string{sysRetained, sysWalk, sysFullCopy, sysRsync}
+			systems := []string{sysRetained, sysWalk, sysPush, sysFullCopy, sysRsync}
 			if i == 0 {
 				systems = append(systems, sysClone, sysRawQUIC)
 			}

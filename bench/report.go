@@ -133,10 +133,10 @@ func human(x float64) string {
 // mb formats bytes as MB (10^6).
 func mb(x float64) string { return fmt.Sprintf("%.2f", x/1e6) }
 
-const syncNotes = `Changes land on the server; a client at the old state pulls them. Every system runs in the same runs through the same kind of relay (bench/linkemu) on 127.0.0.1, in an order that rotates each run; "loopback" is the relay without shaping. After every Arbor sync the client's root must equal the server's, and after every baseline transfer the client's bytes must hash equal to the server's, or the harness fails. Bytes on the wire are what both directions offered to the link: UDP payload for QUIC (with QUIC's headers, encryption and retransmissions), TCP payload for the TCP baselines (so TCP/IP headers are not counted for them, which favours them by a few percent). The full copy streams all records from memory and stores them into raw Pebble in batches; rsync runs its delta algorithm (--ignore-times --no-whole-file) against a local rsync daemon and its time excludes making and loading the dump files. The TCP relay models loss as a retransmission one round trip late without shrinking a congestion window (see bench/linkemu), which favours the TCP baselines on the lossy profile.`
+const syncNotes = `Changes land on the server; a client at the old state pulls them ("retained base": the server still holds the client's last root and answers with a diff; "walk": the client ignores it and walks the differing subtrees, as a lost or suspicious client would). "Push" is the other direction: a client last synced at the changed side holds the base side as d local changes (the inverse edits) and uploads them; its ideal is that of the inverse edits. Every system runs in the same runs through the same kind of relay (bench/linkemu) on 127.0.0.1, in an order that rotates each run; "loopback" is the relay without shaping. After every Arbor sync the client's root must equal the server's, and after every baseline transfer the client's bytes must hash equal to the server's, or the harness fails. Bytes on the wire are what both directions offered to the link: UDP payload for QUIC (with QUIC's headers, encryption and retransmissions), TCP payload for the TCP baselines (so TCP/IP headers are not counted for them, which favours them by a few percent). The full copy streams all records from memory and stores them into raw Pebble in batches; rsync runs its delta algorithm (--ignore-times --no-whole-file) against a local rsync daemon and its time excludes making and loading the dump files. The TCP relay models loss as a retransmission one round trip late without shrinking a congestion window (see bench/linkemu), which favours the TCP baselines on the lossy profile.`
 
 func syncReport(p func(string, ...any), r *Results) {
-	p("## Sync over QUIC, Arbor against the baselines\n\n%s\n\n", syncNotes)
+	p("## Sync over QUIC, Arbor against the baselines\n\n%s Client and server stores: %s.\n\n", syncNotes, durability(r.Config.Sync))
 	for _, c := range r.Sync {
 		p("### %s (%s): W(%d, %d), ideal %s KB, data set %s MB, %d runs\n\n", c.Profile, c.Link, c.N, c.D, kb(float64(c.Ideal)), mb(float64(c.Dataset)), c.Runs)
 		p("| system | time (ms) | bytes on the wire (KB) | wire ÷ ideal | Arbor stream bytes (KB) | round trips | records moved | time ÷ Arbor retained |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -150,7 +150,11 @@ func syncReport(p func(string, ...any), r *Results) {
 			if base != nil && base.Time.OK() {
 				rel = fmt.Sprintf("%.2f", ratio(row.Time.Median, base.Time.Median))
 			}
-			p("| %s | %s | %s | %.2f | %s | %s | %s | %s |\n", row.System, ms(row.Time), kb(row.WireBytes.Median), ratio(row.WireBytes.Median, float64(c.Ideal)), optKB(row.StreamBytes), optInt(row.RoundTrips), optInt(row.Records), rel)
+			ideal := c.Ideal
+			if row.System == sysPush {
+				ideal = c.PushIdeal
+			}
+			p("| %s | %s | %s | %.2f | %s | %s | %s | %s |\n", row.System, ms(row.Time), kb(row.WireBytes.Median), ratio(row.WireBytes.Median, float64(ideal)), optKB(row.StreamBytes), optInt(row.RoundTrips), optInt(row.Records), rel)
 		}
 		p("\n")
 	}

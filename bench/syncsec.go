@@ -20,6 +20,7 @@ const (
 	sysRetained = "Arbor sync, retained base"
 	sysWalk     = "Arbor sync, walk"
 	sysClone    = "Arbor initial clone"
+	sysPush     = "Arbor sync, push"
 	sysFullCopy = "full copy (TCP)"
 	sysRsync    = "rsync of sorted dump (TCP)"
 	sysRawQUIC  = "raw quic-go stream (same bytes)"
@@ -53,15 +54,17 @@ type SyncRow struct {
 // SyncCase is one W(n, d) on one link profile: every system in the same
 // runs, in an order that rotates from run to run.
 type SyncCase struct {
-	Profile  string     `json:"profile"`
-	Link     string     `json:"link"`
-	N        int        `json:"n"`
-	D        int        `json:"d"`
-	Ideal    int64      `json:"ideal_bytes"`
-	Dataset  int64      `json:"dataset_bytes"`
-	Runs     int        `json:"runs"`
-	Rows     []*SyncRow `json:"rows"`
-	Verified bool       `json:"verified"` // every run ended with equal roots (Arbor) or equal bytes (baselines)
+	Profile string `json:"profile"`
+	Link    string `json:"link"`
+	N       int    `json:"n"`
+	D       int    `json:"d"`
+	Ideal   int64  `json:"ideal_bytes"`
+	// PushIdeal is the ideal of the push row, which sends the inverse edits.
+	PushIdeal int64      `json:"push_ideal_bytes"`
+	Dataset   int64      `json:"dataset_bytes"`
+	Runs      int        `json:"runs"`
+	Rows      []*SyncRow `json:"rows"`
+	Verified  bool       `json:"verified"` // every run ended with equal roots (Arbor) or equal bytes (baselines)
 }
 
 // Row returns the row of system, or nil.
@@ -99,6 +102,8 @@ type syncEnv struct {
 	base      node.Hash
 	changed   node.Hash
 	template  string // closed client store at the base
+	pushTmpl  string // closed client store synced at the changed side, with the base as local changes
+	noSync    bool
 	oldDump   string // the base side's sorted dump
 	newHash   uint64 // xxh3 of the changed side's dump
 	copySrv   *copyServer
@@ -113,7 +118,7 @@ func newSyncEnv(ctx context.Context, cfg *Config, w *Workload, withBaselines boo
 	if err != nil {
 		return nil, err
 	}
-	e := &syncEnv{w: w, dir: dir, token: "bench-token"}
+	e := &syncEnv{w: w, dir: dir, token: "bench-token", noSync: !cfg.Sync}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -156,7 +161,7 @@ func newSyncEnv(ctx context.Context, cfg *Config, w *Workload, withBaselines boo
 
 	// A first sync with nothing to do makes the server publish (retain)
 	// the base root, as the client's last sync would have.
-	if _, _, err := e.syncOnce(ctx, e.srv.Addr().String(), false, false); err != nil {
+	if _, _, err := e.syncOnce(ctx, e.srv.Addr().String(), e.template, false, base); err != nil {
 		return e, fmt.Errorf("priming sync: %w", err)
 	}
 	// Now the d changes land on the server.
@@ -170,6 +175,16 @@ func newSyncEnv(ctx context.Context, cfg *Config, w *Workload, withBaselines boo
 	}
 	b.SetRef("head", e.changed)
 	if err := b.Commit(ctx); err != nil {
+		return e, err
+	}
+	// The push client: last synced at the changed side, and holding the
+	// base side as d local changes (the inverse of W's edits: again 60%
+	// updates, 20% inserts, 20% deletes).
+	e.pushTmpl = filepath.Join(dir, "push-template")
+	if err := copyStore(e.template, e.pushTmpl); err != nil {
+		return e, err
+	}
+	if err := e.makePushTemplate(ctx); err != nil {
 		return e, err
 	}
 	if !withBaselines {
@@ -227,19 +242,44 @@ func (e *syncEnv) scratch(name string) string {
 	return filepath.Join(e.dir, fmt.Sprintf("%s-%d", name, e.seq))
 }
 
-// syncOnce syncs a fresh copy of the client template (or, for a clone, an
-// empty store) with the server at addr, checks the outcome, and returns
-// the result and the wall time of the sync alone (preparing and opening
-// the client store is not timed).
-func (e *syncEnv) syncOnce(ctx context.Context, addr string, walk, clone bool) (*arbornet.SyncResult, time.Duration, error) {
+func (e *syncEnv) makePushTemplate(ctx context.Context) error {
+	s, err := tree.Open(e.pushTmpl, &tree.Options{NoSync: true, MustExist: true})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b, err := s.NewBatch()
+	if err != nil {
+		return err
+	}
+	changed, err := b.Apply(ctx, e.base, e.w.Edits())
+	if err != nil {
+		b.Discard()
+		return err
+	}
+	if changed != e.changed {
+		b.Discard()
+		return fmt.Errorf("push template: the same edits gave root %s on the client and %s on the server", changed.Short(), e.changed.Short())
+	}
+	b.SetRef(arbornet.BaseRef, changed)
+	b.SetRef("head", e.base)
+	return b.Commit(ctx)
+}
+
+// syncOnce syncs a fresh copy of the client store template (or, if
+// template is empty, an empty store: a clone) with the server at addr,
+// checks that client and server both end at root want, and returns the
+// result and the wall time of the sync alone (preparing and opening the
+// client store is not timed).
+func (e *syncEnv) syncOnce(ctx context.Context, addr, template string, walk bool, want node.Hash) (*arbornet.SyncResult, time.Duration, error) {
 	dir := e.scratch("client")
 	defer os.RemoveAll(dir)
-	if !clone {
-		if err := copyStore(e.template, dir); err != nil {
+	if template != "" {
+		if err := copyStore(template, dir); err != nil {
 			return nil, 0, err
 		}
 	}
-	s, err := tree.Open(dir, &tree.Options{NoSync: true})
+	s, err := tree.Open(dir, &tree.Options{NoSync: e.noSync})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -250,15 +290,28 @@ func (e *syncEnv) syncOnce(ctx context.Context, addr string, walk, clone bool) (
 	if err != nil {
 		return nil, 0, err
 	}
-	want, _ := e.store.Root("head")
+	srv, err := e.store.Root("head")
+	if err != nil {
+		return nil, 0, err
+	}
 	head, err := s.Root("head")
 	if err != nil {
 		return nil, 0, err
 	}
-	if res.Root != want || head != want {
-		return nil, 0, fmt.Errorf("after sync the client's root is %s (result %s), the server's %s", head.Short(), res.Root.Short(), want.Short())
+	if res.Root != want || head != want || srv != want {
+		return nil, 0, fmt.Errorf("after sync the client's root is %s (result %s), the server's %s, want %s", head.Short(), res.Root.Short(), srv.Short(), want.Short())
 	}
 	return res, elapsed, nil
+}
+
+// resetServer moves the server's head back to root (after a push run).
+func (e *syncEnv) resetServer(ctx context.Context, root node.Hash) error {
+	b, err := e.store.NewBatch()
+	if err != nil {
+		return err
+	}
+	b.SetRef("head", root)
+	return b.Commit(ctx)
 }
 
 // measure runs one transfer of system through the relays and returns its
@@ -268,8 +321,12 @@ func (e *syncEnv) measure(ctx context.Context, cfg *Config, system string, rl *r
 	defer cancel()
 	switch system {
 	case sysRetained, sysWalk, sysClone:
+		tmpl := e.template
+		if system == sysClone {
+			tmpl = ""
+		}
 		before := rl.arbor.bytes()
-		res, d, err := e.syncOnce(ctx, rl.arbor.udp.Addr().String(), system == sysWalk, system == sysClone)
+		res, d, err := e.syncOnce(ctx, rl.arbor.udp.Addr().String(), tmpl, system == sysWalk, e.changed)
 		if err != nil {
 			return 0, 0, nil, 0, err
 		}
@@ -278,6 +335,19 @@ func (e *syncEnv) measure(ctx context.Context, cfg *Config, system string, rl *r
 			return 0, 0, nil, 0, fmt.Errorf("%s took the %q path, want %q", system, res.Path, want)
 		}
 		return d, rl.arbor.bytes() - before, res, res.Pulled, nil
+	case sysPush:
+		before := rl.arbor.bytes()
+		res, d, err := e.syncOnce(ctx, rl.arbor.udp.Addr().String(), e.pushTmpl, false, e.base)
+		if rerr := e.resetServer(ctx, e.changed); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return 0, 0, nil, 0, err
+		}
+		if res.Pushed != e.w.D || res.Accepted != e.w.D {
+			return 0, 0, nil, 0, fmt.Errorf("push: %d changes pushed, %d accepted, want %d", res.Pushed, res.Accepted, e.w.D)
+		}
+		return d, rl.arbor.bytes() - before, res, res.Pushed, nil
 	case sysFullCopy:
 		dir := e.scratch("fullcopy")
 		defer os.RemoveAll(dir)
@@ -418,7 +488,7 @@ func (e *syncEnv) runCase(ctx context.Context, cfg *Config, p linkemu.Profile, s
 	if runs <= 0 {
 		runs = cfg.Runs
 	}
-	c := &SyncCase{Profile: p.Name, Link: describe(p), N: e.w.N, D: e.w.D, Ideal: e.w.IdealBytes(), Dataset: e.w.DatasetBytes(), Runs: runs, Verified: true}
+	c := &SyncCase{Profile: p.Name, Link: describe(p), N: e.w.N, D: e.w.D, Ideal: e.w.IdealBytes(), PushIdeal: e.w.PushIdealBytes(), Dataset: e.w.DatasetBytes(), Runs: runs, Verified: true}
 	rl, err := e.newRelays(p, cfg.Seed)
 	if err != nil {
 		return nil, err

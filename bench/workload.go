@@ -114,6 +114,12 @@ func (w *Workload) IdealBytes() int64 {
 	return int64(w.u+w.i)*int64(KeySize+w.ValueSize) + int64(w.del)*KeySize
 }
 
+// PushIdealBytes is IdealBytes of the inverse change (changed side back to
+// base): its inserts are W's deletes and the other way round.
+func (w *Workload) PushIdealBytes() int64 {
+	return int64(w.u+w.del)*int64(KeySize+w.ValueSize) + int64(w.i)*KeySize
+}
+
 // DatasetBytes is the size of the base records' keys and values.
 func (w *Workload) DatasetBytes() int64 { return int64(w.N) * int64(KeySize+w.ValueSize) }
 
