@@ -97,7 +97,10 @@ func checkResults(t *testing.T, res *Results) {
 			t.Errorf("diff W(%d, %d): %+v", d.N, d.D, d)
 		}
 	}
-	cases := append(append(append([]*SyncCase(nil), res.Sync...), res.ScaleN...), res.ScaleD...)
+	cases := append(append(append(append([]*SyncCase(nil), res.Sync...), res.ScaleN...), res.ScaleD...), res.Placement...)
+	if len(res.Placement) != 2 || res.Placement[0].Clustered == res.Placement[1].Clustered {
+		t.Errorf("placement: want one scattered and one clustered case, got %d", len(res.Placement))
+	}
 	if len(res.Sync) != len(res.Config.Profiles) || len(res.ScaleN) == 0 || len(res.ScaleD) == 0 {
 		t.Errorf("sync cases: %d profiles, %d n-scaling, %d d-scaling", len(res.Sync), len(res.ScaleN), len(res.ScaleD))
 	}

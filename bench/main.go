@@ -77,6 +77,9 @@ type Config struct {
 	ScaleD  int   `json:"scale_d"`
 	ScaleD2 []int `json:"scale_d2"`
 	ScaleN2 int   `json:"scale_n2"`
+	// PlacementD is the d at ScaleN2 also run with the other placement
+	// (clustered instead of scattered); 0 skips it.
+	PlacementD int `json:"placement_d"`
 }
 
 // Results is everything one harness run measured; it is also the JSON
@@ -94,6 +97,8 @@ type Results struct {
 	// fixed n; both on the loopback profile.
 	ScaleN []*SyncCase `json:"scale_n,omitempty"`
 	ScaleD []*SyncCase `json:"scale_d,omitempty"`
+	// Placement compares scattered and clustered changes for one W(n, d).
+	Placement []*SyncCase `json:"placement,omitempty"`
 	// Skipped lists every section or baseline that did not run, and why.
 	Skipped []string `json:"skipped,omitempty"`
 	// Plots lists the SVG files written next to the report.
@@ -163,6 +168,7 @@ func (c *Config) defaults(n int) error {
 		c.SyncN, c.SyncD = 10_000, []int{100}
 		c.ScaleN, c.ScaleD = []int{10_000, 100_000, 1_000_000}, 100
 		c.ScaleN2, c.ScaleD2 = 100_000, []int{10, 100, 1000, 10_000}
+		c.PlacementD = 1000
 	case "full":
 		if c.Runs == 0 {
 			c.Runs = 5
@@ -172,6 +178,7 @@ func (c *Config) defaults(n int) error {
 		c.SyncN, c.SyncD = 100_000, []int{100, 1000}
 		c.ScaleN, c.ScaleD = []int{10_000, 100_000, 1_000_000, 10_000_000}, 100
 		c.ScaleN2, c.ScaleD2 = 1_000_000, []int{10, 100, 1000, 10_000}
+		c.PlacementD = 1000
 	case "test":
 		// The harness test: the smallest workload, end to end.
 		if c.Runs == 0 {
@@ -182,6 +189,7 @@ func (c *Config) defaults(n int) error {
 		c.SyncN, c.SyncD = 2_000, []int{20}
 		c.ScaleN, c.ScaleD = []int{1_000, 2_000}, 10
 		c.ScaleN2, c.ScaleD2 = 2_000, []int{2, 20}
+		c.PlacementD = 20
 	default:
 		return fmt.Errorf("unknown suite %q (want quick or full)", c.Suite)
 	}
@@ -209,8 +217,8 @@ func (c *Config) want(section string) bool {
 
 // runSync builds the environment for W(n, d) once and measures systems on
 // every profile.
-func runSync(ctx context.Context, cfg *Config, n, d int, profiles []linkemu.Profile, systems []string, baselines bool, logf func(string, ...any)) ([]*SyncCase, error) {
-	w, err := NewWorkload(n, d, cfg.ValueSize, cfg.Seed, cfg.Clustered)
+func runSync(ctx context.Context, cfg *Config, n, d int, clustered bool, profiles []linkemu.Profile, systems []string, baselines bool, logf func(string, ...any)) ([]*SyncCase, error) {
+	w, err := NewWorkload(n, d, cfg.ValueSize, cfg.Seed, clustered)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +302,7 @@ func Run(ctx context.Context, cfg *Config, log io.Writer) (*Results, error) {
 			if i == 0 {
 				systems = append(systems, sysClone, sysRawQUIC)
 			}
-			cs, err := runSync(ctx, cfg, cfg.SyncN, d, cfg.Profiles, systems, true, logf)
+			cs, err := runSync(ctx, cfg, cfg.SyncN, d, cfg.Clustered, cfg.Profiles, systems, true, logf)
 			if err != nil {
 				return nil, err
 			}
@@ -308,18 +316,32 @@ func Run(ctx context.Context, cfg *Config, log io.Writer) (*Results, error) {
 			if big {
 				systems = systems[:2]
 			}
-			cs, err := runSync(ctx, cfg, n, min(cfg.ScaleD, n), []linkemu.Profile{Loopback}, systems, !big, logf)
+			cs, err := runSync(ctx, cfg, n, min(cfg.ScaleD, n), cfg.Clustered, []linkemu.Profile{Loopback}, systems, !big, logf)
 			if err != nil {
 				return nil, err
 			}
 			res.ScaleN = append(res.ScaleN, cs...)
 		}
 		for _, d := range cfg.ScaleD2 {
-			cs, err := runSync(ctx, cfg, cfg.ScaleN2, d, []linkemu.Profile{Loopback}, []string{sysRetained, sysWalk, sysFullCopy, sysRsync}, true, logf)
+			cs, err := runSync(ctx, cfg, cfg.ScaleN2, d, cfg.Clustered, []linkemu.Profile{Loopback}, []string{sysRetained, sysWalk, sysFullCopy, sysRsync}, true, logf)
 			if err != nil {
 				return nil, err
 			}
 			res.ScaleD = append(res.ScaleD, cs...)
+		}
+		// The same W(n, d) with the changes in one key range instead of
+		// scattered (or the other way round under -clustered).
+		if d := cfg.PlacementD; d > 0 && d <= cfg.ScaleN2 {
+			cs, err := runSync(ctx, cfg, cfg.ScaleN2, d, !cfg.Clustered, []linkemu.Profile{Loopback}, []string{sysRetained, sysWalk, sysFullCopy, sysRsync}, true, logf)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range res.ScaleD {
+				if c.D == d {
+					res.Placement = append(res.Placement, c)
+				}
+			}
+			res.Placement = append(res.Placement, cs...)
 		}
 	}
 	for _, cs := range [][]*SyncCase{res.Sync, res.ScaleN, res.ScaleD} {

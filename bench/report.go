@@ -18,7 +18,7 @@ func Markdown(r *Results) string {
 	p("| Pebble sync mode | %s |\n", durability(r.Config.Sync))
 	p("| rsync | %s |\n| commit | %s |\n", m.Rsync, m.Commit)
 	p("| started | %s, %.1f s |\n| runs per figure | %d (median; min–max in brackets) |\n", r.Started.Format("2006-01-02 15:04 UTC"), r.Elapsed, r.Config.Runs)
-	p("| workload | 16-byte keys, %d-byte pseudo-random values, seed %d, changes %s |\n\n", r.Config.ValueSize, r.Config.Seed, placement(r.Config.Clustered))
+	p("| workload | W(n, d): 16-byte keys, %d-byte pseudo-random values, seed %d; d changes (60%% updates, 20%% inserts, 20%% deletes) %s |\n\n", r.Config.ValueSize, r.Config.Seed, placement(r.Config.Clustered))
 
 	if len(r.Store) > 0 {
 		p("## Store: Arbor against raw Pebble\n\n")
@@ -44,7 +44,7 @@ func Markdown(r *Results) string {
 	if len(r.Sync) > 0 {
 		syncReport(p, r)
 	}
-	if len(r.ScaleN) > 0 || len(r.ScaleD) > 0 {
+	if len(r.ScaleN) > 0 || len(r.ScaleD) > 0 || len(r.Placement) > 0 {
 		scalingReport(p, r)
 	}
 	if len(r.Skipped) > 0 {
@@ -68,7 +68,7 @@ func placement(clustered bool) string {
 	if clustered {
 		return "clustered in one key range"
 	}
-	return "scattered"
+	return "scattered over the key space"
 }
 
 // rate formats a per-second Stat with its range.
@@ -199,6 +199,14 @@ func scalingReport(p func(string, ...any), r *Results) {
 		p("| n | d | ideal (KB) | retained wire (KB) | walk wire (KB) | rsync wire (KB) | full copy wire (KB) | retained (ms) | walk (ms) | rsync (ms) | full copy (ms) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, c := range r.ScaleD {
 			p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.N, c.D, kb(float64(c.Ideal)), wireKB(c.Row(sysRetained)), wireKB(c.Row(sysWalk)), wireKB(c.Row(sysRsync)), wireKB(c.Row(sysFullCopy)), msRow(c.Row(sysRetained)), msRow(c.Row(sysWalk)), msRow(c.Row(sysRsync)), msRow(c.Row(sysFullCopy)))
+		}
+		p("\n")
+	}
+	if len(r.Placement) > 0 {
+		p("### Scattered against clustered changes\n\n")
+		p("| n | d | changes | ideal (KB) | retained wire (KB) | walk wire (KB) | rsync wire (KB) | retained (ms) | walk (ms) | rsync (ms) | full copy (ms) |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, c := range r.Placement {
+			p("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.N, c.D, placement(c.Clustered), kb(float64(c.Ideal)), wireKB(c.Row(sysRetained)), wireKB(c.Row(sysWalk)), wireKB(c.Row(sysRsync)), msRow(c.Row(sysRetained)), msRow(c.Row(sysWalk)), msRow(c.Row(sysRsync)), msRow(c.Row(sysFullCopy)))
 		}
 		p("\n")
 	}

@@ -60,9 +60,11 @@ type SyncCase struct {
 	D       int    `json:"d"`
 	Ideal   int64  `json:"ideal_bytes"`
 	// PushIdeal is the ideal of the push row, which sends the inverse edits.
-	PushIdeal int64      `json:"push_ideal_bytes"`
-	Dataset   int64      `json:"dataset_bytes"`
-	Runs      int        `json:"runs"`
+	PushIdeal int64 `json:"push_ideal_bytes"`
+	Dataset   int64 `json:"dataset_bytes"`
+	Runs      int   `json:"runs"`
+	// Clustered is set when the d changes lie in one key range.
+	Clustered bool       `json:"clustered"`
 	Rows      []*SyncRow `json:"rows"`
 	Verified  bool       `json:"verified"` // every run ended with equal roots (Arbor) or equal bytes (baselines)
 }
@@ -488,7 +490,7 @@ func (e *syncEnv) runCase(ctx context.Context, cfg *Config, p linkemu.Profile, s
 	if runs <= 0 {
 		runs = cfg.Runs
 	}
-	c := &SyncCase{Profile: p.Name, Link: describe(p), N: e.w.N, D: e.w.D, Ideal: e.w.IdealBytes(), PushIdeal: e.w.PushIdealBytes(), Dataset: e.w.DatasetBytes(), Runs: runs, Verified: true}
+	c := &SyncCase{Profile: p.Name, Link: describe(p), N: e.w.N, D: e.w.D, Ideal: e.w.IdealBytes(), PushIdeal: e.w.PushIdealBytes(), Dataset: e.w.DatasetBytes(), Runs: runs, Clustered: e.w.Clustered, Verified: true}
 	rl, err := e.newRelays(p, cfg.Seed)
 	if err != nil {
 		return nil, err
