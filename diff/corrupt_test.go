@@ -69,8 +69,13 @@ func (s tamperSource) Nodes(ctx context.Context, hs []node.Hash) ([]*node.Node, 
 // that nothing follows the error.
 func diffErr(t *testing.T, from node.Source, fromRoot node.Hash, to node.Source, toRoot node.Hash) error {
 	t.Helper()
+	return diffErrOpts(t, from, fromRoot, to, toRoot, Options{})
+}
+
+func diffErrOpts(t *testing.T, from node.Source, fromRoot node.Hash, to node.Source, toRoot node.Hash, opts Options) error {
+	t.Helper()
 	var got error
-	for _, err := range Diff(context.Background(), from, fromRoot, to, toRoot, Options{}) {
+	for _, err := range Diff(context.Background(), from, fromRoot, to, toRoot, opts) {
 		if got != nil {
 			t.Fatalf("yielded after the error %v", got)
 		}
@@ -117,7 +122,9 @@ func TestDiffRejectsCorruptTrees(t *testing.T) {
 				others = others[:1]
 			}
 			for _, other := range others {
-				for _, err := range []error{diffErr(t, s, other, s, root), diffErr(t, s, root, s, other)} {
+				// The checks against the parent hold with TrustHashes too.
+				trust := Options{TrustHashes: true}
+				for _, err := range []error{diffErr(t, s, other, s, root), diffErr(t, s, root, s, other), diffErrOpts(t, s, root, s, other, trust)} {
 					if !errors.Is(err, c.target) || !strings.Contains(err.Error(), c.mention) {
 						t.Errorf("error %q; want %v naming %s", err, c.target, c.mention)
 					}
