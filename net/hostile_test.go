@@ -1,0 +1,348 @@
+package net
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/arbor-sync/arbor/chunker"
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
+	"github.com/quic-go/quic-go"
+)
+
+// rawConn dials the test server with the pinned certificate and no Arbor
+// logic: the tests speak the protocol (or not) by hand.
+func rawConn(t *testing.T, ts *testServer, qconf *quic.Config) *quic.Conn {
+	t.Helper()
+	conf, err := clientTLS("127.0.0.1", ts.fp, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qc, err := quic.DialAddr(context.Background(), ts.addr, conf, qconf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	return qc
+}
+
+// rawHello performs a valid Hello and returns the Welcome.
+func rawHello(t *testing.T, qc *quic.Conn, h hello) welcome {
+	t.Helper()
+	st, err := qc.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(appendFrame(nil, msgHello, h.encode()))
+	st.Close()
+	fr := newFrameReader(st, DefaultMaxFrame)
+	f, err := fr.ReadFrame()
+	if err != nil || f.Type != msgWelcome {
+		t.Fatalf("welcome: %v %v", f.Type, err)
+	}
+	w, err := decodeWelcome(f.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// waitClosed waits for the server to close qc and returns the close error.
+func waitClosed(t *testing.T, qc *quic.Conn) error {
+	t.Helper()
+	select {
+	case <-qc.Context().Done():
+		return context.Cause(qc.Context())
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not close the connection")
+		return nil
+	}
+}
+
+func closeCode(err error) (uint64, bool) {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote {
+		return uint64(ae.ErrorCode), true
+	}
+	return 0, false
+}
+
+// TestHostileClients: each misbehaving client gets a clear error or a
+// timeout, its connection closes, and the server keeps serving others.
+func TestHostileClients(t *testing.T) {
+	ts := startServer(t, smallChunks, func(o *ServerOptions) {
+		o.HandshakeTimeout = 300 * time.Millisecond
+		o.IOTimeout = 300 * time.Millisecond
+		o.IdleTimeout = time.Second
+		o.MaxFrame = 1 << 20
+	})
+	put(t, ts.store, 0, 200, 1)
+	good := hello{Token: alice, Config: smallChunks}
+
+	tests := []struct {
+		name string
+		run  func(t *testing.T, qc *quic.Conn)
+		code uint64 // expected close code; 0: any
+	}{
+		{"opens nothing", func(t *testing.T, qc *quic.Conn) {}, 0},
+		{"opens a stream and sends nothing", func(t *testing.T, qc *quic.Conn) {
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(nil)
+		}, 0},
+		{"garbage hello", func(t *testing.T, qc *quic.Conn) {
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+			st.Close()
+		}, codeProtocol},
+		{"wrong version", func(t *testing.T, qc *quic.Conn) {
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write([]byte{9, msgHello, 0})
+			st.Close()
+		}, codeProtocol},
+		{"malformed hello payload", func(t *testing.T, qc *quic.Conn) {
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgHello, []byte{200, 1, 2}))
+			st.Close()
+		}, codeProtocol},
+		{"truncated hello", func(t *testing.T, qc *quic.Conn) {
+			st, _ := qc.OpenStreamSync(context.Background())
+			f := appendFrame(nil, msgHello, good.encode())
+			st.Write(f[:len(f)-3])
+			st.Close()
+		}, 0},
+		{"unknown token", func(t *testing.T, qc *quic.Conn) {
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgHello, hello{Token: "who?", Config: smallChunks}.encode()))
+			st.Close()
+		}, codeUnauthorized},
+		{"unknown message type", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write([]byte{ProtocolVersion, 0x55, 0})
+			st.Close()
+		}, codeProtocol},
+		{"oversized frame", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write([]byte{ProtocolVersion, msgGetNodes, 0xff, 0xff, 0xff, 0xff, 0x0f})
+			st.Close()
+		}, codeTooLarge},
+		{"truncated frame", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write([]byte{ProtocolVersion, msgGetNodes, 100, 1, 2, 3})
+			st.Close()
+		}, codeProtocol},
+		{"frame cut and stalled", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write([]byte{ProtocolVersion, msgGetNodes, 100, 1, 2, 3})
+		}, 0},
+		{"node never shown", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgGetNodes, encodeHashes([]node.Hash{node.Sum([]byte("secret"))})))
+			st.Close()
+		}, codeForbidden},
+		{"blob never shown", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgGetBlobs, encodeHashes([]node.Hash{node.Sum([]byte("secret"))})))
+			st.Close()
+		}, codeForbidden},
+		{"changes from an unretained root", func(t *testing.T, qc *quic.Conn) {
+			w := rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgGetChange, getChanges{From: node.Sum([]byte("x")), To: w.Root}.encode()))
+			st.Close()
+		}, codeForbidden},
+		{"hash count lies", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgGetNodes, []byte{50, 1, 2, 3}))
+			st.Close()
+		}, codeProtocol},
+		{"push keys out of order", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			b := appendFrame(nil, msgPush, pushChange{Key: []byte("b"), Value: []byte("1")}.encode(nil))
+			b = appendFrame(b, msgPush, pushChange{Key: []byte("a"), Value: []byte("1")}.encode(nil))
+			b = appendFrame(b, msgEnd, encodeEnd(2))
+			st.Write(b)
+			st.Close()
+		}, codeProtocol},
+		{"push count lies", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			b := appendFrame(nil, msgPush, pushChange{Key: []byte("a"), Value: []byte("1")}.encode(nil))
+			b = appendFrame(b, msgEnd, encodeEnd(7))
+			st.Write(b)
+			st.Close()
+		}, codeProtocol},
+		{"server frame sent by client", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgNode, node.EmptyLeaf))
+			st.Close()
+		}, codeProtocol},
+		{"second hello", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgHello, good.encode()))
+			st.Close()
+		}, codeProtocol},
+		{"idle after hello", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+		}, codeLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			qc := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
+			tt.run(t, qc)
+			err := waitClosed(t, qc)
+			code, remote := closeCode(err)
+			if tt.code != 0 && (!remote || code != tt.code) {
+				t.Fatalf("closed with %v (code %d remote %v), want code %d", err, code, remote, tt.code)
+			}
+			// The server still serves a well-behaved client.
+			if _, err := Root(context.Background(), ts.opts(bob)); err != nil {
+				t.Fatalf("server stopped serving: %v", err)
+			}
+		})
+	}
+}
+
+// TestClientNeverReads: a client that requests a large response and never
+// reads it is cut off by the server's write deadline.
+func TestClientNeverReads(t *testing.T) {
+	ts := startServer(t, chunker.Config{}, func(o *ServerOptions) { o.IOTimeout = 300 * time.Millisecond })
+	var edits []tree.Edit
+	for i := range 3000 {
+		edits = append(edits, tree.Edit{Key: rec(i), Value: bytes.Repeat([]byte{byte(i)}, 1000)})
+	}
+	edit(t, ts.store, edits...)
+	qc := rawConn(t, ts, &quic.Config{InitialStreamReceiveWindow: 16 << 10, MaxStreamReceiveWindow: 16 << 10,
+		InitialConnectionReceiveWindow: 32 << 10, MaxConnectionReceiveWindow: 32 << 10, MaxIdleTimeout: time.Minute})
+	w := rawHello(t, qc, hello{Token: alice})
+	root, err := node.Decode(w.RootNode)
+	if err != nil || root.IsLeaf() {
+		t.Fatalf("root: %v", err)
+	}
+	var kids []node.Hash
+	for i := 0; i < root.Len(); i++ {
+		h, _ := root.Child(i)
+		kids = append(kids, h)
+	}
+	st, _ := qc.OpenStreamSync(context.Background())
+	st.Write(appendFrame(nil, msgGetNodes, encodeHashes(kids)))
+	st.Close()
+	waitClosed(t, qc)
+	if _, err := Root(context.Background(), ts.opts(bob)); err != nil {
+		t.Fatalf("server stopped serving: %v", err)
+	}
+}
+
+// fakeServer answers one connection with handle, for testing the client
+// against a lying server.
+func fakeServer(t *testing.T, handle func(qc *quic.Conn, hello hello, ex *exchange)) (addr, fp string) {
+	t.Helper()
+	cert, err := loadOrCreateCert(filepath.Join(t.TempDir(), "cert"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(cert), &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		qc, err := ln.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		st, err := qc.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		var c counters
+		ex := newExchange(st, &c, 5*time.Second, DefaultMaxFrame, "test client")
+		f, err := ex.recv(msgHello)
+		if err != nil {
+			return
+		}
+		h, _ := decodeHello(f.Payload)
+		handle(qc, h, ex)
+		<-qc.Context().Done()
+	}()
+	return ln.Addr().String(), Fingerprint(cert.Certificate[0])
+}
+
+// TestLyingServer: a client verifies everything a server sends.
+func TestLyingServer(t *testing.T) {
+	real := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+	tests := []struct {
+		name   string
+		handle func(qc *quic.Conn, h hello, ex *exchange)
+		want   error
+	}{
+		{"root node with the wrong hash", func(qc *quic.Conn, h hello, ex *exchange) {
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum([]byte("other")), Config: h.Config, RootNode: real}.encode())
+			ex.closeSend()
+		}, ErrProtocol},
+		{"corrupt root node", func(qc *quic.Conn, h hello, ex *exchange) {
+			bad := append([]byte(nil), real...)
+			bad[len(bad)-1] ^= 0xff
+			bad = append(bad, 1)
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(bad), Config: h.Config, RootNode: bad}.encode())
+			ex.closeSend()
+		}, ErrProtocol},
+		{"oversized frame", func(qc *quic.Conn, h hello, ex *exchange) {
+			ex.st.Write([]byte{ProtocolVersion, msgWelcome, 0xff, 0xff, 0xff, 0xff, 0x0f})
+			ex.st.Close()
+		}, ErrFrameTooLarge},
+		{"unknown message", func(qc *quic.Conn, h hello, ex *exchange) {
+			ex.st.Write([]byte{ProtocolVersion, 0x66, 0})
+			ex.st.Close()
+		}, ErrProtocol},
+		{"wrong node in walk", func(qc *quic.Conn, h hello, ex *exchange) {
+			br := node.Encode(1, []node.Entry{{Key: []byte("k"), Payload: node.AppendChildPayload(nil, node.Sum([]byte("child")), 1)}})
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(br), Config: h.Config, RootNode: br}.encode())
+			ex.closeSend()
+			st, err := qc.AcceptStream(context.Background())
+			if err != nil {
+				return
+			}
+			var c counters
+			ex2 := newExchange(st, &c, 5*time.Second, DefaultMaxFrame, "test client")
+			ex2.recv(msgGetNodes)
+			ex2.send(msgNode, real)
+			ex2.send(msgEnd, encodeEnd(1))
+			ex2.closeSend()
+		}, ErrProtocol},
+		{"server hangs", func(qc *quic.Conn, h hello, ex *exchange) {}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, fp := fakeServer(t, tt.handle)
+			c := openStore(t, t.TempDir(), smallChunks)
+			defer c.Close()
+			opts := ClientOptions{Server: addr, Token: "t", Fingerprint: fp, IOTimeout: 500 * time.Millisecond}
+			_, err := Sync(context.Background(), c, opts)
+			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if _, ok, _ := c.Ref(BaseRef); ok {
+				t.Fatal("base moved after a failed sync")
+			}
+		})
+	}
+}
+
+var _ = io.EOF
+var _ tls.Config
