@@ -147,3 +147,67 @@ func TestGCInvalidatesNodeCache(t *testing.T) {
 	}
 	checkContents(t, s, root, model)
 }
+
+// TestConcurrentUpdatesAndGC runs writers that update one ref concurrently
+// (retrying on ErrRefMoved) while garbage collection runs in a loop. Update
+// used to read the ref before starting its batch, so a collection in
+// between could delete the root it was about to edit (after another writer
+// moved the ref) and Update failed with ErrNotFound instead of retrying.
+func TestConcurrentUpdatesAndGC(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, smallConfig)
+	const writers, rounds, perRound = 4, 12, 40
+	errs := make(chan error, writers+1)
+	stop := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.GC(ctx); err != nil {
+				errs <- fmt.Errorf("gc: %w", err)
+				return
+			}
+		}
+	}()
+	model := map[string]string{}
+	done := make(chan struct{})
+	for w := 0; w < writers; w++ {
+		for r := 0; r < rounds; r++ {
+			for i := 0; i < perRound; i++ {
+				model[fmt.Sprintf("w%d-%04d", w, r*perRound+i)] = fmt.Sprintf("%d/%d", w, r)
+			}
+		}
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			for r := 0; r < rounds; r++ {
+				edits := make([]Edit, perRound)
+				for i := range edits {
+					edits[i] = Edit{Key: []byte(fmt.Sprintf("w%d-%04d", w, r*perRound+i)), Value: []byte(fmt.Sprintf("%d/%d", w, r))}
+				}
+				if _, err := s.Update(ctx, "head", edits); err != nil {
+					errs <- fmt.Errorf("writer %d round %d: %w", w, r, err)
+					return
+				}
+			}
+		}(w)
+	}
+	for w := 0; w < writers; w++ {
+		<-done
+	}
+	close(stop)
+	<-gcDone
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	head, err := s.Root("head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkContents(t, s, head, model)
+}

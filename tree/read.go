@@ -175,17 +175,22 @@ func (it *Iterator) Close() error {
 // moves ref meanwhile. It returns the new root.
 func (s *Store) Update(ctx context.Context, ref string, edits []Edit) (node.Hash, error) {
 	for {
+		// Start the batch before reading the ref: the batch holds off
+		// garbage collection, so the root read stays stored while it is
+		// edited even if another writer moves the ref meanwhile (the commit
+		// then fails with ErrRefMoved and the loop retries).
+		b, err := s.NewBatch()
+		if err != nil {
+			return node.Hash{}, err
+		}
 		old, ok, err := s.Ref(ref)
 		if err != nil {
+			b.Discard()
 			return node.Hash{}, err
 		}
 		root := old
 		if !ok {
 			root = node.EmptyRoot
-		}
-		b, err := s.NewBatch()
-		if err != nil {
-			return node.Hash{}, err
 		}
 		newRoot, err := b.Apply(ctx, root, edits)
 		if err != nil {
