@@ -288,6 +288,22 @@ func (b *Batch) StoreValue(v []byte) (node.Value, error) {
 	return node.RefValue(idx, uint64(len(v))), nil
 }
 
+// checkStoredValue rejects a stored value that no node may hold: an inline
+// value over node.MaxInlineValue bytes, or a reference to a value that is
+// small enough to be inline (Decode rejects both, so writing one would
+// make the tree unreadable) or over node.MaxValueSize.
+func checkStoredValue(v node.Value) error {
+	switch {
+	case !v.IsRef && len(v.Inline) > node.MaxInlineValue:
+		return fmt.Errorf("inline value of %d bytes (limit %d): %w", len(v.Inline), node.MaxInlineValue, ErrValueTooLarge)
+	case v.IsRef && v.Size > node.MaxValueSize:
+		return fmt.Errorf("%w: %d bytes exceeds %d", ErrValueTooLarge, v.Size, node.MaxValueSize)
+	case v.IsRef && v.Size <= node.MaxInlineValue:
+		return fmt.Errorf("%w: reference to a %d-byte value, which must be stored inline", node.ErrCorrupt, v.Size)
+	}
+	return nil
+}
+
 func checkKey(k []byte) error {
 	if len(k) == 0 || len(k) > node.MaxKeySize {
 		return fmt.Errorf("%w: key of %d bytes (limit %d)", ErrKeyTooLarge, len(k), node.MaxKeySize)
@@ -326,6 +342,8 @@ type StoredEdit struct {
 
 // ApplyValues is Apply for values already in stored form (for example an
 // out-of-line value received from a peer, whose blobs are already stored).
+// A malformed stored value (an inline value over node.MaxInlineValue, or a
+// reference whose size is not above it) gives an error and writes nothing.
 func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredEdit) (node.Hash, error) {
 	les := make([]levelEdit, len(edits))
 	for i, e := range edits {
@@ -334,8 +352,8 @@ func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredE
 		}
 		les[i].key = e.Key
 		if e.Value != nil {
-			if !e.Value.IsRef && len(e.Value.Inline) > node.MaxInlineValue {
-				return node.Hash{}, fmt.Errorf("key %q: inline value of %d bytes: %w", e.Key, len(e.Value.Inline), ErrValueTooLarge)
+			if err := checkStoredValue(*e.Value); err != nil {
+				return node.Hash{}, fmt.Errorf("key %q: %w", e.Key, err)
 			}
 			les[i].payload = e.Value.AppendPayload(nil)
 		}

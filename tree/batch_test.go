@@ -211,3 +211,61 @@ func TestConcurrentUpdatesAndGC(t *testing.T) {
 	}
 	checkContents(t, s, head, model)
 }
+
+// TestStoredValuesAreValidated is a regression test: Builder.AddValue
+// accepted any key and stored value, and ApplyValues any reference, so a
+// caller could write a node that Decode rejects, making the tree
+// unreadable. Both now refuse such input.
+func TestStoredValuesAreValidated(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, smallConfig)
+	ref := node.Sum([]byte("index"))
+	bad := []struct {
+		name string
+		key  []byte
+		v    node.Value
+		want error
+	}{
+		{"empty key", nil, node.InlineValue([]byte("v")), ErrKeyTooLarge},
+		{"huge key", bytes.Repeat([]byte{'k'}, node.MaxKeySize+1), node.InlineValue(nil), ErrKeyTooLarge},
+		{"inline too large", []byte("k"), node.InlineValue(make([]byte, node.MaxInlineValue+1)), ErrValueTooLarge},
+		{"reference to a small value", []byte("k"), node.RefValue(ref, node.MaxInlineValue), node.ErrCorrupt},
+		{"reference to a huge value", []byte("k"), node.RefValue(ref, node.MaxValueSize+1), ErrValueTooLarge},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := s.NewBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Discard()
+			bl := b.NewBuilder(ctx)
+			if err := bl.AddValue(tc.key, tc.v); !errors.Is(err, tc.want) {
+				t.Fatalf("AddValue error = %v, want %v", err, tc.want)
+			}
+			v := tc.v
+			if _, err := b.ApplyValues(ctx, node.EmptyRoot, []StoredEdit{{Key: tc.key, Value: &v}}); !errors.Is(err, tc.want) {
+				t.Fatalf("ApplyValues error = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Well-formed stored values still go in, and read back.
+	b, _ := s.NewBatch()
+	bl := b.NewBuilder(ctx)
+	if err := bl.AddValue([]byte("a"), node.InlineValue([]byte("1"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := bl.AddValue([]byte("b"), node.RefValue(ref, node.MaxInlineValue+1)); err != nil {
+		t.Fatal(err)
+	}
+	root, err := bl.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.GetValue(ctx, root, []byte("b")); err != nil || !v.Equal(node.RefValue(ref, node.MaxInlineValue+1)) {
+		t.Fatalf("GetValue(b) = %+v, %v", v, err)
+	}
+}

@@ -53,10 +53,18 @@ func (bl *Builder) Add(key, value []byte) error {
 	return bl.AddValue(key, v)
 }
 
-// AddValue appends a record whose value is already in stored form.
+// AddValue appends a record whose value is already in stored form. It
+// rejects an empty or oversized key and a malformed stored value (see
+// Batch.ApplyValues), so that no unreadable node is written.
 func (bl *Builder) AddValue(key []byte, v node.Value) error {
 	if bl.err != nil {
 		return bl.err
+	}
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := checkStoredValue(v); err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
 	}
 	if bl.n > 0 && bytes.Compare(bl.lastKey, key) >= 0 {
 		return fmt.Errorf("%w: %q after %q", ErrUnsorted, key, bl.lastKey)
