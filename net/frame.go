@@ -32,6 +32,7 @@ const (
 	msgNode      byte = 0x11 // server → client: one encoded node
 	msgGetBlobs  byte = 0x12 // client → server: value blob hashes to fetch
 	msgBlob      byte = 0x13 // server → client: one value blob
+	msgNodeDelta byte = 0x14 // server → client: one node as a delta against a hint node
 	msgPush      byte = 0x20 // client → server: one local change
 	msgPushDone  byte = 0x21 // server → client: push outcome
 	msgGetChange byte = 0x30 // client → server: changes between two roots
@@ -55,6 +56,8 @@ func msgName(t byte) string {
 		return "GetBlobs"
 	case msgBlob:
 		return "Blob"
+	case msgNodeDelta:
+		return "NodeDelta"
 	case msgPush:
 		return "Push"
 	case msgPushDone:

@@ -17,7 +17,9 @@ func FuzzFrameDecoder(f *testing.F) {
 		appendFrame(nil, msgHello, hello{Token: "tok", Base: node.Sum([]byte("b")), Flags: flagPush}.encode()),
 		appendFrame(nil, msgWelcome, welcome{ClientID: "c", Root: node.EmptyRoot, Retained: true, RootNode: node.EmptyLeaf}.encode()),
 		appendFrame(nil, msgError, errorMsg{Code: codeProtocol, Message: "x"}.encode()),
-		appendFrame(nil, msgGetNodes, encodeHashes([]node.Hash{node.EmptyRoot})),
+		appendFrame(nil, msgGetNodes, encodeNodeReqs([]nodeReq{{Hash: node.EmptyRoot}, {Hash: node.EmptyRoot, Hint: node.EmptyRoot}})),
+		appendFrame(nil, msgGetBlobs, encodeHashes([]node.Hash{node.EmptyRoot})),
+		appendFrame(nil, msgNodeDelta, []byte{0, 2, deltaCopy, 0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'}),
 		appendFrame(nil, msgNode, node.EmptyLeaf),
 		appendFrame(nil, msgPush, pushChange{Key: []byte("k"), HasFrom: true, Value: []byte("v")}.encode(nil)),
 		appendFrame(nil, msgPushDone, pushDone{Root: node.EmptyRoot, Accepted: 1, Overridden: []uint64{0}}.encode()),
@@ -57,9 +59,17 @@ func FuzzFrameDecoder(f *testing.F) {
 				}
 			case msgError:
 				decodeError(p)
-			case msgGetNodes, msgGetBlobs:
+			case msgGetNodes:
+				if rs, err := decodeNodeReqs(p, maxRequestHashes); err == nil {
+					roundTrip(t, p, encodeNodeReqs(rs))
+				}
+			case msgGetBlobs:
 				if hs, err := decodeHashes(fm.Type, p, maxRequestHashes); err == nil {
 					roundTrip(t, p, encodeHashes(hs))
+				}
+			case msgNodeDelta:
+				if raw, err := applyNodeDelta(p, fuzzHint); err == nil {
+					node.Decode(raw)
 				}
 			case msgNode:
 				node.Decode(p)
@@ -79,6 +89,11 @@ func FuzzFrameDecoder(f *testing.F) {
 		}
 	})
 }
+
+var fuzzHint, _ = node.Decode(node.Encode(0, []node.Entry{
+	{Key: []byte("a"), Payload: node.InlineValue([]byte("1")).AppendPayload(nil)},
+	{Key: []byte("b"), Payload: node.InlineValue([]byte("2")).AppendPayload(nil)},
+}))
 
 // roundTrip checks that re-encoding a decoded message whose encoding is
 // canonical gives its bytes back (varints may be non-minimal in fuzzed

@@ -147,7 +147,7 @@ func TestHostileClients(t *testing.T) {
 		{"node never shown", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			st.Write(appendFrame(nil, msgGetNodes, encodeHashes([]node.Hash{node.Sum([]byte("secret"))})))
+			st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs([]nodeReq{{Hash: node.Sum([]byte("secret"))}})))
 			st.Close()
 		}, codeForbidden},
 		{"blob never shown", func(t *testing.T, qc *quic.Conn) {
@@ -234,13 +234,13 @@ func TestClientNeverReads(t *testing.T) {
 	if err != nil || root.IsLeaf() {
 		t.Fatalf("root: %v", err)
 	}
-	var kids []node.Hash
+	var kids []nodeReq
 	for i := 0; i < root.Len(); i++ {
 		h, _ := root.Child(i)
-		kids = append(kids, h)
+		kids = append(kids, nodeReq{Hash: h})
 	}
 	st, _ := qc.OpenStreamSync(context.Background())
-	st.Write(appendFrame(nil, msgGetNodes, encodeHashes(kids)))
+	st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs(kids)))
 	st.Close()
 	waitClosed(t, qc)
 	if _, err := Root(context.Background(), ts.opts(bob)); err != nil {

@@ -317,3 +317,145 @@ func decodeEnd(p []byte) (uint64, error) {
 // valueHash identifies a stored value for compare-and-set: the hash of its
 // leaf payload encoding. Equal stored values have equal hashes.
 func valueHash(v node.Value) node.Hash { return node.Sum(v.AppendPayload(nil)) }
+
+// nodeReq is one node a walk asks for, with an optional hint: a node the
+// client holds at the same level and key position (usually the old version
+// of the node), against which the server may send a delta.
+type nodeReq struct {
+	Hash node.Hash
+	Hint node.Hash // zero: no hint
+}
+
+func encodeNodeReqs(rs []nodeReq) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 10+len(rs)*(2*node.HashSize+1)), uint64(len(rs)))
+	for _, r := range rs {
+		b = append(b, r.Hash[:]...)
+		if r.Hint.IsZero() {
+			b = append(b, 0)
+		} else {
+			b = append(b, 1)
+			b = append(b, r.Hint[:]...)
+		}
+	}
+	return b
+}
+
+func decodeNodeReqs(p []byte, max int) ([]nodeReq, error) {
+	d := newDec(msgGetNodes, p)
+	n := d.uvarint("count")
+	if d.err == nil && (n > uint64(max) || n*(node.HashSize+1) > uint64(len(d.b))) {
+		return nil, fmt.Errorf("%w: GetNodes message: %d requests in %d bytes (limit %d)", ErrProtocol, n, len(d.b), max)
+	}
+	rs := make([]nodeReq, n)
+	for i := range rs {
+		rs[i].Hash = d.hash("hash")
+		switch d.byte1("hint flag") {
+		case 0:
+		case 1:
+			rs[i].Hint = d.hash("hint")
+		default:
+			d.fail("hint flag")
+		}
+		if d.err != nil {
+			break
+		}
+	}
+	return rs, d.done()
+}
+
+// Node delta operations.
+const (
+	deltaCopy    = 0 // uvarint start, uvarint count: entries of the hint
+	deltaLiteral = 1 // uvarint klen, key, uvarint plen, payload
+)
+
+// encodeNodeDelta describes target as runs of hint's entries and literal
+// entries. It returns nil when the delta would not be smaller than target.
+func encodeNodeDelta(target, hint *node.Node) []byte {
+	if hint.Level() != target.Level() {
+		return nil
+	}
+	b := binary.AppendUvarint(nil, uint64(target.Level()))
+	b = binary.AppendUvarint(b, uint64(target.Len()))
+	runStart, runLen := 0, 0
+	flush := func() {
+		if runLen > 0 {
+			b = append(b, deltaCopy)
+			b = binary.AppendUvarint(b, uint64(runStart))
+			b = binary.AppendUvarint(b, uint64(runLen))
+			runLen = 0
+		}
+	}
+	j := 0
+	for i := 0; i < target.Len(); i++ {
+		k := target.Key(i)
+		for j < hint.Len() && string(hint.Key(j)) < string(k) {
+			j++
+		}
+		if j < hint.Len() && string(hint.Key(j)) == string(k) && string(hint.Payload(j)) == string(target.Payload(i)) {
+			if runLen > 0 && runStart+runLen == j {
+				runLen++
+			} else {
+				flush()
+				runStart, runLen = j, 1
+			}
+			j++
+			continue
+		}
+		flush()
+		b = append(b, deltaLiteral)
+		b = appendBytes(b, k)
+		b = appendBytes(b, target.Payload(i))
+		if len(b) >= len(target.Raw()) {
+			return nil
+		}
+	}
+	flush()
+	if len(b) >= len(target.Raw()) {
+		return nil
+	}
+	return b
+}
+
+// applyNodeDelta rebuilds a node's encoding from a delta and the hint it
+// was made against. The caller verifies the result's hash.
+func applyNodeDelta(p []byte, hint *node.Node) ([]byte, error) {
+	d := newDec(msgNodeDelta, p)
+	level := d.uvarint("level")
+	n := d.uvarint("entry count")
+	if d.err == nil && (level > node.MaxLevel || n > uint64(len(p))+uint64(hint.Len())*uint64(len(p))) {
+		d.fail("header")
+	}
+	if d.err == nil && int(level) != hint.Level() {
+		d.fail("level (differs from the hint's)")
+	}
+	var ents []node.Entry
+	for d.err == nil && len(d.b) > 0 {
+		switch d.byte1("op") {
+		case deltaCopy:
+			start, cnt := d.uvarint("copy start"), d.uvarint("copy count")
+			if d.err == nil && (start > uint64(hint.Len()) || cnt > uint64(hint.Len())-start || cnt == 0) {
+				d.fail("copy range")
+			}
+			for k := start; d.err == nil && k < start+cnt; k++ {
+				ents = append(ents, hint.Entry(int(k)))
+			}
+		case deltaLiteral:
+			k := d.bytes("key", node.MaxKeySize)
+			v := d.bytes("payload", node.MaxNodeSize)
+			ents = append(ents, node.Entry{Key: k, Payload: v})
+		default:
+			d.fail("op")
+		}
+		if uint64(len(ents)) > n {
+			d.fail("entry count")
+		}
+	}
+	if d.err == nil && uint64(len(ents)) != n {
+		d.fail("entry count")
+	}
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return node.Encode(int(level), ents), nil
+}

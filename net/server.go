@@ -529,11 +529,12 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 const maxRequestHashes = 1 << 16
 
 func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error {
-	hs, err := decodeHashes(msgGetNodes, p, maxRequestHashes)
+	rs, err := decodeNodeReqs(p, maxRequestHashes)
 	if err != nil {
 		return err
 	}
-	for _, h := range hs {
+	for _, r := range rs {
+		h := r.Hash
 		if !sess.takeNode(h) {
 			return fmt.Errorf("%w: node %s", errForbidden, h)
 		}
@@ -544,10 +545,22 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 		if err := sess.served(n); err != nil {
 			return err
 		}
+		// A hint the server does not hold (or a bad one) just means a full node.
+		if !r.Hint.IsZero() {
+			if hn, err := sess.s.store.Node(ctx, r.Hint); err == nil {
+				if delta := encodeNodeDelta(n, hn); delta != nil {
+					if err := ex.send(msgNodeDelta, delta); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+		}
 		if err := ex.send(msgNode, n.Raw()); err != nil {
 			return err
 		}
 	}
+	hs := rs
 	if err := ex.send(msgEnd, encodeEnd(uint64(len(hs)))); err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ type pendingNode struct {
 
 type walkItem struct {
 	h      node.Hash
-	level  int // expected level; -1 for the root
+	hint   node.Hash // a local node at the same level and keys, or zero
+	level  int       // expected level; -1 for the root
 	parent *pendingNode
 }
 
@@ -60,10 +61,19 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 		return err
 	}
 	w := &walker{sy: sy, b: b}
+	// The client's own tree guides the server's deltas: its nodes are
+	// usually old versions of the nodes being fetched.
+	hint := sy.base
+	if !sy.hasBase {
+		hint = sy.head0
+	}
+	if hint == node.EmptyRoot {
+		hint = node.Hash{}
+	}
 	if sy.cl.w.Root == root && len(sy.cl.w.RootNode) > 0 {
-		err = w.process(ctx, walkItem{h: root, level: -1}, sy.cl.w.RootNode)
+		err = w.process(ctx, walkItem{h: root, hint: hint, level: -1}, sy.cl.w.RootNode)
 	} else {
-		w.frontier[0] = append(w.frontier[0], walkItem{h: root, level: -1})
+		w.frontier[0] = append(w.frontier[0], walkItem{h: root, hint: hint, level: -1})
 	}
 	if err == nil {
 		err = w.run(ctx)
@@ -130,16 +140,16 @@ func (w *walker) run(ctx context.Context) error {
 // fetchNodes requests items' nodes in one exchange.
 func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 	r := walkResult{items: items}
-	hs := make([]node.Hash, len(items))
+	hs := make([]nodeReq, len(items))
 	for i, it := range items {
-		hs[i] = it.h
+		hs[i] = nodeReq{Hash: it.h, Hint: it.hint}
 	}
 	ex, err := sy.cl.open(ctx)
 	if err != nil {
 		r.err = err
 		return r
 	}
-	if err := ex.send(msgGetNodes, encodeHashes(hs)); err != nil {
+	if err := ex.send(msgGetNodes, encodeNodeReqs(hs)); err != nil {
 		r.err = err
 		return r
 	}
@@ -148,13 +158,31 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 		return r
 	}
 	r.raws = make([][]byte, 0, len(hs))
-	for range hs {
-		f, err := ex.recv(msgNode)
+	for i := range hs {
+		f, err := ex.recv(msgNode, msgNodeDelta)
 		if err != nil {
 			r.err = err
 			return r
 		}
-		r.raws = append(r.raws, append([]byte(nil), f.Payload...))
+		if f.Type == msgNode {
+			r.raws = append(r.raws, append([]byte(nil), f.Payload...))
+			continue
+		}
+		if hs[i].Hint.IsZero() {
+			r.err = fmt.Errorf("%s: %w: delta for node %s without a hint", sy.cl.peer, ErrProtocol, hs[i].Hash)
+			return r
+		}
+		hn, err := sy.store.Node(ctx, hs[i].Hint)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		raw, err := applyNodeDelta(f.Payload, hn)
+		if err != nil {
+			r.err = fmt.Errorf("%s: node %s: %w", sy.cl.peer, hs[i].Hash, err)
+			return r
+		}
+		r.raws = append(r.raws, raw)
 	}
 	f, err := ex.recv(msgEnd)
 	if err == nil {
@@ -197,6 +225,7 @@ func (w *walker) process(ctx context.Context, it walkItem, raw []byte) error {
 		return w.put(ctx, raw, it.parent)
 	}
 	p := &pendingNode{raw: raw, parent: it.parent}
+	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
 	for i := 0; i < n.Len(); i++ {
 		c, _ := n.Child(i)
 		ok, err := sy.store.HasNode(c)
@@ -207,7 +236,12 @@ func (w *walker) process(ctx context.Context, it walkItem, raw []byte) error {
 			continue
 		}
 		p.missing++
-		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, level: n.Level() - 1, parent: p})
+		var hint node.Hash
+		if hn != nil {
+			j := min(hn.Search(n.Key(i)), hn.Len()-1)
+			hint, _ = hn.Child(j)
+		}
+		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, hint: hint, level: n.Level() - 1, parent: p})
 	}
 	if p.missing == 0 {
 		return w.put(ctx, raw, it.parent)
@@ -264,4 +298,23 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		w.b, w.size = b, 0
 	}
 	return nil
+}
+
+// hintNode returns the local node at level that covers key, starting from
+// the local node h and descending if h stands higher; nil if there is none.
+// Hints are best effort: a poor one only makes the delta larger.
+func (w *walker) hintNode(ctx context.Context, h node.Hash, level int, key []byte) *node.Node {
+	if h.IsZero() || level == 0 {
+		return nil
+	}
+	for {
+		n, err := w.sy.store.Node(ctx, h)
+		if err != nil || n.Level() < level || n.Len() == 0 {
+			return nil
+		}
+		if n.Level() == level {
+			return n
+		}
+		h, _ = n.Child(min(n.Search(key), n.Len()-1))
+	}
 }
