@@ -77,6 +77,9 @@ type Config struct {
 	ScaleD  int   `json:"scale_d"`
 	ScaleD2 []int `json:"scale_d2"`
 	ScaleN2 int   `json:"scale_n2"`
+	// NoCloneOn names the profiles where the initial clone and the raw
+	// quic-go stream do not run (reported as skipped).
+	NoCloneOn []string `json:"no_clone_on,omitempty"`
 	// PlacementD is the d at ScaleN2 also run with the other placement
 	// (clustered instead of scattered); 0 skips it.
 	PlacementD int `json:"placement_d"`
@@ -169,6 +172,7 @@ func (c *Config) defaults(n int) error {
 		c.ScaleN, c.ScaleD = []int{10_000, 100_000, 1_000_000}, 100
 		c.ScaleN2, c.ScaleD2 = 100_000, []int{10, 100, 1000, 10_000}
 		c.PlacementD = 1000
+		c.NoCloneOn = []string{linkemu.Lossy.Name}
 	case "full":
 		if c.Runs == 0 {
 			c.Runs = 5
@@ -346,8 +350,10 @@ func Run(ctx context.Context, cfg *Config, log io.Writer) (*Results, error) {
 	}
 	for _, cs := range [][]*SyncCase{res.Sync, res.ScaleN, res.ScaleD} {
 		for _, c := range cs {
-			if r := c.Row(sysRsync); r != nil && r.Skipped != "" {
-				res.Skipped = appendOnce(res.Skipped, "rsync baseline: "+r.Skipped)
+			for _, r := range c.Rows {
+				if r.Skipped != "" {
+					res.Skipped = appendOnce(res.Skipped, fmt.Sprintf("%s on %s: %s", r.System, c.Profile, r.Skipped))
+				}
 			}
 		}
 	}
