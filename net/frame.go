@@ -87,6 +87,7 @@ type frameReader struct {
 	r   *bufio.Reader
 	max int
 	buf []byte
+	own bool // give every frame a fresh buffer the caller may keep
 }
 
 func newFrameReader(r io.Reader, max int) *frameReader {
@@ -121,7 +122,7 @@ func (fr *frameReader) ReadFrame() (Frame, error) {
 	if n > uint64(fr.max) {
 		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes (limit %d)", ErrFrameTooLarge, msgName(typ), n, fr.max)
 	}
-	if cap(fr.buf) < int(n) {
+	if fr.own || cap(fr.buf) < int(n) {
 		fr.buf = make([]byte, n)
 	}
 	fr.buf = fr.buf[:n]

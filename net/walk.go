@@ -31,7 +31,7 @@ type walkItem struct {
 
 type walkResult struct {
 	items []walkItem
-	raws  [][]byte
+	nodes []*node.Node // verified against items
 	err   error
 }
 
@@ -71,7 +71,11 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 		hint = node.Hash{}
 	}
 	if sy.cl.w.Root == root && len(sy.cl.w.RootNode) > 0 {
-		err = w.process(ctx, walkItem{h: root, hint: hint, level: -1}, sy.cl.w.RootNode)
+		it := walkItem{h: root, hint: hint, level: -1}
+		var n *node.Node
+		if n, err = sy.verifyNode(it, sy.cl.w.RootNode); err == nil {
+			err = w.process(ctx, it, n)
+		}
 	} else {
 		w.frontier[0] = append(w.frontier[0], walkItem{h: root, hint: hint, level: -1})
 	}
@@ -125,8 +129,8 @@ func (w *walker) run(ctx context.Context) error {
 		if r.err != nil {
 			return r.err
 		}
-		for i, raw := range r.raws {
-			if err := w.process(ctx, r.items[i], raw); err != nil {
+		for i, n := range r.nodes {
+			if err := w.process(ctx, r.items[i], n); err != nil {
 				return err
 			}
 		}
@@ -157,7 +161,8 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 		r.err = err
 		return r
 	}
-	r.raws = make([][]byte, 0, len(hs))
+	ex.fr.own = true // each node keeps its frame's buffer
+	r.nodes = make([]*node.Node, 0, len(hs))
 	for i := range hs {
 		f, err := ex.recv(msgNode, msgNodeDelta)
 		if err != nil {
@@ -165,7 +170,12 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 			return r
 		}
 		if f.Type == msgNode {
-			r.raws = append(r.raws, append([]byte(nil), f.Payload...))
+			n, err := sy.verifyNode(items[i], f.Payload)
+			if err != nil {
+				r.err = err
+				return r
+			}
+			r.nodes = append(r.nodes, n)
 			continue
 		}
 		if hs[i].Hint.IsZero() {
@@ -182,7 +192,12 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 			r.err = fmt.Errorf("%s: node %s: %w", sy.cl.peer, hs[i].Hash, err)
 			return r
 		}
-		r.raws = append(r.raws, raw)
+		n, err := sy.verifyNode(items[i], raw)
+		if err != nil {
+			r.err = err
+			return r
+		}
+		r.nodes = append(r.nodes, n)
 	}
 	f, err := ex.recv(msgEnd)
 	if err == nil {
@@ -195,19 +210,26 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 	return r
 }
 
-// process verifies one fetched node and queues its missing children.
-func (w *walker) process(ctx context.Context, it walkItem, raw []byte) error {
-	sy := w.sy
+// verifyNode checks a received node against what was asked for: it must
+// decode, hash to the requested hash and stand at the expected level.
+func (sy *syncer) verifyNode(it walkItem, raw []byte) (*node.Node, error) {
 	n, err := node.Decode(raw)
 	if err != nil {
-		return fmt.Errorf("%s: %w: node %s: %w", sy.cl.peer, ErrProtocol, it.h, err)
+		return nil, fmt.Errorf("%s: %w: node %s: %w", sy.cl.peer, ErrProtocol, it.h, err)
 	}
 	if got := node.Sum(raw); got != it.h {
-		return fmt.Errorf("%s: %w: asked for node %s, got bytes hashing to %s", sy.cl.peer, ErrProtocol, it.h, got)
+		return nil, fmt.Errorf("%s: %w: asked for node %s, got bytes hashing to %s", sy.cl.peer, ErrProtocol, it.h, got)
 	}
 	if it.level >= 0 && n.Level() != it.level {
-		return fmt.Errorf("%s: %w: node %s at level %d, expected %d", sy.cl.peer, ErrProtocol, it.h, n.Level(), it.level)
+		return nil, fmt.Errorf("%s: %w: node %s at level %d, expected %d", sy.cl.peer, ErrProtocol, it.h, n.Level(), it.level)
 	}
+	return n, nil
+}
+
+// process queues a verified node's missing children, or stores it.
+func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
+	sy := w.sy
+	raw := n.Raw()
 	sy.nodes++
 	sy.res.NodesFetched++
 	if n.IsLeaf() {
