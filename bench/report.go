@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/arbor-sync/arbor/bench/linkemu"
 )
 
 // Markdown renders the results as a report: the machine, then one table per
@@ -20,6 +23,13 @@ func Markdown(r *Results) string {
 	p("| started | %s, %.1f s |\n| runs per figure | %d (median; min–max in brackets) |\n", r.Started.Format("2006-01-02 15:04 UTC"), r.Elapsed, r.Config.Runs)
 	p("| workload | W(n, d): 16-byte keys, %d-byte pseudo-random values, seed %d; d changes (60%% updates, 20%% inserts, 20%% deletes) %s |\n\n", r.Config.ValueSize, r.Config.Seed, placement(r.Config.Clustered))
 
+	if v := verdicts(r); len(v) > 0 {
+		p("## Verdicts\n\nComputed from the medians below.\n\n")
+		for _, s := range v {
+			p("- %s\n", s)
+		}
+		p("\n")
+	}
 	if len(r.Store) > 0 {
 		p("## Store: Arbor against raw Pebble\n\n")
 		p("Same records, same run. Raw Pebble writes the records as plain key/value pairs in batches of %d, with the same block cache (64 MiB) and bloom filters; Arbor also keeps up to 256 MiB of decoded nodes. Durability: %s.\n\n", pebbleBatch, durability(r.Config.Sync))
@@ -138,7 +148,7 @@ const syncNotes = `Changes land on the server; a client at the old state pulls t
 func syncReport(p func(string, ...any), r *Results) {
 	p("## Sync over QUIC, Arbor against the baselines\n\n%s Client and server stores: %s.\n\n", syncNotes, durability(r.Config.Sync))
 	for _, c := range r.Sync {
-		p("### %s (%s): W(%d, %d), ideal %s KB, data set %s MB, %d runs\n\n", c.Profile, c.Link, c.N, c.D, kb(float64(c.Ideal)), mb(float64(c.Dataset)), c.Runs)
+		p("### %s, %s: W(%d, %d), ideal %s KB, data set %s MB, runs: %d\n\n", c.Profile, c.Link, c.N, c.D, kb(float64(c.Ideal)), mb(float64(c.Dataset)), c.Runs)
 		p("| system | time (ms) | bytes on the wire (KB) | wire ÷ ideal | Arbor stream bytes (KB) | round trips | records moved | time ÷ Arbor retained |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		base := c.Row(sysRetained)
 		for _, row := range c.Rows {
@@ -315,4 +325,38 @@ func optInt(x int) string {
 		return "—"
 	}
 	return fmt.Sprint(x)
+}
+
+// verdicts states, for every sync case on a shaped WAN-like profile (RTT ≥
+// 10 ms) with d ≤ n/100, whether Arbor beat the full copy and rsync.
+func verdicts(r *Results) []string {
+	var out []string
+	for _, c := range r.Sync {
+		var prof linkemu.Profile
+		for _, p := range r.Config.Profiles {
+			if p.Name == c.Profile {
+				prof = p
+			}
+		}
+		if prof.RTT < 10*time.Millisecond || c.D*100 > c.N {
+			continue
+		}
+		for _, sys := range []string{sysRetained, sysWalk, sysPush} {
+			if row := c.Row(sys); row != nil && row.Time.OK() {
+				out = append(out, fmt.Sprintf("%s, W(%d, %d), %s: %s.", c.Profile, c.N, c.D, sys, beatsVerdict(c, sys)))
+			}
+		}
+	}
+	return out
+}
+
+func beatsVerdict(c *SyncCase, sys string) string {
+	b := beats(c, sys)
+	if rest, ok := strings.CutPrefix(b, "yes ("); ok {
+		return "beats both baselines (" + rest
+	}
+	if rest, ok := strings.CutPrefix(b, "no: "); ok {
+		return "does not beat both baselines: " + rest
+	}
+	return b
 }

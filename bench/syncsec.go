@@ -82,7 +82,7 @@ func (c *SyncCase) Row(system string) *SyncRow {
 
 func describe(p linkemu.Profile) string {
 	if p.RTT == 0 && p.Bandwidth == 0 && p.Loss == 0 {
-		return "no shaping (relay only)"
+		return "relay only, no shaping"
 	}
 	s := fmt.Sprintf("%v RTT, %g Mbit/s", p.RTT, p.Bandwidth/1e6)
 	if p.Loss > 0 {
