@@ -15,6 +15,11 @@
 //     edits reach the same root for the same records.
 //   - Garbage collection deletes only nodes no ref reaches, and excludes
 //     every open Batch, iterator and read while it runs.
+//   - The decoded-node cache holds only stored nodes: a Batch adds its nodes
+//     after its commit, and garbage collection empties the cache and starts
+//     a new cache generation, so a node read concurrently with a sweep is
+//     not cached afterwards. HasNode and Batch (which skips writing a cached
+//     node) rely on this.
 //
 // A Store is safe for concurrent use. Reads never block each other; writers
 // serialise on ref updates only.
