@@ -444,3 +444,39 @@ func TestDiffRandomBatchesAndRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffComparesOutOfLineValuesByRef diffs trees whose out-of-line
+// values have no blobs anywhere: only references are compared, so the
+// diff succeeds and reports exactly the keys whose reference or size
+// changed.
+func TestDiffComparesOutOfLineValuesByRef(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, smallConfig)
+	ref := func(b byte, size uint64) *node.Value {
+		v := node.RefValue(node.Hash{b}, size)
+		return &v
+	}
+	var edits []Change
+	for i := 0; i < 200; i++ {
+		edits = append(edits, Change{Key: []byte(fmt.Sprintf("k%03d", i)), New: ref(byte(i), 5000)})
+	}
+	ra := applyChanges(t, s, node.EmptyRoot, edits)
+	changed := []Change{
+		{Key: []byte("k007"), New: ref(200, 5000)}, // another blob
+		{Key: []byte("k050"), New: ref(50, 5001)},  // same blob hash, other size
+		{Key: []byte("k100"), New: ref(100, 5000)}, // unchanged
+	}
+	rb := applyChanges(t, s, ra, changed)
+	cs := collect(t, Diff(ctx, s, ra, s, rb, Options{}))
+	if len(cs) != 2 || string(cs[0].Key) != "k007" || string(cs[1].Key) != "k050" {
+		t.Fatalf("changes %v, want k007 and k050", cs)
+	}
+	for _, c := range cs {
+		if !c.Old.IsRef || !c.New.IsRef || c.Kind() != Modified {
+			t.Errorf("%s: %+v → %+v, want two references", c.Key, *c.Old, *c.New)
+		}
+	}
+	if cs[0].New.Ref != (node.Hash{200}) || cs[1].New.Size != 5001 {
+		t.Errorf("new values %+v, %+v", *cs[0].New, *cs[1].New)
+	}
+}
