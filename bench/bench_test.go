@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/arbor-sync/arbor/bench/linkemu"
 )
 
 // TestWorkloadShape: W(n, d) changes exactly d records in the 60/20/20
@@ -137,6 +139,27 @@ func checkResults(t *testing.T, res *Results) {
 					t.Errorf("%s: %s moved %v bytes for a %d-byte data set", name, r.System, r.WireBytes.Min, c.Dataset)
 				}
 			}
+		}
+	}
+}
+
+// TestSyncWithoutBaselines: the path the full suite takes at n = 10^7,
+// where the baselines' servers are not started, measures Arbor alone.
+func TestSyncWithoutBaselines(t *testing.T) {
+	cfg := &Config{Suite: "test", Out: t.TempDir(), Seed: 2, ValueSize: 100, Sections: "all", TmpDir: t.TempDir()}
+	if err := cfg.defaults(0); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := runSync(context.Background(), cfg, 1000, 10, true, []linkemu.Profile{Loopback}, []string{sysRetained, sysWalk}, false, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 || len(cs[0].Rows) != 2 || !cs[0].Clustered {
+		t.Fatalf("cases %+v", cs)
+	}
+	for _, r := range cs[0].Rows {
+		if r.Records != 10 || r.WireBytes.Min < float64(cs[0].Ideal) {
+			t.Errorf("%s: %d records, %v bytes on the wire (ideal %d)", r.System, r.Records, r.WireBytes.Min, cs[0].Ideal)
 		}
 	}
 }
