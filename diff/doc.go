@@ -33,7 +33,9 @@
 //   - every loaded node is checked against the hash it was fetched by and
 //     against its parent (level, key bounds, record count), so a corrupt
 //     or lying Source gives an error wrapping node.ErrCorrupt, never a
-//     panic or a silently wrong diff.
+//     panic or a silently wrong diff (Options.TrustHashes drops the hash
+//     check, about a quarter of a large diff's CPU, for Sources that
+//     verify what they return; FuzzDiff wires arbitrary node graphs).
 //
 // Cost. Each step takes a window of segments from the front of the work
 // stack whose loads fit in Options.MaxBatch nodes per side, and asks each
