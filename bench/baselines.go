@@ -75,8 +75,10 @@ func newCopyServer(data []byte) (*copyServer, error) {
 	return s, nil
 }
 
+// Addr returns the server's TCP address.
 func (s *copyServer) Addr() string { return s.ln.Addr().String() }
 
+// Close stops accepting and waits for the transfers in progress.
 func (s *copyServer) Close() {
 	s.ln.Close()
 	s.wg.Wait()
@@ -187,6 +189,7 @@ func startRsyncd(ctx context.Context, rsync, dir, work string) (*rsyncd, error) 
 	return nil, errors.New("rsync daemon did not start listening within 2 s")
 }
 
+// Close kills the daemon and waits for it to exit.
 func (d *rsyncd) Close() {
 	if d.cmd.Process != nil {
 		d.cmd.Process.Kill()
@@ -281,8 +284,10 @@ func newQUICServer(data []byte) (*quicServer, error) {
 	return s, nil
 }
 
+// Addr returns the server's UDP address.
 func (s *quicServer) Addr() *stdnet.UDPAddr { return s.ln.Addr().(*stdnet.UDPAddr) }
 
+// Close stops accepting connections.
 func (s *quicServer) Close() {
 	s.ln.Close()
 	s.wg.Wait()

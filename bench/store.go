@@ -62,6 +62,7 @@ func openRawPebble(dir string) (*pebble.DB, error) {
 	return db, nil
 }
 
+// quietLogger keeps Pebble's informational logging out of the report.
 type quietLogger struct{}
 
 func (quietLogger) Infof(string, ...any)  {}

@@ -220,6 +220,7 @@ func newSyncEnv(ctx context.Context, cfg *Config, w *Workload, withBaselines boo
 	return e, nil
 }
 
+// Close stops the servers and removes the environment's files.
 func (e *syncEnv) Close() {
 	if e.cancel != nil {
 		e.cancel()
