@@ -376,13 +376,14 @@ func (sy *syncer) run(ctx context.Context) error {
 		}
 		newBase = target
 	}
-	if sy.res.Path == "walk" && sy.hasBase {
+	if sy.res.Path == "walk" && sy.hasBase && mismatch == nil {
+		// Count what the walk changed; a corrupt old base only loses the count.
 		n, err := countChanges(ctx, s, sy.base, target)
 		if err != nil {
-			return err
+			sy.log.Warn("arbor sync: cannot count changes against the old base", "err", err)
 		}
 		sy.res.Pulled = n
-	} else if sy.res.Path == "walk" {
+	} else if sy.res.Path == "walk" && mismatch == nil {
 		c, err := s.Count(ctx, target)
 		if err != nil {
 			return err

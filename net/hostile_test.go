@@ -325,6 +325,21 @@ func TestLyingServer(t *testing.T) {
 			ex2.send(msgEnd, encodeEnd(1))
 			ex2.closeSend()
 		}, ErrProtocol},
+		{"delta without a hint", func(qc *quic.Conn, h hello, ex *exchange) {
+			br := node.Encode(1, []node.Entry{{Key: []byte("k"), Payload: node.AppendChildPayload(nil, node.Sum(real), 1)}})
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(br), Config: h.Config, RootNode: br}.encode())
+			ex.closeSend()
+			st, err := qc.AcceptStream(context.Background())
+			if err != nil {
+				return
+			}
+			var c counters
+			ex2 := newExchange(st, &c, 5*time.Second, DefaultMaxFrame, "test client")
+			ex2.recv(msgGetNodes)
+			ex2.send(msgNodeDelta, []byte{0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'})
+			ex2.send(msgEnd, encodeEnd(1))
+			ex2.closeSend()
+		}, ErrProtocol},
 		{"server hangs", func(qc *quic.Conn, h hello, ex *exchange) {}, nil},
 	}
 	for _, tt := range tests {

@@ -549,6 +549,11 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 		if !r.Hint.IsZero() {
 			if hn, err := sess.s.store.Node(ctx, r.Hint); err == nil {
 				if delta := encodeNodeDelta(n, hn); delta != nil {
+					// The client may ask again for the whole node if its
+					// copy of the hint turns out corrupt.
+					sess.mu.Lock()
+					sess.nodes[h] = struct{}{}
+					sess.mu.Unlock()
 					if err := ex.send(msgNodeDelta, delta); err != nil {
 						return err
 					}

@@ -163,6 +163,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
 	r.nodes = make([]*node.Node, 0, len(hs))
+	var retry []int
 	for i := range hs {
 		f, err := ex.recv(msgNode, msgNodeDelta)
 		if err != nil {
@@ -194,8 +195,12 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 		}
 		n, err := sy.verifyNode(items[i], raw)
 		if err != nil {
-			r.err = err
-			return r
+			// Either the server lied or the local hint node is corrupt:
+			// ask again for the whole node, which settles it.
+			sy.log.Warn("arbor sync: node delta did not verify; fetching the whole node", "node", items[i].h.String(), "hint", items[i].hint.String(), "err", err)
+			retry = append(retry, i)
+			r.nodes = append(r.nodes, nil)
+			continue
 		}
 		r.nodes = append(r.nodes, n)
 	}
@@ -206,7 +211,23 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 			err = fmt.Errorf("%s: %w: End says %d nodes, asked %d", sy.cl.peer, ErrProtocol, n, len(hs))
 		}
 	}
-	r.err = err
+	if err != nil || len(retry) == 0 {
+		r.err = err
+		return r
+	}
+	again := make([]walkItem, len(retry))
+	for k, i := range retry {
+		again[k] = items[i]
+		again[k].hint = node.Hash{}
+	}
+	r2 := sy.fetchNodes(ctx, again)
+	if r2.err != nil {
+		r.err = r2.err
+		return r
+	}
+	for k, i := range retry {
+		r.nodes[i] = r2.nodes[k]
+	}
 	return r
 }
 
