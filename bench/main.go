@@ -77,6 +77,9 @@ type Config struct {
 	ScaleD  int   `json:"scale_d"`
 	ScaleD2 []int `json:"scale_d2"`
 	ScaleN2 int   `json:"scale_n2"`
+	// CloneMaxN is the largest n of the n-scaling series that also runs
+	// the initial clone and the raw quic-go stream.
+	CloneMaxN int `json:"clone_max_n"`
 	// NoCloneOn names the profiles where the initial clone and the raw
 	// quic-go stream do not run (reported as skipped).
 	NoCloneOn []string `json:"no_clone_on,omitempty"`
@@ -173,6 +176,7 @@ func (c *Config) defaults(n int) error {
 		c.ScaleN2, c.ScaleD2 = 100_000, []int{10, 100, 1000, 10_000}
 		c.PlacementD = 1000
 		c.NoCloneOn = []string{linkemu.Lossy.Name}
+		c.CloneMaxN = 100_000
 	case "full":
 		if c.Runs == 0 {
 			c.Runs = 5
@@ -183,6 +187,7 @@ func (c *Config) defaults(n int) error {
 		c.ScaleN, c.ScaleD = []int{10_000, 100_000, 1_000_000, 10_000_000}, 100
 		c.ScaleN2, c.ScaleD2 = 1_000_000, []int{10, 100, 1000, 10_000}
 		c.PlacementD = 1000
+		c.CloneMaxN = 1_000_000
 	case "test":
 		// The harness test: the smallest workload, end to end.
 		if c.Runs == 0 {
@@ -194,6 +199,7 @@ func (c *Config) defaults(n int) error {
 		c.ScaleN, c.ScaleD = []int{1_000, 2_000}, 10
 		c.ScaleN2, c.ScaleD2 = 2_000, []int{2, 20}
 		c.PlacementD = 20
+		c.CloneMaxN = 2_000
 	default:
 		return fmt.Errorf("unknown suite %q (want quick or full)", c.Suite)
 	}
@@ -319,6 +325,8 @@ func Run(ctx context.Context, cfg *Config, log io.Writer) (*Results, error) {
 			big := n >= 10_000_000 // the baselines' in-memory dumps would not fit
 			if big {
 				systems = systems[:2]
+			} else if n <= cfg.CloneMaxN {
+				systems = append(systems, sysClone, sysRawQUIC)
 			}
 			cs, err := runSync(ctx, cfg, n, min(cfg.ScaleD, n), cfg.Clustered, []linkemu.Profile{Loopback}, systems, !big, logf)
 			if err != nil {

@@ -204,6 +204,21 @@ func scalingReport(p func(string, ...any), r *Results) {
 		}
 		p("\n")
 	}
+	var clones []*SyncCase
+	for _, c := range r.ScaleN {
+		if cl := c.Row(sysClone); cl != nil && cl.Time.OK() {
+			clones = append(clones, c)
+		}
+	}
+	if len(clones) > 0 {
+		p("### Initial clone for growing n\n\n")
+		p("| n | data set (MB) | Arbor clone (ms) | Arbor clone (MB/s) | raw quic-go stream (MB/s) | clone ÷ raw | full copy TCP into Pebble (MB/s) | clone wire bytes ÷ data set | round trips |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, c := range clones {
+			cl := c.Row(sysClone)
+			p("| %d | %s | %s | %.1f | %s | %s | %s | %.2f | %s |\n", c.N, mb(float64(c.Dataset)), msRow(cl), float64(c.Dataset)/1e6/cl.Time.Median, mbps(c, c.Row(sysRawQUIC)), cloneRatio(cl, c.Row(sysRawQUIC)), mbps(c, c.Row(sysFullCopy)), ratio(cl.WireBytes.Median, float64(c.Dataset)), optInt(cl.RoundTrips))
+		}
+		p("\n")
+	}
 	if len(r.ScaleD) > 0 {
 		p("### Growing d at fixed n\n\n")
 		p("| n | d | ideal (KB) | retained wire (KB) | walk wire (KB) | rsync wire (KB) | full copy wire (KB) | retained (ms) | walk (ms) | rsync (ms) | full copy (ms) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
