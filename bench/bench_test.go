@@ -50,7 +50,7 @@ func TestWorkloadShape(t *testing.T) {
 // are sane.
 func TestHarnessEndToEnd(t *testing.T) {
 	cfg := &Config{Suite: "test", Out: t.TempDir(), Seed: 1, ValueSize: 100, Sections: "all", TmpDir: t.TempDir()}
-	if err := cfg.defaults(0); err != nil {
+	if err := cfg.defaults(Overrides{}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := Run(context.Background(), cfg, nil)
@@ -147,7 +147,7 @@ func checkResults(t *testing.T, res *Results) {
 // where the baselines' servers are not started, measures Arbor alone.
 func TestSyncWithoutBaselines(t *testing.T) {
 	cfg := &Config{Suite: "test", Out: t.TempDir(), Seed: 2, ValueSize: 100, Sections: "all", TmpDir: t.TempDir()}
-	if err := cfg.defaults(0); err != nil {
+	if err := cfg.defaults(Overrides{}); err != nil {
 		t.Fatal(err)
 	}
 	cs, err := runSync(context.Background(), cfg, 1000, 10, true, []linkemu.Profile{Loopback}, []string{sysRetained, sysWalk}, false, func(string, ...any) {})

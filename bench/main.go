@@ -43,6 +43,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -121,10 +123,14 @@ func main() {
 	flag.BoolVar(&cfg.Sync, "sync", false, "fsync every commit (default NoSync, stated beside every write figure)")
 	flag.BoolVar(&cfg.Clustered, "clustered", false, "put the d changes in one key range instead of scattering them")
 	flag.StringVar(&cfg.Sections, "sections", "all", "comma-separated sections to run: store,diff,sync,scaling or all")
-	n := flag.Int("n", 0, "override the record count of the store section")
+	var o Overrides
+	flag.IntVar(&o.StoreN, "n", 0, "override the record count of the store and diff sections")
+	flag.IntVar(&o.SyncN, "sync-n", 0, "override the record count of the sync section")
+	flag.StringVar(&o.SyncD, "sync-d", "", "override the sync section's d values, comma-separated")
+	flag.StringVar(&o.Profiles, "profiles", "", "link profiles of the sync section, comma-separated (default loopback,lan,wan,lossy)")
 	jsonOut := flag.Bool("json", false, "print the JSON results instead of the Markdown report")
 	flag.Parse()
-	if err := cfg.defaults(*n); err != nil {
+	if err := cfg.defaults(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
@@ -162,8 +168,16 @@ func main() {
 	}
 }
 
-// defaults fills in the suite's sizes.
-func (c *Config) defaults(n int) error {
+// Overrides are the flags that replace a suite's sizes; zero values keep them.
+type Overrides struct {
+	StoreN   int
+	SyncN    int
+	SyncD    string
+	Profiles string
+}
+
+// defaults fills in the suite's sizes, then applies o.
+func (c *Config) defaults(o Overrides) error {
 	switch c.Suite {
 	case "quick":
 		if c.Runs == 0 {
@@ -203,10 +217,39 @@ func (c *Config) defaults(n int) error {
 	default:
 		return fmt.Errorf("unknown suite %q (want quick or full)", c.Suite)
 	}
-	if n > 0 {
-		c.StoreN = []int{n}
+	if o.StoreN > 0 {
+		c.StoreN, c.DiffN = []int{o.StoreN}, []int{o.StoreN}
 	}
-	c.Profiles = []linkemu.Profile{Loopback, linkemu.LAN, linkemu.WAN, linkemu.Lossy}
+	if o.SyncN > 0 {
+		c.SyncN = o.SyncN
+	}
+	if o.SyncD != "" {
+		c.SyncD = nil
+		for _, f := range strings.Split(o.SyncD, ",") {
+			d, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || d < 1 {
+				return fmt.Errorf("-sync-d: bad value %q", f)
+			}
+			c.SyncD = append(c.SyncD, d)
+		}
+	}
+	for _, d := range c.SyncD {
+		if d > c.SyncN {
+			return fmt.Errorf("sync section: d = %d exceeds n = %d", d, c.SyncN)
+		}
+	}
+	all := []linkemu.Profile{Loopback, linkemu.LAN, linkemu.WAN, linkemu.Lossy}
+	c.Profiles = all
+	if o.Profiles != "" {
+		c.Profiles = nil
+		for _, name := range strings.Split(o.Profiles, ",") {
+			i := slices.IndexFunc(all, func(p linkemu.Profile) bool { return p.Name == strings.TrimSpace(name) })
+			if i < 0 {
+				return fmt.Errorf("-profiles: unknown profile %q (want loopback, lan, wan or lossy)", name)
+			}
+			c.Profiles = append(c.Profiles, all[i])
+		}
+	}
 	if c.Runs < 1 || c.ValueSize < 1 {
 		return fmt.Errorf("runs and value size must be positive")
 	}
