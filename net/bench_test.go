@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,10 +153,13 @@ func reportSync(b *testing.B, res *SyncResult) {
 }
 
 // BenchmarkClone measures the initial clone of n records by walk, and the
-// raw quic-go stream throughput of the same number of bytes in the same run.
+// raw quic-go stream throughput of the same number of bytes in the same
+// run. Throughputs are the best of the iterations (the machine is shared);
+// cpu-ms is the process CPU time of the best iteration.
 func BenchmarkClone(b *testing.B) {
 	e := getBenchEnv(b)
-	var res *SyncResult
+	var best *SyncResult
+	var bestCPU time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
 		dir := filepath.Join(e.ts.dir, fmt.Sprintf("clone-%d", i))
@@ -170,31 +174,52 @@ func BenchmarkClone(b *testing.B) {
 		if v := os.Getenv("ARBOR_BENCH_BATCH"); v != "" {
 			fmt.Sscan(v, &opts.BatchNodes)
 		}
+		cpu0 := cpuTime()
 		b.StartTimer()
-		res, err = Sync(context.Background(), c, opts)
+		res, err := Sync(context.Background(), c, opts)
+		b.StopTimer()
+		cpu := cpuTime() - cpu0
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.StopTimer()
 		if res.ServerRoot != e.r0 || ref(b, c, BaseRef) != e.r0 {
 			b.Fatal("clone did not converge")
 		}
 		c.Close()
-		if e.template == "" || e.clone != nil {
+		if e.clone != nil {
 			os.RemoveAll(dir)
 		} else {
 			os.Rename(dir, e.template)
 			e.clone = res
 		}
+		if best == nil || res.Duration < best.Duration {
+			best, bestCPU = res, cpu
+		}
 		b.StartTimer()
 	}
-	reportSync(b, res)
-	secs := res.Duration.Seconds()
-	b.ReportMetric(float64(res.BytesReceived)/secs/1e6, "MB/s")
+	reportSync(b, best)
+	secs := best.Duration.Seconds()
+	b.ReportMetric(float64(best.BytesReceived)/secs/1e6, "MB/s")
 	b.ReportMetric(float64(e.n)/secs, "records/s")
-	raw := rawQUIC(b, res.BytesReceived)
+	b.ReportMetric(float64(bestCPU.Milliseconds()), "cpu-ms")
+	var raw float64
+	var rawCPU time.Duration
+	for range 3 {
+		cpu0 := cpuTime()
+		r := rawQUIC(b, best.BytesReceived)
+		if r > raw {
+			raw, rawCPU = r, cpuTime()-cpu0
+		}
+	}
 	b.ReportMetric(raw/1e6, "raw-quic-MB/s")
-	b.ReportMetric(float64(res.BytesReceived)/secs/raw, "ratio-to-raw")
+	b.ReportMetric(float64(rawCPU.Milliseconds()), "raw-cpu-ms")
+	b.ReportMetric(float64(best.BytesReceived)/secs/raw, "ratio-to-raw")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rawQUIC returns the throughput in bytes/s of one quic-go stream carrying

@@ -81,7 +81,8 @@ func (o *ClientOptions) defaults() {
 // Progress reports how far a sync has come.
 type Progress struct {
 	Phase         string // "connect", "push", "pull", "walk", "commit", "done"
-	Records       int64  // records pushed or pulled so far
+	Records       int64  // records pushed, pulled, or (walk) covered so far
+	Total         int64  // walk: records under the server's root, so Records/Total is exact; else 0
 	Nodes         int64  // nodes fetched so far
 	BytesReceived int64
 	BytesSent     int64
@@ -266,14 +267,14 @@ type syncer struct {
 	head0   node.Hash // head when the sync started
 	hadHead bool
 
-	records, nodes int64
+	records, nodes, total int64
 }
 
 func (sy *syncer) progress(phase string) {
 	if sy.opts.Progress == nil {
 		return
 	}
-	p := Progress{Phase: phase, Records: sy.records, Nodes: sy.nodes}
+	p := Progress{Phase: phase, Records: sy.records, Total: sy.total, Nodes: sy.nodes}
 	if sy.cl != nil {
 		p.BytesReceived, p.BytesSent = sy.cl.c.recv.Load(), sy.cl.c.sent.Load()
 	}

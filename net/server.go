@@ -787,6 +787,11 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		for k, h := range accepted {
 			sess.accepted[k] = h
 		}
+		if len(sess.accepted) > s.opts.MaxShown {
+			// Echo suppression would cost too much memory: forget it. The
+			// client then receives its own changes back, which is harmless.
+			clear(sess.accepted)
+		}
 		sess.mu.Unlock()
 		res.Root = root
 		s.log.Info("arbor server: push", "client", sess.clientID, "changes", len(changes), "accepted", res.Accepted, "overridden", len(res.Overridden), "root", root.Short())

@@ -18,9 +18,15 @@ func TestCloneAndIncrementalPull(t *testing.T) {
 	ts := startServer(t, smallChunks, nil)
 	put(t, ts.store, 0, 500, 1)
 	c := openStore(t, t.TempDir(), smallChunks)
-	res := mustSync(t, c, ts.opts(alice))
+	var last Progress
+	opts := ts.opts(alice)
+	opts.Progress = func(p Progress) { last = p }
+	res := mustSync(t, c, opts)
 	if res.Path != "walk" || res.Pulled != 500 {
 		t.Fatalf("clone: path %q pulled %d", res.Path, res.Pulled)
+	}
+	if last.Phase != "done" || last.Total != 500 || last.Records != 500 || last.BytesReceived != res.BytesReceived {
+		t.Fatalf("final progress %+v", last)
 	}
 	checkConverged(t, ts, c)
 	if res.RoundTrips < 2 || res.NodesFetched == 0 || res.BytesReceived == 0 || res.BytesSent == 0 {

@@ -10,7 +10,7 @@ import (
 
 // walkCommitBytes is how many bytes of fetched nodes a walk buffers before
 // committing them, so an interrupted walk keeps most of its progress.
-const walkCommitBytes = 32 << 20
+const walkCommitBytes = 8 << 20
 
 // pendingNode is a fetched branch whose children are not all stored yet.
 // It is stored only when they are, so a stored node always has its whole
@@ -251,6 +251,9 @@ func (sy *syncer) verifyNode(it walkItem, raw []byte) (*node.Node, error) {
 func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	sy := w.sy
 	raw := n.Raw()
+	if it.level < 0 {
+		sy.total, sy.records = int64(n.Count()), 0
+	}
 	sy.nodes++
 	sy.res.NodesFetched++
 	if n.IsLeaf() {
@@ -276,6 +279,8 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			return err
 		}
 		if ok {
+			_, cnt := n.Child(i)
+			sy.records += int64(cnt) // held already: covered
 			continue
 		}
 		p.missing++
