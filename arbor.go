@@ -43,6 +43,9 @@ var (
 	ErrCorrupt = node.ErrCorrupt
 	// ErrVerify reports a tree that failed verification.
 	ErrVerify = tree.ErrVerify
+	// ErrConfigMismatch reports stores with different chunker
+	// configurations, whose roots can never be compared.
+	ErrConfigMismatch = tree.ErrConfigMismatch
 	// ErrBadInput reports malformed import input.
 	ErrBadInput = errors.New("bad input")
 )

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/arbor-sync/arbor/chunker"
 )
 
 func openTest(t *testing.T) *DB {
@@ -97,4 +99,21 @@ func TestSecondOpenerIsRefused(t *testing.T) {
 	if _, err := Open(dir, nil); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second Open = %v, want ErrLocked", err)
 	}
+}
+
+func TestDiffWithRefusesDifferentChunking(t *testing.T) {
+	ctx := context.Background()
+	a := openTest(t)
+	b, err := Open(t.TempDir(), &Options{NoSync: true, Chunker: chunker.Config{LeafFanout: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, err := range a.DiffWith(ctx, b, DiffOptions{}) {
+		if !errors.Is(err, ErrConfigMismatch) {
+			t.Fatalf("DiffWith across chunker configs = %v, want ErrConfigMismatch", err)
+		}
+		return
+	}
+	t.Fatal("DiffWith across chunker configs yielded nothing")
 }

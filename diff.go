@@ -2,6 +2,7 @@ package arbor
 
 import (
 	"context"
+	"fmt"
 	"iter"
 
 	"github.com/arbor-sync/arbor/diff"
@@ -45,8 +46,15 @@ func (db *DB) Diff(ctx context.Context, from, to Hash, opts DiffOptions) iter.Se
 }
 
 // DiffWith streams the changes that turn db's current tree into other's.
+// Stores built with different chunker configurations cannot be compared
+// (their trees never share nodes, and equal records would not give equal
+// roots): that gives an error wrapping ErrConfigMismatch.
 func (db *DB) DiffWith(ctx context.Context, other *DB, opts DiffOptions) iter.Seq2[Change, error] {
 	return func(yield func(Change, error) bool) {
+		if a, b := db.store.Config(), other.store.Config(); a != b {
+			yield(Change{}, fmt.Errorf("diff %s against %s: %w (%+v vs %+v)", db.Dir(), other.Dir(), ErrConfigMismatch, a, b))
+			return
+		}
 		from, err := db.Root(ctx)
 		if err != nil {
 			yield(Change{}, err)
