@@ -181,7 +181,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 	if err == nil {
 		err = ex.closeSend()
 	}
-	var f Frame
+	var f frame
 	if err == nil {
 		f, err = ex.recv(msgWelcome)
 	}

@@ -74,9 +74,9 @@ func msgName(t byte) string {
 
 func knownType(t byte) bool { return msgName(t)[0] != 'u' }
 
-// Frame is one decoded frame. Payload aliases the reader's buffer and is
+// frame is one decoded frame. Payload aliases the reader's buffer and is
 // valid until the next ReadFrame.
-type Frame struct {
+type frame struct {
 	Type    byte
 	Payload []byte
 }
@@ -97,39 +97,39 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 // ReadFrame reads the next frame. It returns io.EOF only at a clean frame
 // boundary; a frame cut short gives io.ErrUnexpectedEOF. Malformed headers
 // wrap ErrProtocol and oversized frames ErrFrameTooLarge.
-func (fr *frameReader) ReadFrame() (Frame, error) {
+func (fr *frameReader) ReadFrame() (frame, error) {
 	ver, err := fr.r.ReadByte()
 	if err != nil {
-		return Frame{}, err
+		return frame{}, err
 	}
 	typ, err := fr.r.ReadByte()
 	if err != nil {
-		return Frame{}, eof(err)
+		return frame{}, eof(err)
 	}
 	if ver != ProtocolVersion {
-		return Frame{}, fmt.Errorf("%w: frame version %d, this arbor speaks %d", ErrProtocol, ver, ProtocolVersion)
+		return frame{}, fmt.Errorf("%w: frame version %d, this arbor speaks %d", ErrProtocol, ver, ProtocolVersion)
 	}
 	if !knownType(typ) {
-		return Frame{}, fmt.Errorf("%w: unknown message type 0x%02x", ErrProtocol, typ)
+		return frame{}, fmt.Errorf("%w: unknown message type 0x%02x", ErrProtocol, typ)
 	}
 	n, err := binary.ReadUvarint(fr.r)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, io.ErrUnexpectedEOF
+			return frame{}, io.ErrUnexpectedEOF
 		}
-		return Frame{}, fmt.Errorf("%w: %s frame: bad length: %v", ErrProtocol, msgName(typ), err)
+		return frame{}, fmt.Errorf("%w: %s frame: bad length: %v", ErrProtocol, msgName(typ), err)
 	}
 	if n > uint64(fr.max) {
-		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes (limit %d)", ErrFrameTooLarge, msgName(typ), n, fr.max)
+		return frame{}, fmt.Errorf("%w: %s frame of %d bytes (limit %d)", ErrFrameTooLarge, msgName(typ), n, fr.max)
 	}
 	if fr.own || cap(fr.buf) < int(n) {
 		fr.buf = make([]byte, n)
 	}
 	fr.buf = fr.buf[:n]
 	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
-		return Frame{}, eof(err)
+		return frame{}, eof(err)
 	}
-	return Frame{Type: typ, Payload: fr.buf}, nil
+	return frame{Type: typ, Payload: fr.buf}, nil
 }
 
 func eof(err error) error {

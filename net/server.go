@@ -662,7 +662,7 @@ func (sess *session) isEcho(c diffChange) bool {
 
 // push receives one push (Push frames then End), applies every change whose
 // starting value still matches the server's, and commits them atomically.
-func (sess *session) push(ctx context.Context, ex *exchange, first Frame) error {
+func (sess *session) push(ctx context.Context, ex *exchange, first frame) error {
 	s := sess.s
 	var changes []pushChange
 	total := 0

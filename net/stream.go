@@ -83,7 +83,7 @@ func (e *exchange) closeSend() error {
 
 // recv reads the next frame. An Error frame becomes a Go error; so does a
 // frame whose type is not among want.
-func (e *exchange) recv(want ...byte) (Frame, error) {
+func (e *exchange) recv(want ...byte) (frame, error) {
 	f, err := e.fr.ReadFrame()
 	if err != nil {
 		if errors.Is(err, io.EOF) {

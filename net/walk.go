@@ -273,22 +273,26 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	p := &pendingNode{raw: raw, parent: it.parent}
 	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
 	for i := 0; i < n.Len(); i++ {
-		c, _ := n.Child(i)
-		ok, err := sy.store.HasNode(c)
-		if err != nil {
-			return err
-		}
-		if ok {
-			_, cnt := n.Child(i)
-			sy.records += int64(cnt) // held already: covered
-			continue
-		}
-		p.missing++
+		c, cnt := n.Child(i)
 		var hint node.Hash
 		if hn != nil {
 			j := min(hn.Search(n.Key(i)), hn.Len()-1)
 			hint, _ = hn.Child(j)
 		}
+		// The hint node's subtree is held whole, so a child equal to the
+		// hint's needs no lookup (the common case on a walk against a base).
+		ok := hint == c && !c.IsZero()
+		if !ok {
+			var err error
+			if ok, err = sy.store.HasNode(c); err != nil {
+				return err
+			}
+		}
+		if ok {
+			sy.records += int64(cnt) // held already: covered
+			continue
+		}
+		p.missing++
 		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, hint: hint, level: n.Level() - 1, parent: p})
 	}
 	if p.missing == 0 {
