@@ -464,6 +464,9 @@ func (sess *session) served(n *node.Node) error {
 	defer sess.mu.Unlock()
 	for i := 0; i < n.Len(); i++ {
 		if n.IsLeaf() {
+			if p := n.Payload(i); p[0] == 0 {
+				continue // inline value
+			}
 			if v := n.Value(i); v.IsRef {
 				sess.blobs[v.Ref] = true
 			}

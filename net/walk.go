@@ -3,6 +3,7 @@ package net
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/tree"
@@ -10,7 +11,7 @@ import (
 
 // walkCommitBytes is how many bytes of fetched nodes a walk buffers before
 // committing them, so an interrupted walk keeps most of its progress.
-const walkCommitBytes = 8 << 20
+const walkCommitBytes = 1 << 20
 
 // pendingNode is a fetched branch whose children are not all stored yet.
 // It is stored only when they are, so a stored node always has its whole
@@ -41,6 +42,7 @@ type walker struct {
 	sy       *syncer
 	b        *tree.Batch
 	size     int
+	com      *committer
 	frontier [node.MaxLevel + 1][]walkItem
 	leaves   []leafWait // leaves waiting for their value blobs
 }
@@ -60,7 +62,7 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 	if err != nil {
 		return err
 	}
-	w := &walker{sy: sy, b: b}
+	w := &walker{sy: sy, b: b, com: newCommitter(ctx)}
 	// The client's own tree guides the server's deltas: its nodes are
 	// usually old versions of the nodes being fetched.
 	hint := sy.base
@@ -84,10 +86,66 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 	}
 	// Keep what was fetched, even on failure: every node in the batch
 	// heads a complete subtree, so the next walk skips it.
-	if cerr := w.b.Commit(context.WithoutCancel(ctx)); err == nil {
+	if w.b != nil {
+		w.com.submit(w.b)
+	}
+	if cerr := w.com.close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// committer commits a walk's batches in order on its own goroutine, so
+// that storage writes overlap with fetching and verifying. Order matters:
+// a later batch may hold the parents of an earlier one's nodes.
+type committer struct {
+	ch   chan *tree.Batch
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func newCommitter(ctx context.Context) *committer {
+	c := &committer{ch: make(chan *tree.Batch, 2), done: make(chan struct{})}
+	ctx = context.WithoutCancel(ctx) // an interrupted walk keeps its progress
+	go func() {
+		defer close(c.done)
+		for b := range c.ch {
+			if c.failed() != nil {
+				b.Discard()
+				continue
+			}
+			if err := b.Commit(ctx); err != nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c
+}
+
+func (c *committer) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// submit queues b for commit; it blocks while two batches are queued.
+func (c *committer) submit(b *tree.Batch) error {
+	if err := c.failed(); err != nil {
+		b.Discard()
+		return err
+	}
+	c.ch <- b
+	return nil
+}
+
+// close waits for every queued batch and returns the first commit error.
+func (c *committer) close() error {
+	close(c.ch)
+	<-c.done
+	return c.failed()
 }
 
 // take removes up to n items from the lowest non-empty level, so that
@@ -259,6 +317,9 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	if n.IsLeaf() {
 		var refs []node.Hash
 		for i := 0; i < n.Len(); i++ {
+			if p := n.Payload(i); p[0] == 0 {
+				continue // inline value: the common case, no decoding needed
+			}
 			if v := n.Value(i); v.IsRef {
 				refs = append(refs, v.Ref)
 			}
@@ -340,7 +401,9 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		raw, parent = parent.raw, parent.parent
 	}
 	if w.size >= walkCommitBytes {
-		if err := w.b.Commit(ctx); err != nil {
+		b := w.b
+		w.b = nil
+		if err := w.com.submit(b); err != nil {
 			return err
 		}
 		b, err := w.sy.store.NewBatch()
