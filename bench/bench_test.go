@@ -163,3 +163,27 @@ func TestSyncWithoutBaselines(t *testing.T) {
 		}
 	}
 }
+
+// TestRsyncMissingIsSkipped: without the rsync binary the rsync row says
+// so and carries no figure, in the results and in the report.
+func TestRsyncMissingIsSkipped(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no rsync here
+	cfg := &Config{Suite: "test", Out: t.TempDir(), Seed: 3, ValueSize: 100, Sections: "all", TmpDir: t.TempDir()}
+	if err := cfg.defaults(Overrides{}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := runSync(context.Background(), cfg, 1000, 10, false, []linkemu.Profile{Loopback}, []string{sysRetained, sysRsync}, true, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cs[0].Row(sysRsync)
+	if r == nil || !strings.Contains(r.Skipped, "rsync not installed") || r.Time.OK() || r.WireBytes.OK() {
+		t.Fatalf("rsync row %+v, want skipped with no figures", r)
+	}
+	md := Markdown(&Results{Config: *cfg, Sync: cs})
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(line, "| "+sysRsync+" |") && !strings.Contains(line, "skipped: rsync not installed") {
+			t.Errorf("report row for a skipped rsync shows figures: %s", line)
+		}
+	}
+}
