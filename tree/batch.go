@@ -12,11 +12,13 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// spillBytes is how many bytes of new nodes a Batch buffers before writing
-// them ahead of the commit. Spilled nodes are unreferenced until the commit
-// moves a ref to them, so a crash before then leaves only garbage. It is a
-// variable so that tests can exercise spilling with small batches.
-var spillBytes = 64 << 20
+// spillBytes is how many bytes of nodes and blobs a Batch buffers in its
+// Pebble batch before writing them ahead of the commit. Spilled nodes are
+// unreferenced until the commit moves a ref to them, so a crash before then
+// leaves only garbage. Modest spills keep Pebble batches small (a large one
+// grows by doubling, copying its contents each time). It is a variable so
+// that tests can exercise spilling with small batches.
+var spillBytes = 8 << 20
 
 // Edit is one change to a tree: set Key to Value, or delete Key.
 type Edit struct {
@@ -33,10 +35,14 @@ type Batch struct {
 	s       *Store
 	pb      *pebble.Batch
 	pending map[node.Hash]*pendingNode
-	size    int
-	refs    map[string]*node.Hash // nil value: delete
-	expect  map[string]*node.Hash // nil value: must be unset
-	meta    map[string][]byte     // nil value: delete
+	// pendingBytes is the size of the nodes in pending. Pending nodes are
+	// kept across spills (for Batch.node and for the cache after commit)
+	// while they fit in a quarter of the node cache.
+	pendingBytes int
+	size         int
+	refs         map[string]*node.Hash // nil value: delete
+	expect       map[string]*node.Hash // nil value: must be unset
+	meta         map[string][]byte     // nil value: delete
 	// replaced lists the nodes that Apply rewrote. Commit drops them from
 	// the node cache, which then holds the trees being edited rather than
 	// their superseded versions.
@@ -123,8 +129,8 @@ func (b *Batch) Commit(ctx context.Context) error {
 	return nil
 }
 
-// pendingNode is a node written by the batch and not yet spilled: its bytes
-// and, once decoded, its view.
+// pendingNode is a node written by the batch: its bytes and, once decoded,
+// its view.
 type pendingNode struct {
 	raw []byte
 	n   *node.Node
@@ -139,9 +145,6 @@ func (b *Batch) cacheCommitted() {
 	}
 	for _, h := range b.replaced {
 		b.s.cache.remove(h)
-	}
-	if int64(b.size) > b.s.cache.budget/4 {
-		return // a bulk load larger than the cache would only churn it
 	}
 	for h, p := range b.pending {
 		n := p.n
@@ -215,6 +218,7 @@ func (b *Batch) putNode(raw []byte) (node.Hash, error) {
 		return h, nil
 	}
 	b.pending[h] = &pendingNode{raw: raw}
+	b.pendingBytes += len(raw)
 	b.size += len(raw)
 	if err := b.pb.Set(nodeKey(h), raw, nil); err != nil {
 		return h, err
@@ -240,8 +244,14 @@ func (b *Batch) maybeSpill() error {
 		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
 	}
 	b.pb.Close()
-	b.pb = b.s.db.NewBatch()
-	clear(b.pending)
+	// A batch that spilled once is a bulk load: size the next Pebble batch
+	// for a whole spill instead of growing it by doubling (and copying).
+	b.pb = b.s.db.NewBatchWithSize(spillBytes + spillBytes/8)
+	if int64(b.pendingBytes) > b.s.cache.budget/4 {
+		// A bulk load larger than the cache: stop holding its nodes.
+		clear(b.pending)
+		b.pendingBytes = 0
+	}
 	b.size = 0
 	return nil
 }

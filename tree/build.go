@@ -3,6 +3,7 @@ package tree
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/arbor-sync/arbor/chunker"
@@ -20,7 +21,13 @@ type Builder struct {
 	lastKey []byte
 	n       uint64
 	err     error
+	slab    []byte // free space for copies of keys and payloads
 }
+
+// builderSlab is the size of the blocks Builder copies records into: one
+// allocation per block instead of one per record. A block lives while any
+// pending node entry points into it.
+const builderSlab = 64 << 10
 
 type levelBuilder struct {
 	sp      *chunker.Splitter
@@ -74,11 +81,16 @@ func (bl *Builder) AddValue(key []byte, v node.Value) error {
 			return err
 		}
 	}
-	// One allocation holds the key and payload, which the node encoder copies
-	// again; the copy here frees the caller to reuse its buffers.
-	buf := make([]byte, 0, len(key)+len(v.Inline)+node.HashSize+12)
-	buf = append(buf, key...)
-	buf = v.AppendPayload(buf)
+	// Copy the key and payload (the node encoder copies them again), so the
+	// caller may reuse its buffers. Records are carved from a shared slab.
+	need := len(key) + len(v.Inline) + 1 + node.HashSize + binary.MaxVarintLen64
+	if need > cap(bl.slab)-len(bl.slab) {
+		bl.slab = make([]byte, 0, max(builderSlab, need))
+	}
+	start := len(bl.slab)
+	bl.slab = append(bl.slab, key...)
+	bl.slab = v.AppendPayload(bl.slab)
+	buf := bl.slab[start:len(bl.slab):len(bl.slab)]
 	k := buf[:len(key):len(key)]
 	bl.lastKey = k
 	bl.n++
