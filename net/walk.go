@@ -9,9 +9,12 @@ import (
 	"github.com/arbor-sync/arbor/tree"
 )
 
-// walkCommitBytes is how many bytes of fetched nodes a walk buffers before
-// committing them, so an interrupted walk keeps most of its progress.
-const walkCommitBytes = 1 << 20
+// A walk commits its fetched nodes every walkCommitBytes or walkCommitNodes,
+// whichever comes first, so an interrupted walk keeps most of its progress.
+const (
+	walkCommitBytes = 1 << 20
+	walkCommitNodes = 1024
+)
 
 // pendingNode is a fetched branch whose children are not all stored yet.
 // It is stored only when they are, so a stored node always has its whole
@@ -41,7 +44,8 @@ type walkResult struct {
 type walker struct {
 	sy       *syncer
 	b        *tree.Batch
-	size     int
+	size     int // bytes of nodes in b
+	count    int // nodes in b
 	com      *committer
 	frontier [node.MaxLevel + 1][]walkItem
 	leaves   []leafWait // leaves waiting for their value blobs
@@ -391,6 +395,7 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 			return err
 		}
 		w.size += len(raw)
+		w.count++
 		if parent == nil {
 			break
 		}
@@ -400,7 +405,7 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		}
 		raw, parent = parent.raw, parent.parent
 	}
-	if w.size >= walkCommitBytes {
+	if w.size >= walkCommitBytes || w.count >= walkCommitNodes {
 		b := w.b
 		w.b = nil
 		if err := w.com.submit(b); err != nil {
@@ -410,7 +415,7 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		if err != nil {
 			return err
 		}
-		w.b, w.size = b, 0
+		w.b, w.size, w.count = b, 0, 0
 	}
 	return nil
 }

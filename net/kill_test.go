@@ -1,0 +1,84 @@
+package net
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKilledClientResumes kills a syncing client process (SIGKILL) in the
+// middle of a walk. The store it leaves opens cleanly at the old state, and
+// the next sync fetches exactly the nodes it does not hold.
+func TestKilledClientResumes(t *testing.T) {
+	if os.Getenv("ARBOR_KILL_CHILD") != "" {
+		killChild()
+		return
+	}
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 8000, 1)
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledClientResumes$")
+	cmd.Env = append(os.Environ(), "ARBOR_KILL_CHILD=1", "ARBOR_KILL_DIR="+dir, "ARBOR_KILL_ADDR="+ts.addr, "ARBOR_KILL_FP="+ts.fp)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	killed := false
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "nodes ") {
+			var n int
+			fmt.Sscan(strings.TrimPrefix(sc.Text(), "nodes "), &n)
+			if n >= 1500 {
+				cmd.Process.Kill()
+				killed = true
+				break
+			}
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatal("child finished before it could be killed")
+	}
+
+	c := openStore(t, dir, smallChunks)
+	defer c.Close()
+	if _, ok, _ := c.Ref(BaseRef); ok {
+		t.Fatal("killed sync moved base")
+	}
+	all := reachable(t, ts.store, ref(t, ts.store, HeadRef))
+	held := countHeld(t, c, all)
+	if held == 0 {
+		t.Fatal("killed walk kept nothing")
+	}
+	res := mustSync(t, c, ts.opts(alice))
+	if res.NodesFetched != len(all)-held {
+		t.Fatalf("resumed walk fetched %d nodes; %d in tree, %d held", res.NodesFetched, len(all), held)
+	}
+	checkConverged(t, ts, c)
+}
+
+// killChild runs in the child process: sync slowly, reporting progress,
+// until killed.
+func killChild() {
+	s := openStore(&testing.T{}, os.Getenv("ARBOR_KILL_DIR"), smallChunks)
+	opts := ClientOptions{Server: os.Getenv("ARBOR_KILL_ADDR"), Token: alice, Fingerprint: os.Getenv("ARBOR_KILL_FP"), BatchNodes: 16, Parallel: 1}
+	opts.Progress = func(p Progress) {
+		if p.Phase == "walk" {
+			fmt.Printf("nodes %d\n", p.Nodes)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	Sync(context.Background(), s, opts)
+	fmt.Println("done")
+	time.Sleep(time.Minute) // wait to be killed
+}
