@@ -39,6 +39,7 @@ type Batch struct {
 	// kept across spills (for Batch.node and for the cache after commit)
 	// while they fit in a quarter of the node cache.
 	pendingBytes int
+	bulk         bool // pending was dropped: the batch is a bulk load
 	size         int
 	refs         map[string]*node.Hash // nil value: delete
 	expect       map[string]*node.Hash // nil value: must be unset
@@ -146,6 +147,9 @@ func (b *Batch) cacheCommitted() {
 	for _, h := range b.replaced {
 		b.s.cache.remove(h)
 	}
+	if b.bulk {
+		return
+	}
 	for h, p := range b.pending {
 		n := p.n
 		if n == nil {
@@ -248,9 +252,11 @@ func (b *Batch) maybeSpill() error {
 	// for a whole spill instead of growing it by doubling (and copying).
 	b.pb = b.s.db.NewBatchWithSize(spillBytes + spillBytes/8)
 	if int64(b.pendingBytes) > b.s.cache.budget/4 {
-		// A bulk load larger than the cache: stop holding its nodes.
+		// A bulk load larger than the cache: stop holding its nodes, and
+		// do not cache its tail after the commit either.
 		clear(b.pending)
 		b.pendingBytes = 0
+		b.bulk = true
 	}
 	b.size = 0
 	return nil
