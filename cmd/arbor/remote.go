@@ -113,16 +113,25 @@ func (c syncCmd) Run(e *env) error {
 	opts := c.clientOptions()
 	var bar *progressbar.ProgressBar
 	if e.isTTY && !c.JSON {
+		// A walk knows its exact total from the server root's subtree
+		// count: the bar counts records, with a rate and an ETA. Other
+		// phases only report what has moved so far.
 		bar = progressbar.NewOptions64(-1,
 			progressbar.OptionSetWriter(e.stderr),
 			progressbar.OptionSetDescription("syncing"),
-			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("records"),
+			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
 		opts.Progress = func(p arbor.SyncProgress) {
-			bar.Describe(fmt.Sprintf("%s: %d records, %d nodes", p.Phase, p.Records, p.Nodes))
-			bar.Set64(p.BytesReceived + p.BytesSent)
+			if p.Total > 0 && bar.GetMax64() != p.Total {
+				bar.ChangeMax64(p.Total)
+			}
+			bar.Describe(fmt.Sprintf("%s: %d nodes, %.1f MB in", p.Phase, p.Nodes, float64(p.BytesReceived)/1e6))
+			bar.Set64(p.Records)
 		}
 	}
 	res, err := db.Sync(ctx, opts)
