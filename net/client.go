@@ -189,6 +189,9 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 		cl.w, err = decodeWelcome(f.Payload)
 		cl.w.RootNode = append([]byte(nil), cl.w.RootNode...)
 	}
+	if err == nil {
+		err = ex.expectEOF()
+	}
 	if err != nil {
 		cl.close()
 		return nil, fmt.Errorf("hello: %w", err)

@@ -34,7 +34,12 @@ func TestKilledClientResumes(t *testing.T) {
 	}
 	sc := bufio.NewScanner(out)
 	killed := false
+	var last string
 	for sc.Scan() {
+		last = sc.Text()
+		if !strings.HasPrefix(last, "nodes ") {
+			t.Logf("child: %s", last)
+		}
 		if strings.HasPrefix(sc.Text(), "nodes ") {
 			var n int
 			fmt.Sscan(strings.TrimPrefix(sc.Text(), "nodes "), &n)
@@ -47,7 +52,7 @@ func TestKilledClientResumes(t *testing.T) {
 	}
 	cmd.Wait()
 	if !killed {
-		t.Fatal("child finished before it could be killed")
+		t.Fatalf("child finished before it could be killed; its last line: %s", last)
 	}
 
 	c := openStore(t, dir, smallChunks)
@@ -78,7 +83,7 @@ func killChild() {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
-	Sync(context.Background(), s, opts)
-	fmt.Println("done")
-	time.Sleep(time.Minute) // wait to be killed
+	_, err := Sync(context.Background(), s, opts)
+	fmt.Println("done", err)
+	time.Sleep(10 * time.Second) // wait to be killed
 }

@@ -89,6 +89,9 @@ func (sy *syncer) pullChanges(ctx context.Context, target node.Hash, pushed *pus
 			if cnt != n {
 				return root, fmt.Errorf("%s: %w: End says %d changes, got %d", sy.cl.peer, ErrProtocol, cnt, n)
 			}
+			if err := ex.expectEOF(); err != nil {
+				return root, err
+			}
 			break
 		}
 		c, err := decodeChange(f.Payload)
@@ -224,6 +227,9 @@ func (sy *syncer) getBlobs(ctx context.Context, hs []node.Hash, fn func(node.Has
 		}
 		if cnt, err := decodeEnd(f.Payload); err != nil || cnt != uint64(len(part)) {
 			return fmt.Errorf("%s: %w: bad End after %d blobs", sy.cl.peer, ErrProtocol, len(part))
+		}
+		if err := ex.expectEOF(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -44,6 +44,9 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", sy.cl.peer, err)
 		}
+		if err := ex.expectEOF(); err != nil {
+			return err
+		}
 		if m.Accepted+uint64(len(m.Overridden)) != uint64(len(keys)) {
 			return fmt.Errorf("%s: %w: push of %d changes: %d accepted, %d overridden", sy.cl.peer, ErrProtocol, len(keys), m.Accepted, len(m.Overridden))
 		}

@@ -357,6 +357,9 @@ func (sess *session) handshake(ctx context.Context) error {
 		return err
 	}
 	h, err := decodeHello(f.Payload)
+	if err == nil {
+		err = ex.expectEOF()
+	}
 	if err != nil {
 		ex.fail(err)
 		return err
@@ -515,6 +518,13 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 	f, err := ex.recv(msgGetNodes, msgGetBlobs, msgPush, msgGetChange)
 	if err != nil {
 		return err
+	}
+	if f.Type != msgPush {
+		// Requests are one frame; push ends with End (checked in push).
+		f.Payload = append([]byte(nil), f.Payload...)
+		if err := ex.expectEOF(); err != nil {
+			return err
+		}
 	}
 	switch f.Type {
 	case msgGetNodes:
@@ -682,6 +692,9 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 			}
 			if n != uint64(len(changes)) {
 				return fmt.Errorf("%w: push End says %d changes, got %d", ErrProtocol, n, len(changes))
+			}
+			if err := ex.expectEOF(); err != nil {
+				return err
 			}
 			break
 		}

@@ -111,6 +111,21 @@ func (e *exchange) recv(want ...byte) (frame, error) {
 	return f, fmt.Errorf("%s: %w: unexpected %s message", e.peer, ErrProtocol, msgName(f.Type))
 }
 
+// expectEOF reads the end of the peer's side of the stream. Reading it is
+// what completes the stream in QUIC and returns its credit, so every
+// exchange reads to the end on both sides; a frame there is a protocol
+// error.
+func (e *exchange) expectEOF() error {
+	f, err := e.fr.ReadFrame()
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s: receive: %w", e.peer, connErr(e.peer, err))
+	}
+	return fmt.Errorf("%s: %w: unexpected %s message after the end of the exchange", e.peer, ErrProtocol, msgName(f.Type))
+}
+
 // fail reports err to the peer on this stream, best effort, and ends it.
 func (e *exchange) fail(err error) {
 	_ = e.fw.WriteFrame(msgError, errorMsg{Code: errorCode(err), Message: err.Error()}.encode())

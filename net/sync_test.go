@@ -209,3 +209,19 @@ func eqs(a, b *string) bool {
 }
 
 var _ = node.EmptyRoot
+
+// TestManyExchangesOneSession: hundreds of exchanges in one connection
+// (far more than the server's 16 concurrent streams) complete: every
+// exchange reads its stream to the end on both sides, returning the credit.
+func TestManyExchangesOneSession(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 800, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.BatchNodes, opts.Parallel = 1, 3
+	res := mustSync(t, c, opts)
+	if res.RoundTrips < 100 {
+		t.Fatalf("only %d exchanges", res.RoundTrips)
+	}
+	checkConverged(t, ts, c)
+}

@@ -273,6 +273,9 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 			err = fmt.Errorf("%s: %w: End says %d nodes, asked %d", sy.cl.peer, ErrProtocol, n, len(hs))
 		}
 	}
+	if err == nil {
+		err = ex.expectEOF()
+	}
 	if err != nil || len(retry) == 0 {
 		r.err = err
 		return r
