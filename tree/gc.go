@@ -3,6 +3,9 @@ package tree
 import (
 	"context"
 	"fmt"
+	"sort"
+	"sync"
+	"time"
 
 	"github.com/arbor-sync/arbor/node"
 	"github.com/cockroachdb/pebble/v2"
@@ -20,8 +23,15 @@ type GCStats struct {
 
 // GC deletes every node and value blob that no ref reaches, plus any extra
 // roots given (roots that live sessions pin without a ref), then compacts
-// the freed space. It waits for open batches, iterators and reads to end,
-// and blocks new ones while it runs.
+// the freed space. It waits until no batch, iterator, read or PreventGC
+// hold is open, and blocks new ones while it runs. Waiting never blocks
+// them (see lockGC), so a goroutine that holds an iterator may still read
+// and write while a GC waits.
+//
+// The sweep deletes unreachable nodes from the highest level down, and
+// value indexes before chunks, in batches applied in order. So if GC is
+// cancelled or the process dies mid-sweep, every node still stored still
+// heads a complete subtree — the invariant sync's walk relies on.
 func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error) {
 	var st GCStats
 	done, err := s.use()
@@ -29,7 +39,9 @@ func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error
 		return st, err
 	}
 	defer done()
-	s.gc.Lock()
+	if err := s.lockGC(ctx); err != nil {
+		return st, fmt.Errorf("gc %s: %w", s.dir, err)
+	}
 	defer s.gc.Unlock()
 
 	refs, err := s.Refs()
@@ -124,14 +136,51 @@ func (s *Store) mark(ctx context.Context, root node.Hash, liveNodes, liveBlobs m
 	return nil
 }
 
+// sweepBatchBytes is the size of one sweep batch; tests lower it.
+var sweepBatchBytes = 4 << 20
+
+// afterSweepBatch, when set by a test, runs after each committed sweep batch.
+var afterSweepBatch func()
+
+// lockGC takes the GC lock exclusively by polling TryLock. A blocking Lock
+// would make every new RLock wait behind it, so a goroutine that already
+// holds a read lock (an open iterator or batch) and takes another would
+// deadlock; polling leaves readers free until the moment GC gets the lock.
+func (s *Store) lockGC(ctx context.Context) error {
+	wait := time.Millisecond
+	for !s.gc.TryLock() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		if wait < 50*time.Millisecond {
+			wait *= 2
+		}
+	}
+	return nil
+}
+
+// PreventGC keeps garbage collection from running until release is called.
+// Use it around work that stores nodes before any ref reaches them, such as
+// a sync that commits fetched subtrees first and moves its refs last.
+// release is idempotent.
+func (s *Store) PreventGC() (release func()) {
+	s.gc.RLock()
+	var once sync.Once
+	return func() { once.Do(s.gc.RUnlock) }
+}
+
+// sweep deletes the keys under pfx whose hash is not live, parents before
+// children: nodes by descending level, and for blobs value indexes before
+// chunks. It returns how many it deleted and their bytes.
 func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}) (int, int64, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfx}, UpperBound: []byte{pfx + 1}})
 	if err != nil {
 		return 0, 0, err
 	}
-	defer it.Close()
-	b := s.db.NewBatch()
-	defer func() { b.Close() }()
+	// rank orders deletions: lower ranks go first.
+	byRank := map[int][]node.Hash{}
 	var n int
 	var size int64
 	for it.First(); it.Valid(); it.Next() {
@@ -144,25 +193,55 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 		if _, ok := live[h]; ok {
 			continue
 		}
-		if err := b.Delete(k, nil); err != nil {
-			return n, size, err
+		v := it.Value()
+		rank := 1 // blob chunks, and anything unrecognised, last
+		if pfx == prefixNode && len(v) >= 2 {
+			rank = -int(v[1]) // higher levels first
+		} else if pfx == prefixBlob {
+			if _, _, err := node.DecodeValueIndex(v); err == nil {
+				rank = 0
+			}
 		}
-		s.cache.remove(h)
+		byRank[rank] = append(byRank[rank], h)
 		n++
-		size += int64(len(it.Value()))
-		if b.Len() > 4<<20 {
-			if err := ctx.Err(); err != nil {
-				return n, size, err
-			}
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return n, size, err
-			}
-			b.Close()
-			b = s.db.NewBatch()
-		}
+		size += int64(len(v))
 	}
-	if err := it.Error(); err != nil {
-		return n, size, err
+	err = it.Error()
+	it.Close()
+	if err != nil {
+		return 0, 0, err
+	}
+	ranks := make([]int, 0, len(byRank))
+	for r := range byRank {
+		ranks = append(ranks, r)
+	}
+	sort.Ints(ranks)
+	b := s.db.NewBatch()
+	defer func() { b.Close() }()
+	deleted := 0
+	for _, r := range ranks {
+		for _, h := range byRank[r] {
+			key := []byte{pfx}
+			key = append(key, h[:]...)
+			if err := b.Delete(key, nil); err != nil {
+				return deleted, size, err
+			}
+			s.cache.remove(h)
+			deleted++
+			if b.Len() > sweepBatchBytes {
+				if err := b.Commit(pebble.NoSync); err != nil {
+					return deleted, size, err
+				}
+				b.Close()
+				b = s.db.NewBatch()
+				if afterSweepBatch != nil {
+					afterSweepBatch()
+				}
+				if err := ctx.Err(); err != nil {
+					return deleted, size, err
+				}
+			}
+		}
 	}
 	return n, size, b.Commit(s.wopts)
 }
