@@ -25,6 +25,22 @@
 //     local writes made during the sync, after checking that its recomputed
 //     root equals the server's.
 //
+// A walk sends, with each node it asks for, a hint: the client's own node at
+// the same level and keys. The server answers with an entry-level delta
+// against the hint when that is smaller, so a walk against a slightly stale
+// base costs about what the changed entries cost, not whole nodes.
+//
+// Memory is bounded on both sides: records and nodes are streamed and
+// applied in batches; a walk fetches the lowest pending level first, so at
+// most Parallel × BatchNodes nodes and their pending parents are held; a
+// push is bounded by ServerOptions.MaxPushBytes.
+//
+// The server keeps recently published roots as refs "retain/<seq>" and pins
+// the roots live sessions use; collect garbage with Server.GC, which keeps
+// both. quic-go may warn on stderr that it could not raise the UDP receive
+// buffer; raise net.core.rmem_max, or set
+// QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true.
+//
 // Invariants: a client stores a fetched node only once its whole subtree is
 // stored, so holding a node means holding its subtree, even after an
 // interrupted walk; the server serves only nodes and blobs reachable from a
