@@ -286,6 +286,10 @@ func (sy *syncer) progress(phase string) {
 
 func (sy *syncer) run(ctx context.Context) error {
 	s := sy.store
+	// Fetched nodes are committed before any ref reaches them: keep a
+	// concurrent garbage collection from deleting them meanwhile.
+	release := s.PreventGC()
+	defer release()
 	var err error
 	sy.base, sy.hasBase, err = s.Ref(BaseRef)
 	if err != nil {

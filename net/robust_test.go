@@ -328,3 +328,28 @@ func TestConcurrentClientsConverge(t *testing.T) {
 		t.Fatal("no conflicts exercised")
 	}
 }
+
+// TestClientGCDuringSync: a garbage collection started on the client store
+// while a sync walks waits for the sync, and deletes none of its nodes.
+func TestClientGCDuringSync(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 2000, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.BatchNodes = 16
+	gcDone := make(chan error, 1)
+	var started atomic.Bool
+	opts.Progress = func(p Progress) {
+		if p.Phase == "walk" && p.Nodes > 100 && !started.Swap(true) {
+			go func() { _, err := c.GC(context.Background()); gcDone <- err }()
+		}
+	}
+	mustSync(t, c, opts)
+	if !started.Load() {
+		t.Fatal("GC not started")
+	}
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+	checkConverged(t, ts, c)
+}
