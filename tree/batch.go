@@ -39,7 +39,10 @@ type Batch struct {
 	// kept across spills (for Batch.node and for the cache after commit)
 	// while they fit in a quarter of the node cache.
 	pendingBytes int
-	bulk         bool // pending was dropped: the batch is a bulk load
+	bulk         bool       // pending was dropped: the batch is a bulk load
+	ingest       bool       // spill by sstable ingestion (set by NewBuilder)
+	spillKVs     []kv       // with ingest: nodes and blobs not yet spilled
+	ingesting    chan error // with ingest: the spill in flight, if any
 	size         int
 	refs         map[string]*node.Hash // nil value: delete
 	expect       map[string]*node.Hash // nil value: must be unset
@@ -76,6 +79,7 @@ func (b *Batch) Discard() {
 		return
 	}
 	b.ended = true
+	b.waitIngest() // its error no longer matters: nothing references those nodes
 	b.pb.Close()
 	b.release()
 }
@@ -91,6 +95,16 @@ func (b *Batch) Commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := b.waitIngest(); err != nil {
+		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+	}
+	// The last part of a bulk load goes in with the commit.
+	for _, e := range b.spillKVs {
+		if err := b.pb.Set(e.k, e.v, nil); err != nil {
+			return err
+		}
+	}
+	b.spillKVs = nil
 	b.s.commit.Lock()
 	defer b.s.commit.Unlock()
 	for name, want := range b.expect {
@@ -224,7 +238,9 @@ func (b *Batch) putNode(raw []byte) (node.Hash, error) {
 	b.pending[h] = &pendingNode{raw: raw}
 	b.pendingBytes += len(raw)
 	b.size += len(raw)
-	if err := b.pb.Set(nodeKey(h), raw, nil); err != nil {
+	if b.ingest {
+		b.spillKVs = append(b.spillKVs, kv{nodeKey(h), raw})
+	} else if err := b.pb.Set(nodeKey(h), raw, nil); err != nil {
 		return h, err
 	}
 	return h, b.maybeSpill()
@@ -234,23 +250,35 @@ func (b *Batch) putNode(raw []byte) (node.Hash, error) {
 func (b *Batch) PutBlob(raw []byte) (node.Hash, error) {
 	h := node.Sum(raw)
 	b.size += len(raw)
-	if err := b.pb.Set(blobKey(h), raw, nil); err != nil {
+	if b.ingest {
+		b.spillKVs = append(b.spillKVs, kv{blobKey(h), bytes.Clone(raw)})
+	} else if err := b.pb.Set(blobKey(h), raw, nil); err != nil {
 		return h, err
 	}
 	return h, b.maybeSpill()
 }
 
 func (b *Batch) maybeSpill() error {
-	if b.size < spillBytes {
+	limit := spillBytes
+	if b.ingest {
+		limit = ingestSpillBytes
+	}
+	if b.size < limit {
 		return nil
 	}
-	if err := b.pb.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+	if b.ingest {
+		if err := b.startIngest(); err != nil {
+			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+		}
+	} else {
+		if err := b.pb.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+		}
+		b.pb.Close()
+		// A batch that spilled once is a bulk load: size the next Pebble
+		// batch for a whole spill instead of growing it by doubling.
+		b.pb = b.s.db.NewBatchWithSize(limit + limit/8)
 	}
-	b.pb.Close()
-	// A batch that spilled once is a bulk load: size the next Pebble batch
-	// for a whole spill instead of growing it by doubling (and copying).
-	b.pb = b.s.db.NewBatchWithSize(spillBytes + spillBytes/8)
 	if int64(b.pendingBytes) > b.s.cache.budget/4 {
 		// A bulk load larger than the cache: stop holding its nodes, and
 		// do not cache its tail after the commit either.
@@ -264,7 +292,13 @@ func (b *Batch) maybeSpill() error {
 
 // node loads a node from the batch or the store.
 func (b *Batch) node(ctx context.Context, h node.Hash) (*node.Node, error) {
-	if p, ok := b.pending[h]; ok {
+	if p, ok := b.pending[h]; !ok {
+		// A node spilled and dropped from pending may still be on its way
+		// into Pebble.
+		if err := b.waitIngest(); err != nil {
+			return nil, fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+		}
+	} else {
 		if p.n == nil {
 			n, err := node.Decode(p.raw)
 			if err != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/arbor-sync/arbor/node"
@@ -268,4 +270,79 @@ func TestStoredValuesAreValidated(t *testing.T) {
 	if v, err := s.GetValue(ctx, root, []byte("b")); err != nil || !v.Equal(node.RefValue(ref, node.MaxInlineValue+1)) {
 		t.Fatalf("GetValue(b) = %+v, %v", v, err)
 	}
+}
+
+// TestBuilderIngestSpills builds a tree whose Builder batch spills many
+// times by sstable ingestion, and checks that the tree is the one Apply
+// builds, that it verifies after a reopen, that no ingest file is left
+// behind, and that a discarded bulk load leaves only collectable garbage.
+func TestBuilderIngestSpills(t *testing.T) {
+	ctx := context.Background()
+	old := ingestSpillBytes
+	ingestSpillBytes = 16 << 10
+	t.Cleanup(func() { ingestSpillBytes = old })
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{Chunker: smallConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := map[string]string{}
+	for i := 0; i < 4000; i++ {
+		v := fmt.Sprintf("value-%d", i)
+		if i%500 == 0 {
+			v = string(bytes.Repeat([]byte{byte(i)}, 3000+i)) // out of line: blobs spill too
+		}
+		model[fmt.Sprintf("k%05d", i)] = v
+	}
+	root := build(t, s, model)
+	if n := s.db.Metrics().Ingest.Count; n < 5 {
+		t.Fatalf("the bulk load ingested %d sstables, want several", n)
+	}
+	var edits []Edit
+	for k, v := range model {
+		edits = append(edits, Edit{Key: []byte(k), Value: []byte(v)})
+	}
+	if applied := apply(t, s, node.EmptyRoot, edits); applied != root {
+		t.Fatalf("built root %s, applied root %s", root, applied)
+	}
+	b, _ := s.NewBatch()
+	b.SetRef("head", root)
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A bulk load that spills and is then discarded.
+	b, _ = s.NewBatch()
+	bl := b.NewBuilder(ctx)
+	for i := 0; i < 3000; i++ {
+		if err := bl.Add([]byte(fmt.Sprintf("other%05d", i)), []byte(fmt.Sprintf("x%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bl.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	b.Discard()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ingestPrefix) {
+			t.Fatalf("ingest file %s left in the store", e.Name())
+		}
+	}
+	s, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	checkContents(t, s, root, model)
+	st, err := s.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DeletedNodes == 0 {
+		t.Fatalf("GC found no garbage from the discarded bulk load: %+v", st)
+	}
+	checkContents(t, s, root, model)
 }

@@ -37,7 +37,12 @@ type levelBuilder struct {
 }
 
 // NewBuilder starts a bulk build whose nodes go into the batch.
+//
+// A bulk load that outgrows one spill (see Batch) writes its nodes as
+// sorted sstables ingested into Pebble, bypassing Pebble's write-ahead log
+// and memtable; like any spill they are unreferenced until the commit.
 func (b *Batch) NewBuilder(ctx context.Context) *Builder {
+	b.ingest = true
 	return &Builder{ctx: ctx, b: b}
 }
 

@@ -59,6 +59,7 @@ type Options struct {
 type Store struct {
 	dir    string
 	db     *pebble.DB
+	popts  *pebble.Options // with defaults, for writing sstables to ingest
 	lock   *os.File
 	cfg    chunker.Config
 	wopts  *pebble.WriteOptions
@@ -193,7 +194,8 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	}
 	pc := pebble.NewCache(cacheSize)
 	defer pc.Unref()
-	db, err := pebble.Open(dir, pebbleOptions(pc))
+	po := pebbleOptions(pc)
+	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: pebble: %w", dir, err)
 	}
@@ -201,7 +203,9 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	if nodeCache == 0 {
 		nodeCache = 256 << 20
 	}
-	s := &Store{dir: dir, db: db, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache)}
+	po.EnsureDefaults()
+	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache)}
+	removeIngestLeftovers(dir)
 	if o.NoSync {
 		s.wopts = pebble.NoSync
 	}
