@@ -493,7 +493,7 @@ func replay(ctx context.Context, s *tree.Store, b *tree.Batch, from, to, root no
 }
 
 // applyBatch is how many edits are applied at a time.
-const applyBatch = 4096
+const applyBatch = 16384
 
 func cloneValue(v node.Value) node.Value {
 	v.Inline = append([]byte(nil), v.Inline...)
