@@ -113,6 +113,8 @@ func (sy *syncer) pullChanges(ctx context.Context, target node.Hash, pushed *pus
 			if err := flush(); err != nil {
 				return root, err
 			}
+		}
+		if n%4096 == 0 {
 			sy.progress("pull")
 		}
 	}
