@@ -353,3 +353,32 @@ func TestClientGCDuringSync(t *testing.T) {
 	}
 	checkConverged(t, ts, c)
 }
+
+// TestWalkMemoryBounded: a clone holds at most a bounded frontier of
+// hashes and pending branches, however large the tree: it fetches the
+// lowest pending level first, in batches.
+func TestWalkMemoryBounded(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	n := 20000
+	if testing.Short() {
+		n = 8000
+	}
+	put(t, ts.store, 0, n, 1)
+	all := len(reachable(t, ts.store, ref(t, ts.store, HeadRef)))
+	var maxF, maxP int
+	walkHook = func(f, p int) { maxF, maxP = max(maxF, f), max(maxP, p) }
+	defer func() { walkHook = nil }()
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.BatchNodes, opts.Parallel = 8, 2
+	mustSync(t, c, opts)
+	checkConverged(t, ts, c)
+	// A node has at most 8 × fanout = 32 entries (chunker.MaxEntriesFactor).
+	const maxEntries = 32
+	height := 12
+	bound := opts.Parallel * opts.BatchNodes * maxEntries * 2
+	t.Logf("%d nodes; peak frontier %d, peak pending branches %d (bound %d)", all, maxF, maxP, bound)
+	if maxF > bound || maxP > opts.Parallel*opts.BatchNodes*height {
+		t.Fatalf("walk held too much: frontier %d, pending %d", maxF, maxP)
+	}
+}

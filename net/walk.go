@@ -46,6 +46,7 @@ type walker struct {
 	b        *tree.Batch
 	size     int // bytes of nodes in b
 	count    int // nodes in b
+	pending  int // branches waiting for their children
 	com      *committer
 	frontier [node.MaxLevel + 1][]walkItem
 	leaves   []leafWait // leaves waiting for their value blobs
@@ -198,6 +199,13 @@ func (w *walker) run(ctx context.Context) error {
 		}
 		if err := w.flushLeaves(ctx); err != nil {
 			return err
+		}
+		if walkHook != nil {
+			f := 0
+			for _, l := range w.frontier {
+				f += len(l)
+			}
+			walkHook(f, w.pending)
 		}
 		sy.progress("walk")
 	}
@@ -366,6 +374,7 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	if p.missing == 0 {
 		return w.put(ctx, raw, it.parent)
 	}
+	w.pending++
 	return nil
 }
 
@@ -406,6 +415,7 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		if parent.missing > 0 {
 			break
 		}
+		w.pending--
 		raw, parent = parent.raw, parent.parent
 	}
 	if w.size >= walkCommitBytes || w.count >= walkCommitNodes {
@@ -441,3 +451,7 @@ func (w *walker) hintNode(ctx context.Context, h node.Hash, level int, key []byt
 		h, _ = n.Child(min(n.Search(key), n.Len()-1))
 	}
 }
+
+// walkHook, set by tests, observes a walk's frontier and pending branches
+// after each response.
+var walkHook func(frontier, pending int)
