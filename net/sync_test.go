@@ -91,10 +91,18 @@ func TestPushServerWins(t *testing.T) {
 	if ra.Pushed != 3 || ra.Accepted != 3 || len(ra.Overridden) != 0 {
 		t.Fatalf("alice: %+v", ra)
 	}
+	// No echo: alice's accepted changes are not sent back to her.
+	if ra.Path != "retained" || ra.Pulled != 0 {
+		t.Fatalf("alice pulled %d changes by %q, want 0 by the retained path", ra.Pulled, ra.Path)
+	}
 	checkConverged(t, ts, a)
 	rb := mustSync(t, b, ts.opts(bob))
 	if rb.Pushed != 4 || rb.Accepted != 1 || len(rb.Overridden) != 3 {
 		t.Fatalf("bob: pushed %d accepted %d overridden %d", rb.Pushed, rb.Accepted, len(rb.Overridden))
+	}
+	// Bob receives alice's three changes (which override his), not his own.
+	if rb.Pulled != 3 {
+		t.Fatalf("bob pulled %d changes, want 3", rb.Pulled)
 	}
 	checkConverged(t, ts, b)
 	want := map[string][2]*string{
