@@ -183,3 +183,26 @@ func (quietPebble) Errorf(string, ...any) {}
 func (quietPebble) Fatalf(f string, a ...any) {
 	panic(fmt.Sprintf(f, a...))
 }
+
+// TestRetentionSurvivesRestart: retained roots are refs, so after a server
+// restart a client's base still takes the changes path.
+func TestRetentionSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir+"/data", smallChunks)
+	defer st.Close()
+	ts, stop := serveStore(t, st, dir, nil)
+	put(t, st, 0, 300, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	mustSync(t, c, ts.opts(alice))
+	stop()
+	edit(t, st, tree.Edit{Key: rec(5), Value: []byte("after restart")})
+	ts2, _ := serveStore(t, st, dir, nil)
+	if ts2.fp != ts.fp {
+		t.Fatal("certificate changed across restarts")
+	}
+	res := mustSync(t, c, ts2.opts(alice))
+	if res.Path != "retained" || res.Pulled != 1 {
+		t.Fatalf("after restart: path %q pulled %d", res.Path, res.Pulled)
+	}
+	checkConverged(t, ts2, c)
+}
