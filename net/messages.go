@@ -430,6 +430,7 @@ func applyNodeDelta(p []byte, hint *node.Node) ([]byte, error) {
 		d.fail("level (differs from the hint's)")
 	}
 	var ents []node.Entry
+	size := 0 // bytes of the rebuilt node's keys and payloads
 	for d.err == nil && len(d.b) > 0 {
 		switch d.byte1("op") {
 		case deltaCopy:
@@ -438,17 +439,21 @@ func applyNodeDelta(p []byte, hint *node.Node) ([]byte, error) {
 				d.fail("copy range")
 			}
 			for k := start; d.err == nil && k < start+cnt; k++ {
-				ents = append(ents, hint.Entry(int(k)))
+				e := hint.Entry(int(k))
+				ents = append(ents, e)
+				size += e.Size() + 2
 			}
 		case deltaLiteral:
 			k := d.bytes("key", node.MaxKeySize)
 			v := d.bytes("payload", node.MaxNodeSize)
 			ents = append(ents, node.Entry{Key: k, Payload: v})
+			size += len(k) + len(v) + 2
 		default:
 			d.fail("op")
 		}
-		if uint64(len(ents)) > n {
-			d.fail("entry count")
+		// A lying delta must not make us build more than a node can hold.
+		if uint64(len(ents)) > n || size > node.MaxNodeSize {
+			d.fail("entry count or size")
 		}
 	}
 	if d.err == nil && uint64(len(ents)) != n {
