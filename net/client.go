@@ -363,6 +363,12 @@ func (sy *syncer) run(ctx context.Context) error {
 		sy.res.Path = "retained"
 		sy.progress("pull")
 		newBase, err = sy.pullChanges(ctx, target, pushed)
+		if err != nil && errors.Is(err, node.ErrCorrupt) && ctx.Err() == nil {
+			// The local base is damaged: the walk below repairs what it can
+			// reach, and the user hears of it.
+			sy.log.Error("arbor sync: local base is corrupt, walking to repair", "err", err)
+			newBase, err = node.Hash{}, nil
+		}
 		if err != nil {
 			return fmt.Errorf("pull changes: %w", err)
 		}
