@@ -40,6 +40,7 @@ func openStore(t testing.TB, dir string, cfg chunker.Config) *tree.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() }) // a no-op (ErrClosed) if the test closed it
 	return s
 }
 
