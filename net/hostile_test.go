@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -361,3 +362,30 @@ func TestLyingServer(t *testing.T) {
 
 var _ = io.EOF
 var _ tls.Config
+
+// TestMaxSessions: connections past the limit are refused as busy, and a
+// slot frees when a session ends.
+func TestMaxSessions(t *testing.T) {
+	ts := startServer(t, smallChunks, func(o *ServerOptions) { o.MaxSessions = 2 })
+	a := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
+	rawHello(t, a, hello{Token: alice, Config: smallChunks})
+	b := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
+	rawHello(t, b, hello{Token: alice, Config: smallChunks})
+	_, err := Root(context.Background(), ts.opts(bob))
+	var pe *peerError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "server busy") {
+		t.Fatalf("third connection: err = %v, want server busy", err)
+	}
+	a.CloseWithError(0, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := Root(context.Background(), ts.opts(bob))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot never freed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	stdnet "net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
@@ -48,6 +49,9 @@ type ServerOptions struct {
 	// MaxShown bounds the node and blob hashes a session may still request.
 	// Default 4M.
 	MaxShown int
+	// MaxSessions bounds concurrent connections; more are refused with
+	// "server busy" (code 8). Default 1024.
+	MaxSessions int
 }
 
 func (o *ServerOptions) defaults() {
@@ -75,6 +79,9 @@ func (o *ServerOptions) defaults() {
 	if o.MaxShown <= 0 {
 		o.MaxShown = 4 << 20
 	}
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 1024
+	}
 }
 
 // Server serves one store's "head" tree to authenticated clients over QUIC.
@@ -98,6 +105,8 @@ type Server struct {
 	// afterPush, if set (tests), runs after each push commits, in commit
 	// order, before the reply is sent.
 	afterPush func(sess *session, root node.Hash, changes []pushChange, overridden []uint64)
+
+	sessions atomic.Int64 // connections being served
 
 	lnMu sync.Mutex
 	ln   *quic.Listener
@@ -223,9 +232,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("arbor server: accept: %w", err)
 		}
+		if s.sessions.Add(1) > int64(s.opts.MaxSessions) {
+			s.sessions.Add(-1)
+			s.log.Warn("arbor server: busy, connection refused", "peer", qc.RemoteAddr().String(), "sessions", s.opts.MaxSessions)
+			qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "server busy")
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.sessions.Add(-1)
 			s.serveConn(ctx, qc)
 		}()
 	}
