@@ -11,7 +11,6 @@ import (
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/tree"
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // pebbleBatch is how many records the raw Pebble baseline writes per batch.
@@ -42,15 +41,9 @@ type StoreResult struct {
 	BytesPerRecordPebble Stat `json:"bytes_per_record_pebble"`
 }
 
-// rawPebbleOptions are the options of the raw Pebble baseline: the same
-// block cache size and bloom filters as an Arbor store.
-func rawPebbleOptions() *pebble.Options {
-	po := &pebble.Options{Cache: pebble.NewCache(64 << 20), Logger: quietLogger{}}
-	for i := range po.Levels {
-		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-	}
-	return po
-}
+// rawPebbleOptions are the options of the raw Pebble baseline: exactly an
+// Arbor store's (block cache size, memtable size, bloom filters).
+func rawPebbleOptions() *pebble.Options { return tree.PebbleOptions(64 << 20) }
 
 func openRawPebble(dir string) (*pebble.DB, error) {
 	po := rawPebbleOptions()
@@ -60,15 +53,6 @@ func openRawPebble(dir string) (*pebble.DB, error) {
 		return nil, fmt.Errorf("open raw pebble %s: %w", dir, err)
 	}
 	return db, nil
-}
-
-// quietLogger keeps Pebble's informational logging out of the report.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
 func writeOpts(sync bool) *pebble.WriteOptions {

@@ -234,6 +234,15 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	return s, nil
 }
 
+// PebbleOptions returns the Pebble options a store uses (memtable size,
+// bloom filters, quiet logger) with a new block cache of cacheBytes. Tools
+// and benchmarks open their raw-Pebble baselines with it, so that both sides
+// of a comparison are configured alike. The caller owns the returned cache
+// reference (po.Cache.Unref after pebble.Open).
+func PebbleOptions(cacheBytes int64) *pebble.Options {
+	return pebbleOptions(pebble.NewCache(cacheBytes))
+}
+
 // pebbleOptions returns the Pebble options of a store with block cache pc.
 // The benchmarks open their raw Pebble baseline with the same options.
 func pebbleOptions(pc *pebble.Cache) *pebble.Options {
