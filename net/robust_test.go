@@ -11,6 +11,7 @@ import (
 
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/tree"
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // reachable returns every node hash of the tree at root in s.
@@ -380,5 +381,43 @@ func TestWalkMemoryBounded(t *testing.T) {
 	t.Logf("%d nodes; peak frontier %d, peak pending branches %d (bound %d)", all, maxF, maxP, bound)
 	if maxF > bound || maxP > opts.Parallel*opts.BatchNodes*height {
 		t.Fatalf("walk held too much: frontier %d, pending %d", maxF, maxP)
+	}
+}
+
+// TestForceWalkRepairsMissingNode deletes a node from a synced client's
+// store behind its back, then runs a forced walk (the lost or suspicious
+// client's sync): the walk must notice the hole and refetch, not trust the
+// hint, and must not fail on a hint it cannot read.
+func TestForceWalkRepairsMissingNode(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 2000, 1)
+	dir := t.TempDir()
+	c := openStore(t, dir, smallChunks)
+	mustSync(t, c, ts.opts(alice))
+	base := ref(t, c, BaseRef)
+	rn, err := c.Node(context.Background(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, _ := rn.Child(rn.Len() - 1) // the root's right-most child
+	c.Close()
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Delete(append([]byte{'n'}, victim[:]...), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	c = openStore(t, dir, smallChunks)
+	edit(t, ts.store, tree.Edit{Key: rec(3), Value: []byte("changed on server")}) // the left side only
+	opts := ts.opts(alice)
+	opts.ForceWalk = true
+	res, err := Sync(context.Background(), c, opts)
+	if err != nil {
+		t.Fatalf("forced walk: %v", err)
+	}
+	if _, err := c.Verify(context.Background(), ref(t, c, BaseRef)); err != nil {
+		t.Fatalf("forced walk (path %s) left the store broken: %v", res.Path, err)
 	}
 }

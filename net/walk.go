@@ -217,6 +217,9 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 	hs := make([]nodeReq, len(items))
 	for i, it := range items {
 		hs[i] = nodeReq{Hash: it.h, Hint: it.hint}
+		if it.hint == it.h {
+			hs[i].Hint = node.Hash{} // a node is no hint for itself
+		}
 	}
 	ex, err := sy.cl.open(ctx)
 	if err != nil {
@@ -255,8 +258,12 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 		}
 		hn, err := sy.store.Node(ctx, hs[i].Hint)
 		if err != nil {
-			r.err = err
-			return r
+			// The local hint node is gone or damaged (a lost or suspicious
+			// store): ask again for the whole node.
+			sy.log.Warn("arbor sync: hint node unreadable; fetching the whole node", "node", items[i].h.String(), "hint", hs[i].Hint.String(), "err", err)
+			retry = append(retry, i)
+			r.nodes = append(r.nodes, nil)
+			continue
 		}
 		raw, err := applyNodeDelta(f.Payload, hn)
 		if err != nil {
@@ -357,7 +364,9 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 		}
 		// The hint node's subtree is held whole, so a child equal to the
 		// hint's needs no lookup (the common case on a walk against a base).
-		ok := hint == c && !c.IsZero()
+		// A forced walk (a lost or suspicious client) does not take the
+		// shortcut: it checks what the store really holds.
+		ok := !sy.opts.ForceWalk && hint == c && !c.IsZero()
 		if !ok {
 			var err error
 			if ok, err = sy.store.HasNode(c); err != nil {
