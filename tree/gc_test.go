@@ -125,3 +125,54 @@ func TestInterruptedGCKeepsSubtreesComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWaitsForOpenBatchWithoutDeadlock closes a store while a batch is
+// open: Close must wait, the batch's further work must fail with ErrClosed
+// instead of blocking, and Close must return once the batch is discarded.
+func TestCloseWaitsForOpenBatchWithoutDeadlock(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), &Options{Chunker: smallConfig, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.Update(ctx, "head", []Edit{{Key: []byte("a"), Value: []byte("1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.NewBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a batch was open")
+	default:
+	}
+	applied := make(chan error, 1)
+	go func() {
+		// A cold read inside the batch needs the store: it must fail fast.
+		s.cache.invalidate()
+		_, err := b.Apply(ctx, root, []Edit{{Key: []byte("b"), Value: []byte("2")}})
+		applied <- err
+	}()
+	select {
+	case err := <-applied:
+		if err != nil && !errors.Is(err, ErrClosed) {
+			t.Fatalf("Apply during Close = %v, want success or ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Apply inside an open batch deadlocked behind Close")
+	}
+	b.Discard()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the batch ended")
+	}
+}

@@ -67,8 +67,14 @@ type Store struct {
 	commit sync.Mutex   // serialises ref checks and ref moves
 	gc     sync.RWMutex // readers and batches hold R; garbage collection holds W
 
-	closeMu sync.RWMutex
-	closed  bool
+	// Operations in flight, and whether Close has begun. Close waits for
+	// the count to drain; a new operation fails once closing is set. A
+	// counter (not an RWMutex) so that an operation may start others
+	// inside itself while Close waits (a batch reads; GC reads refs).
+	closeMu  sync.Mutex
+	drained  *sync.Cond
+	inflight int
+	closing  bool
 }
 
 // Open opens the store in dir, creating it if it does not exist (unless
@@ -205,6 +211,7 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	}
 	po.EnsureDefaults()
 	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache)}
+	s.drained = sync.NewCond(&s.closeMu)
 	removeIngestLeftovers(dir)
 	if o.NoSync {
 		s.wopts = pebble.NoSync
@@ -269,14 +276,22 @@ func (quietLogger) Fatalf(format string, args ...interface{}) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
-// Close flushes and closes the store. Further calls fail with ErrClosed.
+// Close flushes and closes the store. It waits for operations in flight,
+// including open batches (which must end in Commit or Discard); new
+// operations fail with ErrClosed from the moment Close is called, so a
+// batch still being filled fails fast and can be discarded. Further calls
+// to Close fail with ErrClosed.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
-	if s.closed {
+	if s.closing {
+		s.closeMu.Unlock()
 		return ErrClosed
 	}
-	s.closed = true
+	s.closing = true
+	for s.inflight > 0 {
+		s.drained.Wait()
+	}
+	s.closeMu.Unlock()
 	err := s.db.Close()
 	s.lock.Close()
 	if err != nil {
@@ -297,12 +312,22 @@ func (s *Store) Synced() bool { return s.wopts.Sync }
 // use marks the start of an operation that needs the Pebble handle; it
 // fails once the store is closed. The returned func ends the operation.
 func (s *Store) use() (func(), error) {
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closing {
 		return nil, fmt.Errorf("store %s: %w", s.dir, ErrClosed)
 	}
-	return s.closeMu.RUnlock, nil
+	s.inflight++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.closeMu.Lock()
+			if s.inflight--; s.inflight == 0 {
+				s.drained.Broadcast()
+			}
+			s.closeMu.Unlock()
+		})
+	}, nil
 }
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
