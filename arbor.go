@@ -105,6 +105,10 @@ func (db *DB) Count(ctx context.Context) (uint64, error) {
 
 // Get returns key's value, or an error wrapping ErrNotFound.
 func (db *DB) Get(ctx context.Context, key []byte) ([]byte, error) {
+	// Hold GC off between reading the root and reading under it, so a
+	// concurrent write plus a GC cannot collect the root in between.
+	release := db.store.PreventGC()
+	defer release()
 	root, err := db.Root(ctx)
 	if err != nil {
 		return nil, err
@@ -186,6 +190,8 @@ type Iterator struct {
 // NewIterator iterates the records in r of the current tree. Call Next
 // before the first record and Close at the end.
 func (db *DB) NewIterator(ctx context.Context, r Range) *Iterator {
+	release := db.store.PreventGC() // see Get
+	defer release()
 	root, err := db.Root(ctx)
 	if err != nil {
 		return &Iterator{err: err}
