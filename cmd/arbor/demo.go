@@ -150,6 +150,10 @@ func (c demoCmd) Run(e *env) error {
 	// also edit the same contested keys; the server edits some of those too.
 	keyOf := func(i int) string { return fmt.Sprintf("rec/%012d", i) }
 	contested := r.Perm(c.Records)[:10]
+	isContested := map[int]bool{}
+	for _, i := range contested {
+		isContested[i] = true
+	}
 	serverWins := map[string]string{}
 	for _, i := range contested[:4] {
 		k := keyOf(i)
@@ -163,6 +167,9 @@ func (c demoCmd) Run(e *env) error {
 		put := func(k, v string) { b.Put([]byte(k), []byte(v)); cl.wrote[k] = &v }
 		for n := 0; n < c.Edits; n++ {
 			i := r.IntN(c.Records)
+			for isContested[i] { // the contested keys are edited below, on purpose
+				i = r.IntN(c.Records)
+			}
 			switch {
 			case n%5 == 0: // delete
 				k := keyOf(i)
