@@ -13,7 +13,9 @@ import (
 	"strings"
 
 	"github.com/arbor-sync/arbor/chunker"
+	arbornet "github.com/arbor-sync/arbor/net"
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
 	"github.com/arbor-sync/arbor/tree"
 )
 
@@ -153,7 +155,18 @@ func (db *DB) Apply(ctx context.Context, b *Batch) error {
 	if b == nil || len(b.edits) == 0 {
 		return nil
 	}
-	_, err := db.store.Update(ctx, HeadRef, b.edits)
+	sc, err := db.Scope()
+	if err != nil {
+		return err
+	}
+	if !sc.IsAll() {
+		for _, e := range b.edits {
+			if err := sc.Check(e.Key); err != nil {
+				return fmt.Errorf("arbor: write refused on a partial replica: %w", err)
+			}
+		}
+	}
+	_, err = db.store.Update(ctx, HeadRef, b.edits)
 	return err
 }
 
@@ -242,13 +255,39 @@ type VerifyReport = tree.VerifyReport
 // Verify re-hashes every node and value blob reachable from the current
 // root. It returns an error wrapping ErrVerify that names the first problem
 // if anything is missing or corrupt; the report lists them all.
+//
+// On a partial replica (a store synced with SyncOptions.Scope, or under a
+// token with a read scope) it checks the last synced server root instead,
+// pruned to the replica's scope (tree.Store.VerifyScope): every node whose
+// key interval overlaps the scope must be present and hash correctly up to
+// that root, which proves the records held in scope are exactly the
+// server's; then the current root likewise. The error names the scope.
 func (db *DB) Verify(ctx context.Context) (*VerifyReport, error) {
 	root, err := db.Root(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return db.store.Verify(ctx, root)
+	sc, err := db.Scope()
+	if err != nil {
+		return nil, err
+	}
+	if sc.IsAll() {
+		return db.store.Verify(ctx, root)
+	}
+	base, err := db.store.Root(arbornet.BaseRef)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := db.store.VerifyScope(ctx, base, sc)
+	if err != nil || root == base {
+		return rep, err
+	}
+	return db.store.VerifyScope(ctx, root, sc)
 }
+
+// Scope returns the keys the store replicates: scope.All, or for a partial
+// replica the scope its last sync stored.
+func (db *DB) Scope() (scope.Scope, error) { return arbornet.StoredScope(db.store) }
 
 // GCStats is the result of GC.
 type GCStats = tree.GCStats

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	arbornet "github.com/arbor-sync/arbor/net"
+	"github.com/arbor-sync/arbor/scope"
 )
 
 // Sync types, shared with package net.
@@ -32,6 +33,11 @@ var (
 	ErrFingerprint  = arbornet.ErrFingerprint
 	ErrRootMismatch = arbornet.ErrRootMismatch
 	ErrProtocol     = arbornet.ErrProtocol
+	// ErrForbiddenScope reports a push outside the token's write scope (or
+	// a sync whose scope has no key in the token's read scope).
+	ErrForbiddenScope = arbornet.ErrForbiddenScope
+	// ErrOutOfScope reports a local write outside a partial replica's scope.
+	ErrOutOfScope = scope.ErrOutOfScope
 )
 
 // LoadTokens reads a tokens file: one "TOKEN CLIENT_ID" per line.

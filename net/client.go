@@ -5,12 +5,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	stdnet "net"
 	"sync"
 	"time"
 
+	"github.com/arbor-sync/arbor/diff"
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
 	"github.com/arbor-sync/arbor/tree"
 	"github.com/quic-go/quic-go"
 )
@@ -22,6 +25,9 @@ const BaseRef = "base"
 const (
 	metaFingerprint = "net/server-fingerprint"
 	metaClientID    = "net/client-id"
+	// MetaScope holds a partial replica's scope (see ClientOptions.Scope),
+	// encoded as on the wire; absent means every key.
+	MetaScope = "net/scope"
 )
 
 // ClientOptions configure Sync and Root.
@@ -55,6 +61,15 @@ type ClientOptions struct {
 	// ForceWalk makes Sync ignore a retained base and walk the server's
 	// tree (for a suspicious client, and for tests and benchmarks).
 	ForceWalk bool
+	// Scope makes the store a partial replica of the keys in it. The zero
+	// Scope means the scope stored by the last sync (every key if none).
+	// The first sync stores it; a later sync with a wider scope fetches
+	// only the added part. The scope actually synced is this one
+	// intersected with the token's read scope (which the server sends), so
+	// a shrunk read scope shrinks the replica. A partial replica always
+	// walks: it fetches only nodes whose key interval overlaps its scope
+	// and holds the server's tree pruned to it, which ScopeVerify checks.
+	Scope scope.Scope
 }
 
 func (o *ClientOptions) defaults() {
@@ -94,6 +109,9 @@ type Overridden struct {
 	Key    []byte
 	Local  *[]byte // the client's value; nil: the client deleted the key
 	Server *[]byte // the value the client now holds; nil: absent
+	// Reason is set when the server's write validation (ServerOptions.Validate)
+	// rejected the change: its message. Empty for a compare-and-set loss.
+	Reason string
 }
 
 // SyncResult describes a completed sync.
@@ -106,6 +124,7 @@ type SyncResult struct {
 	Pushed        int          // local changes sent
 	Accepted      int          // local changes the server accepted
 	Overridden    []Overridden // local changes the server's value overrode
+	Scope         scope.Scope  // the scope synced (scope.All for a full replica)
 	BytesSent     int64        // at the QUIC stream level
 	BytesReceived int64
 	RoundTrips    int // request/response exchanges, the handshake included
@@ -271,6 +290,71 @@ type syncer struct {
 	hadHead bool
 
 	records, nodes, total int64
+
+	sc      scope.Scope // the scope being synced (All: a full replica)
+	oldSc   scope.Scope // the scope the store held before this sync
+	added   scope.Scope // sc minus oldSc: fetched even below held nodes
+	partial bool
+}
+
+// StoredScope returns the scope a store replicates: the one its last sync
+// stored, or scope.All.
+func StoredScope(s *tree.Store) (scope.Scope, error) {
+	b, err := s.Meta(MetaScope)
+	if errors.Is(err, tree.ErrNotFound) || (err == nil && len(b) == 0) {
+		return scope.All, nil
+	}
+	if err != nil {
+		return scope.Scope{}, err
+	}
+	d := newDec(msgWelcome, b)
+	sc := decodeScope(d)
+	if err := d.done(); err != nil {
+		return scope.Scope{}, fmt.Errorf("store %s: scope metadata: %w", s.Dir(), err)
+	}
+	return sc, nil
+}
+
+// complement returns the keys outside s.
+func complement(s scope.Scope) scope.Scope {
+	var out []tree.Range
+	var prev []byte
+	first := true
+	for _, r := range s.Ranges() {
+		if r.Start != nil && (first || prev != nil) {
+			out = append(out, tree.Range{Start: prev, End: r.Start})
+		}
+		first = false
+		prev = r.End
+		if prev == nil {
+			return scope.New(out...)
+		}
+	}
+	if first {
+		return scope.All
+	}
+	return scope.New(append(out, tree.Range{Start: prev})...)
+}
+
+// diff yields the changes from→to within the synced scope.
+func (sy *syncer) diff(ctx context.Context, from, to node.Hash) iter.Seq2[diffChange, error] {
+	return diffScope(ctx, sy.store, from, to, sy.sc)
+}
+
+// diffScope yields the changes from→to in s restricted to sc, in key order.
+func diffScope(ctx context.Context, s *tree.Store, from, to node.Hash, sc scope.Scope) iter.Seq2[diffChange, error] {
+	if sc.IsAll() {
+		return diffTrees(ctx, s, from, to)
+	}
+	return func(yield func(diffChange, error) bool) {
+		for _, r := range sc.Ranges() {
+			for c, err := range diff.Diff(ctx, s, from, s, to, diff.Options{Range: r}) {
+				if !yield(c, err) || err != nil {
+					return
+				}
+			}
+		}
+	}
 }
 
 func (sy *syncer) progress(phase string) {
@@ -306,6 +390,19 @@ func (sy *syncer) run(ctx context.Context) error {
 		sy.head0 = node.EmptyRoot
 	}
 	local := sy.head0 != sy.base
+	if sy.oldSc, err = StoredScope(s); err != nil {
+		return err
+	}
+	if !sy.hasBase {
+		sy.oldSc = scope.Scope{}
+	}
+	want := sy.opts.Scope
+	if want.Ranges() == nil {
+		want = sy.oldSc
+		if !sy.hasBase {
+			want = scope.All
+		}
+	}
 
 	pin := sy.opts.Fingerprint
 	if pin == "" && sy.opts.CAFile == "" {
@@ -317,7 +414,7 @@ func (sy *syncer) run(ctx context.Context) error {
 	if sy.hasBase {
 		h.Base = sy.base
 	}
-	if sy.opts.ForceWalk {
+	if sy.opts.ForceWalk || !want.IsAll() {
 		h.Flags |= flagWalk
 	}
 	if local {
@@ -337,7 +434,17 @@ func (sy *syncer) run(ctx context.Context) error {
 	if w.Config.WithDefaults() != s.Config() {
 		return fmt.Errorf("%w: server %+v, client store %s %+v", ErrConfigMismatch, w.Config, s.Dir(), s.Config())
 	}
-	if w.Root == sy.base && !local && sy.hasBase {
+	sy.sc = want.Intersect(w.Read)
+	if sy.sc.IsEmpty() {
+		return fmt.Errorf("%w: client %s: scope %s and read scope %s have no key in common", ErrForbiddenScope, w.ClientID, want, w.Read)
+	}
+	sy.partial = !sy.sc.IsAll()
+	sy.added = sy.sc.Intersect(complement(sy.oldSc))
+	if !sy.hasBase {
+		sy.added = scope.Scope{}
+	}
+	sy.res.Scope = sy.sc
+	if w.Root == sy.base && !local && sy.hasBase && sy.sc.Equal(sy.oldSc) {
 		// Equal roots and no local changes: done in one round trip.
 		sy.res.Root = sy.base
 		return sy.rememberServer(ctx)
@@ -357,9 +464,9 @@ func (sy *syncer) run(ctx context.Context) error {
 
 	var newBase node.Hash
 	switch {
-	case target == sy.base && sy.hasBase:
+	case target == sy.base && sy.hasBase && sy.added.IsEmpty():
 		newBase = sy.base
-	case w.Retained && sy.hasBase && !sy.opts.ForceWalk:
+	case w.Retained && sy.hasBase && !sy.opts.ForceWalk && !sy.partial:
 		sy.res.Path = "retained"
 		sy.progress("pull")
 		newBase, err = sy.pullChanges(ctx, target, pushed)
@@ -392,17 +499,29 @@ func (sy *syncer) run(ctx context.Context) error {
 	}
 	if sy.res.Path == "walk" && sy.hasBase && mismatch == nil {
 		// Count what the walk changed; a corrupt old base only loses the count.
-		n, err := countChanges(ctx, s, sy.base, target)
+		n, err := countChanges(diffScope(ctx, s, sy.base, target, sy.sc.Intersect(sy.oldSc)))
+		if err == nil && !sy.added.IsEmpty() {
+			// A widened scope: the added part's records are all new.
+			var m int
+			m, err = countChanges(diffScope(ctx, s, node.EmptyRoot, target, sy.added))
+			n += m
+		}
 		if err != nil {
 			sy.log.Warn("arbor sync: cannot count changes against the old base", "err", err)
 		}
 		sy.res.Pulled = n
-	} else if sy.res.Path == "walk" && mismatch == nil {
+	} else if sy.res.Path == "walk" && mismatch == nil && !sy.partial {
 		c, err := s.Count(ctx, target)
 		if err != nil {
 			return err
 		}
 		sy.res.Pulled = int(c)
+	} else if sy.res.Path == "walk" && mismatch == nil {
+		n, err := countChanges(sy.diff(ctx, node.EmptyRoot, target))
+		if err != nil {
+			return err
+		}
+		sy.res.Pulled = n
 	}
 	sy.progress("commit")
 	if err := sy.commit(ctx, newBase); err != nil {
@@ -432,6 +551,9 @@ func (sy *syncer) setServerMeta(b *tree.Batch) {
 		_ = b.SetMeta(metaFingerprint, []byte(sy.cl.fp))
 	}
 	_ = b.SetMeta(metaClientID, []byte(sy.cl.w.ClientID))
+	if sy.sc.Ranges() != nil {
+		_ = b.SetMeta(MetaScope, appendScope(nil, sy.sc))
+	}
 }
 
 // commit moves base to newBase and head to newBase plus any writes made to
@@ -453,7 +575,7 @@ func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
 		newHead := newBase
 		if cur != sy.head0 {
 			// Writes landed during the sync: replay them on the new state.
-			newHead, err = replay(ctx, s, b, sy.head0, cur, newBase)
+			newHead, err = replay(ctx, s, b, sy.diff(ctx, sy.head0, cur), newBase)
 			if err != nil {
 				b.Discard()
 				return fmt.Errorf("replay local writes made during sync: %w", err)
@@ -471,11 +593,11 @@ func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
 	}
 }
 
-// replay applies the changes from→to onto root in b.
-func replay(ctx context.Context, s *tree.Store, b *tree.Batch, from, to, root node.Hash) (node.Hash, error) {
+// replay applies changes onto root in b.
+func replay(ctx context.Context, s *tree.Store, b *tree.Batch, changes iter.Seq2[diffChange, error], root node.Hash) (node.Hash, error) {
 	var edits []tree.StoredEdit
 	var err error
-	for c, derr := range diffTrees(ctx, s, from, to) {
+	for c, derr := range changes {
 		if derr != nil {
 			return root, derr
 		}
@@ -506,9 +628,9 @@ func cloneValue(v node.Value) node.Value {
 	return v
 }
 
-func countChanges(ctx context.Context, s *tree.Store, from, to node.Hash) (int, error) {
+func countChanges(changes iter.Seq2[diffChange, error]) (int, error) {
 	n := 0
-	for _, err := range diffTrees(ctx, s, from, to) {
+	for _, err := range changes {
 		if err != nil {
 			return n, err
 		}

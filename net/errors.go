@@ -28,6 +28,10 @@ var (
 	// ErrConfigMismatch reports a client store whose chunker configuration
 	// differs from the server's: their trees can never have equal roots.
 	ErrConfigMismatch = errors.New("chunker config differs from the server's")
+	// ErrForbiddenScope reports a request outside the token's scope: a push
+	// with a key outside its write scope (the whole push is refused and
+	// nothing applied), or a sync whose scope lies outside its read scope.
+	ErrForbiddenScope = errors.New("outside the token's scope")
 	// ErrRemote reports an error the peer sent; its message is included.
 	ErrRemote = errors.New("peer reported an error")
 )
@@ -44,6 +48,8 @@ func remoteError(peer string, m errorMsg) error {
 		base = ErrFrameTooLarge
 	case codeConfig:
 		base = ErrConfigMismatch
+	case codeScope:
+		base = ErrForbiddenScope
 	default:
 		base = ErrRemote
 	}
@@ -76,6 +82,8 @@ func errorCode(err error) uint64 {
 		return codeTooLarge
 	case errors.Is(err, ErrConfigMismatch):
 		return codeConfig
+	case errors.Is(err, ErrForbiddenScope):
+		return codeScope
 	case errors.Is(err, errForbidden):
 		return codeForbidden
 	case errors.Is(err, errLimit):

@@ -6,6 +6,8 @@ import (
 
 	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
+	"github.com/arbor-sync/arbor/tree"
 )
 
 // Hello flags.
@@ -25,6 +27,7 @@ const (
 	codeInternal     uint64 = 6
 	codeConfig       uint64 = 7
 	codeLimit        uint64 = 8
+	codeScope        uint64 = 9 // forbidden scope: a push outside the token's write scope
 )
 
 // maxToken bounds a token's length on the wire.
@@ -59,7 +62,8 @@ type welcome struct {
 	Root     node.Hash
 	Retained bool // the client's base is retained: the changes path is open
 	Config   chunker.Config
-	RootNode []byte // the root node's bytes when the client will need to walk; may be empty
+	Read     scope.Scope // the token's read scope
+	RootNode []byte      // the root node's bytes when the client will need to walk; may be empty
 }
 
 func (m welcome) encode() []byte {
@@ -71,7 +75,64 @@ func (m welcome) encode() []byte {
 	}
 	b = append(b, r)
 	b = appendConfig(b, m.Config)
+	b = appendScope(b, orAll(m.Read))
 	return append(b, m.RootNode...)
+}
+
+// maxScopeRanges bounds the ranges of a scope on the wire.
+const maxScopeRanges = 1 << 12
+
+// maxScopeKey bounds a scope boundary key on the wire.
+const maxScopeKey = 64 << 10
+
+// appendScope encodes a scope: n, n × (start flag:u8 [, start:bytes], end
+// flag:u8 [, end:bytes]); a flag 0 is unbounded.
+func appendScope(b []byte, s scope.Scope) []byte {
+	rs := s.Ranges()
+	b = binary.AppendUvarint(b, uint64(len(rs)))
+	for _, r := range rs {
+		for _, k := range [][]byte{r.Start, r.End} {
+			if k == nil {
+				b = append(b, 0)
+				continue
+			}
+			b = appendBytes(append(b, 1), k)
+		}
+	}
+	return b
+}
+
+func decodeScope(d *dec) scope.Scope {
+	n := d.uvarint("scope range count")
+	if d.err == nil && n > maxScopeRanges {
+		d.fail("scope range count")
+	}
+	if d.err != nil {
+		return scope.Scope{}
+	}
+	rs := make([]tree.Range, 0, n)
+	for range n {
+		var r tree.Range
+		for i, what := range []string{"scope start", "scope end"} {
+			switch d.byte1(what) {
+			case 0:
+			case 1:
+				k := append([]byte{}, d.bytes(what, maxScopeKey)...)
+				if i == 0 {
+					r.Start = k
+				} else {
+					r.End = k
+				}
+			default:
+				d.fail(what)
+			}
+		}
+		rs = append(rs, r)
+	}
+	if d.err != nil {
+		return scope.Scope{}
+	}
+	return scope.New(rs...)
 }
 
 func decodeWelcome(p []byte) (welcome, error) {
@@ -87,6 +148,7 @@ func decodeWelcome(p []byte) (welcome, error) {
 		d.fail("retained flag")
 	}
 	m.Config = decodeConfig(d)
+	m.Read = decodeScope(d)
 	m.RootNode = d.rest()
 	return m, d.done()
 }
@@ -208,7 +270,18 @@ type pushDone struct {
 	Root       node.Hash
 	Accepted   uint64
 	Overridden []uint64 // indexes, in push order, of changes the server's value overrode
+	Rejected   []rejection
 }
+
+// rejection is a change the server's write validation refused; its index
+// is also in Overridden.
+type rejection struct {
+	Index  uint64
+	Reason string
+}
+
+// maxReason bounds a rejection reason on the wire.
+const maxReason = 1024
 
 func (m pushDone) encode() []byte {
 	b := append([]byte(nil), m.Root[:]...)
@@ -217,7 +290,19 @@ func (m pushDone) encode() []byte {
 	for _, i := range m.Overridden {
 		b = binary.AppendUvarint(b, i)
 	}
+	b = binary.AppendUvarint(b, uint64(len(m.Rejected)))
+	for _, r := range m.Rejected {
+		b = binary.AppendUvarint(b, r.Index)
+		b = appendBytes(b, []byte(truncateTo(r.Reason, maxReason)))
+	}
 	return b
+}
+
+func truncateTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func decodePushDone(p []byte) (pushDone, error) {
@@ -233,6 +318,17 @@ func decodePushDone(p []byte) (pushDone, error) {
 		m.Overridden = make([]uint64, 0, n)
 		for range n {
 			m.Overridden = append(m.Overridden, d.uvarint("overridden index"))
+		}
+	}
+	r := d.uvarint("rejected count")
+	if d.err == nil && r > uint64(len(d.b)) {
+		d.fail("rejected count")
+	}
+	if d.err == nil && r > 0 {
+		m.Rejected = make([]rejection, 0, r)
+		for range r {
+			i := d.uvarint("rejected index")
+			m.Rejected = append(m.Rejected, rejection{Index: i, Reason: string(d.bytes("rejection reason", maxReason))})
 		}
 	}
 	return m, d.done()

@@ -15,14 +15,15 @@ const pushChunkBytes = 8 << 20
 
 // pushOutcome is what the server did with the client's local changes.
 type pushOutcome struct {
-	root       node.Hash       // the server's root after the last push
-	overridden map[string]bool // keys whose local change lost
-	order      [][]byte        // overridden keys in key order
+	root       node.Hash         // the server's root after the last push
+	overridden map[string]bool   // keys whose local change lost
+	order      [][]byte          // overridden keys in key order
+	reasons    map[string]string // key → the server's validation reason, for rejected changes
 }
 
 // push sends the local changes base→head, in pushes of bounded size.
 func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
-	out := &pushOutcome{root: sy.cl.w.Root, overridden: map[string]bool{}}
+	out := &pushOutcome{root: sy.cl.w.Root, overridden: map[string]bool{}, reasons: map[string]string{}}
 	var (
 		ex    *exchange
 		keys  [][]byte
@@ -57,12 +58,18 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 			out.overridden[string(keys[i])] = true
 			out.order = append(out.order, keys[i])
 		}
+		for _, r := range m.Rejected {
+			if r.Index >= uint64(len(keys)) || !out.overridden[string(keys[r.Index])] {
+				return fmt.Errorf("%s: %w: bad rejected index %d", sy.cl.peer, ErrProtocol, r.Index)
+			}
+			out.reasons[string(keys[r.Index])] = r.Reason
+		}
 		sy.res.Accepted += int(m.Accepted)
 		out.root = m.Root
 		ex, keys, bytes = nil, keys[:0], 0
 		return nil
 	}
-	for c, err := range diffTrees(ctx, sy.store, sy.base, sy.head0) {
+	for c, err := range sy.diff(ctx, sy.base, sy.head0) {
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +121,7 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 // values of every overridden key.
 func (sy *syncer) reportOverridden(ctx context.Context, p *pushOutcome, root node.Hash) error {
 	for _, k := range p.order {
-		o := Overridden{Key: k}
+		o := Overridden{Key: k, Reason: p.reasons[string(k)]}
 		var err error
 		if o.Local, err = sy.readOpt(ctx, sy.head0, k); err != nil {
 			return err

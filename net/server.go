@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
 	"github.com/arbor-sync/arbor/tree"
 	"github.com/quic-go/quic-go"
 )
@@ -52,6 +53,13 @@ type ServerOptions struct {
 	// MaxSessions bounds concurrent connections; more are refused with
 	// "server busy" (code 8). Default 1024.
 	MaxSessions int
+	// Validate, if set, is called for every pushed change the server would
+	// apply (after the token's write scope and the compare-and-set check),
+	// serialised with other server writes. A non-nil error rejects that
+	// change: it is not applied, the server's value stays, and the error's
+	// text goes back to the client as the reason (SyncResult.Rejected). The
+	// push's other changes still commit. value is nil when deleted is true.
+	Validate func(ctx context.Context, clientID string, key, value []byte, deleted bool) error
 }
 
 func (o *ServerOptions) defaults() {
@@ -94,7 +102,7 @@ type Server struct {
 	fp    string
 
 	tokMu  sync.RWMutex
-	tokens map[[32]byte]string // sha256(token) → client id
+	tokens map[[32]byte]tokenGrant // sha256(token) → client id and scopes
 
 	wmu    sync.Mutex // serialises the server's ref moves
 	retain *retention
@@ -146,26 +154,33 @@ func NewServer(store *tree.Store, opts ServerOptions) (*Server, error) {
 // clients to pin.
 func (s *Server) Fingerprint() string { return s.fp }
 
-// SetTokens replaces the accepted tokens. Sessions already authenticated
-// continue.
+// tokenGrant is what a token gives a session.
+type tokenGrant struct {
+	clientID    string
+	read, write scope.Scope
+}
+
+// SetTokens replaces the accepted tokens and their scopes. Sessions already
+// authenticated continue with the scopes they started with; the next sync
+// uses the new ones.
 func (s *Server) SetTokens(toks []Token) {
-	m := make(map[[32]byte]string, len(toks))
+	m := make(map[[32]byte]tokenGrant, len(toks))
 	for _, t := range toks {
-		m[sha256.Sum256([]byte(t.Token))] = t.ClientID
+		m[sha256.Sum256([]byte(t.Token))] = tokenGrant{clientID: t.ClientID, read: orAll(t.Read), write: orAll(t.Write)}
 	}
 	s.tokMu.Lock()
 	s.tokens = m
 	s.tokMu.Unlock()
 }
 
-func (s *Server) clientID(token string) (string, bool) {
+func (s *Server) grant(token string) (tokenGrant, bool) {
 	if token == "" {
-		return "", false
+		return tokenGrant{}, false
 	}
 	s.tokMu.RLock()
 	defer s.tokMu.RUnlock()
-	id, ok := s.tokens[sha256.Sum256([]byte(token))]
-	return id, ok
+	g, ok := s.tokens[sha256.Sum256([]byte(token))]
+	return g, ok
 }
 
 // Listen binds the UDP address (such as "127.0.0.1:0").
@@ -279,6 +294,8 @@ type session struct {
 	qc       *quic.Conn
 	peer     string
 	clientID string
+	read     scope.Scope // what the token may read: nodes on its walk, values of its keys
+	write    scope.Scope // what the token may push
 	c        counters
 
 	base         node.Hash
@@ -286,7 +303,8 @@ type session struct {
 
 	mu        sync.Mutex
 	published map[node.Hash]bool     // roots shown to this client
-	nodes     map[node.Hash]struct{} // node hashes the client may request
+	nodes     map[node.Hash]bound    // node hashes the client may request → the node's key interval
+	sent      map[node.Hash]struct{} // nodes sent (kept only for a partial read scope: usable hints)
 	blobs     map[node.Hash]bool     // blob hashes the client may request; true: a value index
 	accepted  map[string]node.Hash   // key → valueHash of the value accepted from this client (zero: deleted)
 	pinned    []node.Hash
@@ -295,7 +313,7 @@ type session struct {
 func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 	peer := qc.RemoteAddr().String()
 	sess := &session{s: s, qc: qc, peer: "client " + peer,
-		published: map[node.Hash]bool{}, nodes: map[node.Hash]struct{}{},
+		published: map[node.Hash]bool{}, nodes: map[node.Hash]bound{}, sent: map[node.Hash]struct{}{},
 		blobs: map[node.Hash]bool{}, accepted: map[string]node.Hash{}}
 	defer func() {
 		for _, h := range sess.pinned {
@@ -380,7 +398,8 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
-	id, ok := s.clientID(h.Token)
+	g, ok := s.grant(h.Token)
+	id := g.clientID
 	if !ok {
 		err := fmt.Errorf("%w: unknown or missing token", ErrUnauthorized)
 		if h.Token == "" {
@@ -389,7 +408,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
-	sess.clientID = id
+	sess.clientID, sess.read, sess.write = id, g.read, g.write
 	sess.peer = fmt.Sprintf("client %s (%s)", id, sess.qc.RemoteAddr())
 	if h.Flags&flagAudit == 0 && h.Config.WithDefaults() != s.store.Config() {
 		err := fmt.Errorf("%w: server %+v, client %+v", ErrConfigMismatch, s.store.Config(), h.Config.WithDefaults())
@@ -401,8 +420,9 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
-	w := welcome{ClientID: id, Root: root, Config: s.store.Config()}
-	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && s.retain.has(h.Base) {
+	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read}
+	// A partial read scope walks: the changes path would diff whole trees.
+	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && sess.read.IsAll() && s.retain.has(h.Base) {
 		if ok, _ := s.store.HasNode(h.Base); ok {
 			sess.base, sess.baseRetained = h.Base, true
 			sess.pinRoot(h.Base)
@@ -418,7 +438,7 @@ func (sess *session) handshake(ctx context.Context) error {
 			return err
 		}
 		if len(n.Raw()) < s.opts.MaxFrame-1024 {
-			if err := sess.served(n); err != nil {
+			if err := sess.served(n, bound{open: true}); err != nil {
 				ex.fail(err)
 				return err
 			}
@@ -471,28 +491,52 @@ func (sess *session) publish(root node.Hash) {
 		return
 	}
 	sess.published[root] = true
-	sess.nodes[root] = struct{}{}
+	sess.nodes[root] = bound{open: true}
 	sess.s.pin(root)
 	sess.pinned = append(sess.pinned, root)
 }
 
-// served records that n was sent: its children (or value blobs) may now
-// be requested.
-func (sess *session) served(n *node.Node) error {
+// bound is a node's key interval for scope tests: its keys lie above lo
+// (nil: unbounded); open marks a node on the tree's right edge, whose
+// interval is unbounded above.
+type bound struct {
+	lo   []byte
+	open bool
+}
+
+// served records that n, with key interval b, was sent: its children whose
+// key interval overlaps the session's read scope (or the value blobs of its
+// keys in that scope) may now be requested.
+func (sess *session) served(n *node.Node, b bound) error {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	all := sess.read.IsAll()
+	if !all {
+		sess.sent[n.Hash()] = struct{}{}
+	}
 	for i := 0; i < n.Len(); i++ {
 		if n.IsLeaf() {
 			if p := n.Payload(i); p[0] == 0 {
 				continue // inline value
+			}
+			if !all && !sess.read.Contains(n.Key(i)) {
+				continue
 			}
 			if v := n.Value(i); v.IsRef {
 				sess.blobs[v.Ref] = true
 			}
 			continue
 		}
+		clo := b.lo
+		if i > 0 {
+			clo = n.Key(i - 1)
+		}
+		hi, open := childHi(n, i, b.open)
+		if !all && !sess.read.Overlaps(clo, hi) {
+			continue // wholly outside the read scope: never served
+		}
 		c, _ := n.Child(i)
-		sess.nodes[c] = struct{}{}
+		sess.showNode(c, bound{lo: clo, open: open})
 	}
 	if len(sess.nodes)+len(sess.blobs) > sess.s.opts.MaxShown {
 		return fmt.Errorf("%w: more than %d outstanding hashes", errLimit, sess.s.opts.MaxShown)
@@ -500,15 +544,40 @@ func (sess *session) served(n *node.Node) error {
 	return nil
 }
 
-// take checks that h was shown to the client and forgets it.
-func (sess *session) takeNode(h node.Hash) bool {
+// showNode lets the client request h, with key interval b. A node shown at
+// two positions keeps the looser bounds. sess.mu is held.
+func (sess *session) showNode(h node.Hash, b bound) {
+	if old, ok := sess.nodes[h]; ok {
+		if old.lo == nil || (b.lo != nil && string(old.lo) < string(b.lo)) {
+			b.lo = old.lo
+		}
+		b.open = b.open || old.open
+	}
+	sess.nodes[h] = b
+}
+
+// takeNode checks that h was shown to the client and forgets it, returning
+// its key interval.
+func (sess *session) takeNode(h node.Hash) (lo bound, ok bool) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	if _, ok := sess.nodes[h]; !ok {
-		return false
+	lo, ok = sess.nodes[h]
+	if ok {
+		delete(sess.nodes, h)
 	}
-	delete(sess.nodes, h)
-	return true
+	return lo, ok
+}
+
+// usableHint reports whether the client may use h as a delta hint: any node
+// for a session that may read everything, else only a node it was sent.
+func (sess *session) usableHint(h node.Hash) bool {
+	if sess.read.IsAll() {
+		return true
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	_, ok := sess.sent[h]
+	return ok
 }
 
 func (sess *session) takeBlob(h node.Hash) (isIndex, ok bool) {
@@ -564,24 +633,26 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 	}
 	for _, r := range rs {
 		h := r.Hash
-		if !sess.takeNode(h) {
+		lo, ok := sess.takeNode(h)
+		if !ok {
 			return fmt.Errorf("%w: node %s", errForbidden, h)
 		}
 		n, err := sess.s.store.Node(ctx, h)
 		if err != nil {
 			return fmt.Errorf("node %s: %w", h, err)
 		}
-		if err := sess.served(n); err != nil {
+		if err := sess.served(n, lo); err != nil {
 			return err
 		}
-		// A hint the server does not hold (or a bad one) just means a full node.
-		if !r.Hint.IsZero() {
+		// A hint the server does not hold (or a bad one) just means a full
+		// node; so does one outside what a partial scope was sent.
+		if !r.Hint.IsZero() && sess.usableHint(r.Hint) {
 			if hn, err := sess.s.store.Node(ctx, r.Hint); err == nil {
 				if delta := encodeNodeDelta(n, hn); delta != nil {
 					// The client may ask again for the whole node if its
 					// copy of the hint turns out corrupt.
 					sess.mu.Lock()
-					sess.nodes[h] = struct{}{}
+					sess.showNode(h, lo)
 					sess.mu.Unlock()
 					if err := ex.send(msgNodeDelta, delta); err != nil {
 						return err
@@ -646,7 +717,7 @@ func (sess *session) getChanges(ctx context.Context, ex *exchange, p []byte) err
 	sess.mu.Lock()
 	okTo := sess.published[m.To]
 	sess.mu.Unlock()
-	if !sess.baseRetained || m.From != sess.base || !okTo {
+	if !sess.baseRetained || m.From != sess.base || !okTo || !sess.read.IsAll() {
 		return fmt.Errorf("%w: changes %s→%s (session base %s)", errForbidden, m.From.Short(), m.To.Short(), sess.base.Short())
 	}
 	var n uint64
@@ -730,6 +801,12 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 			return err2
 		}
 	}
+	for _, c := range changes {
+		if !sess.write.Contains(c.Key) {
+			return fmt.Errorf("%w: client %s may not write %q (write scope %s); push of %d changes refused, nothing applied",
+				ErrForbiddenScope, sess.clientID, c.Key, sess.write, len(changes))
+		}
+	}
 	res, err := s.applyPush(ctx, sess, changes)
 	if err != nil {
 		return err
@@ -738,6 +815,23 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 		return err
 	}
 	return ex.flush()
+}
+
+// validate runs the Validate hook on change i; on rejection it records it
+// in res and returns true.
+func (s *Server) validate(ctx context.Context, sess *session, c pushChange, res *pushDone, i int) bool {
+	var v []byte
+	if !c.Delete {
+		v = c.Value
+	}
+	err := s.opts.Validate(ctx, sess.clientID, c.Key, v, c.Delete)
+	if err == nil {
+		return false
+	}
+	res.Overridden = append(res.Overridden, uint64(i))
+	res.Rejected = append(res.Rejected, rejection{Index: uint64(i), Reason: err.Error()})
+	s.log.Info("arbor server: change rejected by validation", "client", sess.clientID, "key", string(c.Key), "reason", err.Error())
+	return true
 }
 
 func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushChange) (pushDone, error) {
@@ -789,6 +883,8 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 				// Already the server's value (an earlier push that lost its reply).
 				res.Accepted++
 				accepted[string(c.Key)] = newHash
+			case match && s.opts.Validate != nil && s.validate(ctx, sess, c, &res, i):
+				// Rejected by the embedder's validation: the server's value stays.
 			case match:
 				res.Accepted++
 				accepted[string(c.Key)] = newHash

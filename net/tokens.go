@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/arbor-sync/arbor/scope"
 )
 
 // Token is one client credential from a tokens file.
@@ -14,11 +16,28 @@ type Token struct {
 	Token string
 	// ClientID is the stable identity the server assigns the client.
 	ClientID string
+	// Read is the scope the client may read: the server serves it only
+	// nodes on the walk of this scope and only values of keys in it. The
+	// zero Scope means every key (scope.All).
+	Read scope.Scope
+	// Write is the scope the client may push changes to; a push with any
+	// key outside it is refused whole. The zero Scope means every key.
+	Write scope.Scope
+}
+
+// orAll maps the zero Scope (a Token field left unset) to scope.All.
+func orAll(s scope.Scope) scope.Scope {
+	if s.Ranges() == nil {
+		return scope.All
+	}
+	return s
 }
 
 // LoadTokens reads a tokens file: one "TOKEN CLIENT_ID" per line,
-// whitespace-separated, with "#" starting a comment. Further fields of the
-// form name=value (such as read= and write=) are accepted and ignored.
+// whitespace-separated, with "#" starting a comment. Further fields have the
+// form name=value: read= and write= give the token's read and write scopes
+// as comma-separated key prefixes (absent, empty or "*": every key), e.g.
+// "tok-a client-a read=a/,shared/ write=a/"; other names are ignored.
 // Errors name the file and line.
 func LoadTokens(path string) ([]Token, error) {
 	data, err := os.ReadFile(path)
@@ -59,16 +78,30 @@ func ParseTokens(data []byte) ([]Token, error) {
 		if len(f[0]) > maxToken {
 			return nil, fmt.Errorf("line %d: token longer than %d bytes", line, maxToken)
 		}
+		tok := Token{Token: f[0], ClientID: f[1], Read: scope.All, Write: scope.All}
 		for _, extra := range f[2:] {
-			if !strings.Contains(extra, "=") {
+			name, value, ok := strings.Cut(extra, "=")
+			if !ok {
 				return nil, fmt.Errorf("line %d: field %q is not name=value", line, extra)
+			}
+			switch name {
+			case "read", "write":
+				sc, err := scope.ParsePrefixList(value)
+				if err != nil {
+					return nil, fmt.Errorf("line %d: %s: %w", line, name, err)
+				}
+				if name == "read" {
+					tok.Read = sc
+				} else {
+					tok.Write = sc
+				}
 			}
 		}
 		if prev, ok := seen[f[0]]; ok {
 			return nil, fmt.Errorf("line %d: token already defined on line %d", line, prev)
 		}
 		seen[f[0]] = line
-		out = append(out, Token{Token: f[0], ClientID: f[1]})
+		out = append(out, tok)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/arbor-sync/arbor/scope"
 )
 
 func TestParseTokens(t *testing.T) {
@@ -17,8 +19,11 @@ func TestParseTokens(t *testing.T) {
 		{name: "empty", in: ""},
 		{name: "comments and blanks", in: "# header\n\n  # indented\n", want: nil},
 		{name: "two clients", in: "aaa alice\nbbb\tbob  # trailing comment\n",
-			want: []Token{{"aaa", "alice"}, {"bbb", "bob"}}},
-		{name: "unknown fields ignored", in: "aaa alice read=* write=users/\n", want: []Token{{"aaa", "alice"}}},
+			want: []Token{{Token: "aaa", ClientID: "alice"}, {Token: "bbb", ClientID: "bob"}}},
+		{name: "scopes", in: "aaa alice read=* write=users/ color=blue\nbbb bob read=a/,shared/\n", want: []Token{
+			{Token: "aaa", ClientID: "alice", Read: scope.All, Write: scope.Prefixes([]byte("users/"))},
+			{Token: "bbb", ClientID: "bob", Read: scope.Prefixes([]byte("a/"), []byte("shared/"))}}},
+		{name: "bad scope", in: "aaa alice read=a/,,b/\n", wantErr: "line 1: read"},
 		{name: "missing client id", in: "ok a\naaa\n", wantErr: "line 2"},
 		{name: "bare extra field", in: "aaa alice extra\n", wantErr: "line 1: field \"extra\""},
 		{name: "duplicate token", in: "aaa alice\nccc carol\naaa bob\n", wantErr: "line 3: token already defined on line 1"},
@@ -40,7 +45,8 @@ func TestParseTokens(t *testing.T) {
 				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 			for i := range got {
-				if got[i] != tt.want[i] {
+				g, w := got[i], tt.want[i]
+				if g.Token != w.Token || g.ClientID != w.ClientID || !g.Read.Equal(orAll(w.Read)) || !g.Write.Equal(orAll(w.Write)) {
 					t.Fatalf("got %v, want %v", got, tt.want)
 				}
 			}

@@ -30,6 +30,8 @@ type walkItem struct {
 	h      node.Hash
 	hint   node.Hash // a local node at the same level and keys, or zero
 	level  int       // expected level; -1 for the root
+	lo     []byte    // the node's keys lie above lo (nil: unbounded); for a partial walk
+	open   bool      // the node is on the tree's right edge: its interval is unbounded above
 	parent *pendingNode
 }
 
@@ -58,9 +60,11 @@ type leafWait struct {
 	parent *pendingNode
 }
 
-// walk makes the client store hold the whole tree at root.
+// walk makes the client store hold the whole tree at root, or for a
+// partial replica the tree pruned to its scope: every node whose key
+// interval overlaps the scope, and the value blobs of keys in it.
 func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
-	if ok, err := sy.store.HasNode(root); err != nil || ok {
+	if ok, err := sy.store.HasNode(root); err != nil || (ok && sy.added.IsEmpty()) {
 		return err
 	}
 	b, err := sy.store.NewBatch()
@@ -78,13 +82,13 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 		hint = node.Hash{}
 	}
 	if sy.cl.w.Root == root && len(sy.cl.w.RootNode) > 0 {
-		it := walkItem{h: root, hint: hint, level: -1}
+		it := walkItem{h: root, hint: hint, level: -1, open: true}
 		var n *node.Node
 		if n, err = sy.verifyNode(it, sy.cl.w.RootNode); err == nil {
 			err = w.process(ctx, it, n)
 		}
 	} else {
-		w.frontier[0] = append(w.frontier[0], walkItem{h: root, hint: hint, level: -1})
+		w.frontier[0] = append(w.frontier[0], walkItem{h: root, hint: hint, level: -1, open: true})
 	}
 	if err == nil {
 		err = w.run(ctx)
@@ -342,6 +346,9 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			if p := n.Payload(i); p[0] == 0 {
 				continue // inline value: the common case, no decoding needed
 			}
+			if sy.partial && !sy.sc.Contains(n.Key(i)) {
+				continue // outside the scope: the server does not serve it
+			}
 			if v := n.Value(i); v.IsRef {
 				refs = append(refs, v.Ref)
 			}
@@ -357,6 +364,15 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
 	for i := 0; i < n.Len(); i++ {
 		c, cnt := n.Child(i)
+		clo := it.lo
+		if i > 0 {
+			clo = n.Key(i - 1)
+		}
+		hi, open := childHi(n, i, it.open)
+		if sy.partial && !sy.sc.Overlaps(clo, hi) {
+			sy.records += int64(cnt) // outside the scope: pruned
+			continue
+		}
 		var hint node.Hash
 		if hn != nil {
 			j := min(hn.Search(n.Key(i)), hn.Len()-1)
@@ -373,18 +389,33 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 				return err
 			}
 		}
+		if ok && !sy.added.IsEmpty() && sy.added.Overlaps(clo, hi) {
+			// Held, but pruned to the old, narrower scope: fetch it again
+			// so the walk reaches the added part below it.
+			ok = false
+		}
 		if ok {
 			sy.records += int64(cnt) // held already: covered
 			continue
 		}
 		p.missing++
-		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, hint: hint, level: n.Level() - 1, parent: p})
+		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, hint: hint, level: n.Level() - 1, lo: clo, open: open, parent: p})
 	}
 	if p.missing == 0 {
 		return w.put(ctx, raw, it.parent)
 	}
 	w.pending++
 	return nil
+}
+
+// childHi returns the upper end of child i's key interval for scope tests:
+// its separator, or nil (unbounded) for the last child of a node on the
+// tree's right edge, since a search past the greatest key ends there.
+func childHi(n *node.Node, i int, open bool) (hi []byte, childOpen bool) {
+	if open && i == n.Len()-1 {
+		return nil, true
+	}
+	return n.Key(i), false
 }
 
 // flushLeaves fetches the value blobs of waiting leaves, then stores them.

@@ -37,6 +37,36 @@ const maxProblems = 1000
 // subtree counts. It reports every problem it finds (up to 1000) and
 // returns an error wrapping ErrVerify if there is any.
 func (s *Store) Verify(ctx context.Context, root node.Hash) (*VerifyReport, error) {
+	return s.verify(ctx, root, nil)
+}
+
+// Scope is the key set VerifyScope checks; scope.Scope implements it.
+type Scope interface {
+	// Overlaps reports whether a key k with lo < k ≤ hi is in the scope
+	// (nil lo or hi: unbounded).
+	Overlaps(lo, hi []byte) bool
+	// Contains reports whether key is in the scope.
+	Contains(key []byte) bool
+	String() string
+}
+
+// VerifyScope checks a partial replica: the tree at root pruned to sc. It
+// re-reads and re-hashes every node whose key interval overlaps sc (each
+// must be present) and the value blobs of keys in sc, with the structural
+// checks of Verify; nodes wholly outside sc are not required. Since every
+// node is checked against the hash its parent holds, up to root, a clean
+// report proves that the records the store holds in sc are exactly the
+// records in sc of the tree whose root hash is root: nothing missing,
+// nothing extra. The error wraps ErrVerify and names the scope.
+func (s *Store) VerifyScope(ctx context.Context, root node.Hash, sc Scope) (*VerifyReport, error) {
+	rep, err := s.verify(ctx, root, sc)
+	if err != nil && errors.Is(err, ErrVerify) {
+		err = fmt.Errorf("scope %s: %w", sc, err)
+	}
+	return rep, err
+}
+
+func (s *Store) verify(ctx context.Context, root node.Hash, sc Scope) (*VerifyReport, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
 	rep := &VerifyReport{Root: root}
@@ -45,6 +75,7 @@ func (s *Store) Verify(ctx context.Context, root node.Hash) (*VerifyReport, erro
 		level      int // expected level, -1 for the root
 		count      uint64
 		lo, hi     []byte // keys must be > lo (if non-nil) and ≤ hi (if non-nil)
+		open       bool   // on the right edge: unbounded above for scope tests
 		checkCount bool
 	}
 	problem := func(h node.Hash, err error) {
@@ -52,7 +83,7 @@ func (s *Store) Verify(ctx context.Context, root node.Hash) (*VerifyReport, erro
 			rep.Problems = append(rep.Problems, Problem{Hash: h, Err: err})
 		}
 	}
-	queue := []item{{h: root, level: -1}}
+	queue := []item{{h: root, level: -1, open: true}}
 	for len(queue) > 0 {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -85,6 +116,9 @@ func (s *Store) Verify(ctx context.Context, root node.Hash) (*VerifyReport, erro
 		}
 		if n.IsLeaf() {
 			for i := 0; i < n.Len(); i++ {
+				if sc != nil && !sc.Contains(n.Key(i)) {
+					continue
+				}
 				if v := n.Value(i); v.IsRef {
 					rep.Blobs += s.verifyValue(ctx, v, problem)
 				}
@@ -100,7 +134,17 @@ func (s *Store) Verify(ctx context.Context, root node.Hash) (*VerifyReport, erro
 			} else {
 				clo = lo
 			}
-			queue = append(queue, item{h: h, level: n.Level() - 1, count: c, checkCount: true, lo: clo, hi: n.Key(i)})
+			// A search past the greatest key ends in the right edge's last
+			// child, so its interval is unbounded above.
+			open := it.open && i == n.Len()-1
+			shi := n.Key(i)
+			if open {
+				shi = nil
+			}
+			if sc != nil && !sc.Overlaps(clo, shi) {
+				continue // pruned: wholly outside the scope
+			}
+			queue = append(queue, item{h: h, level: n.Level() - 1, count: c, checkCount: true, lo: clo, hi: n.Key(i), open: open})
 		}
 	}
 	if len(rep.Problems) > 0 {

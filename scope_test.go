@@ -1,0 +1,78 @@
+package arbor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/arbor-sync/arbor"
+	"github.com/arbor-sync/arbor/scope"
+)
+
+// TestPartialReplica: a DB synced with a scope holds the server's records
+// in it, refuses writes outside it, pushes writes inside it, and verifies.
+func TestPartialReplica(t *testing.T) {
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tmp := t.TempDir()
+	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serverDB.Close()
+	b := new(arbor.Batch)
+	for i := range 500 {
+		b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%5, i)), []byte(fmt.Sprint(i)))
+	}
+	if err := serverDB.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := arbor.NewServer(serverDB, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: tmp + "/tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+
+	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint(), Scope: scope.Prefixes([]byte("b/"))}
+	res, err := db.Sync(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pulled != 100 {
+		t.Fatalf("pulled %d, want 100", res.Pulled)
+	}
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = db.Put(ctx, []byte("c/x"), []byte("no"))
+	if !errors.Is(err, arbor.ErrOutOfScope) || !strings.Contains(err.Error(), `"c/x"`) {
+		t.Fatalf("write outside scope: err = %v", err)
+	}
+	if err := db.Put(ctx, []byte("b/new"), []byte("yes")); err != nil {
+		t.Fatal(err)
+	}
+	opts.Scope = scope.Scope{} // the stored scope
+	if _, err := db.Sync(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := serverDB.Get(ctx, []byte("b/new")); err != nil || string(v) != "yes" {
+		t.Fatalf("server b/new = %q, %v", v, err)
+	}
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
