@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -291,5 +292,35 @@ func TestCLIDemo(t *testing.T) {
 	out := mustRun(t, "", "demo", "--records", "5000", "--edits", "50")
 	if !strings.Contains(out, "0 checks failed") || strings.Contains(out, "FAIL") {
 		t.Fatalf("demo output:\n%s", out)
+	}
+}
+
+// TestCLIPartialSync: 'arbor sync --prefix' makes a partial replica that
+// verifies; a token's write scope refuses a push outside it.
+func TestCLIPartialSync(t *testing.T) {
+	dir := t.TempDir()
+	srv, a := filepath.Join(dir, "srv"), filepath.Join(dir, "a")
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("tok-a laptop-a read=u/,shared/ write=u/\n"), 0o600)
+	var in strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&in, "%c/%03d\tv%d\n", "su"[i%2], i, i)
+	}
+	mustRun(t, in.String(), "--db", srv, "import", "-")
+	addr, fp := startServer(t, srv, tokens)
+	out := mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a", "--fingerprint", fp, "--prefix", "u/", "--prefix", "x/")
+	if !strings.Contains(out, `scope: ["u/", "u0")`) || !strings.Contains(out, "pulled 100") {
+		t.Fatalf("partial sync output %q", out)
+	}
+	if out := mustRun(t, "", "--db", a, "verify"); !strings.Contains(out, "ok") {
+		t.Fatalf("verify output %q", out)
+	}
+	if r := runArbor(t, "", "--db", a, "put", "s/000", "x"); r.code == 0 || !strings.Contains(r.stderr, "outside scope") {
+		t.Fatalf("put outside scope: code %d stderr %q", r.code, r.stderr)
+	}
+	mustRun(t, "", "--db", a, "put", "u/new", "mine")
+	out = mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
+	if !strings.Contains(out, "accepted 1") {
+		t.Fatalf("push in scope: %q", out)
 	}
 }

@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/arbor-sync/arbor"
+	"github.com/arbor-sync/arbor/scope"
+	"github.com/arbor-sync/arbor/tree"
 	"github.com/schollz/progressbar/v3"
 )
 
 type serveCmd struct {
 	Listen  string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
-	Tokens  string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID' per line, '#' comments. Reread on SIGHUP."`
+	Tokens  string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
 	CertDir string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
 	Retain  int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
 	Verbose bool   `short:"v" help:"Log sessions to standard error."`
@@ -86,6 +88,9 @@ type syncCmd struct {
 	Trust       bool          `help:"Trust an unknown server on first use and remember its fingerprint."`
 	CA          string        `name:"ca" placeholder:"FILE" help:"Verify the server against this CA file instead of a fingerprint."`
 	Walk        bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
+	Prefix      []string      `placeholder:"P" help:"Sync only keys with this prefix (repeatable; with --start/--end, the union). Remembered; a wider scope later fetches only the added part."`
+	Start       *string       `placeholder:"KEY" help:"Sync only keys ≥ KEY (with --end: the range [start, end))."`
+	End         *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
 	JSON        bool          `name:"json" help:"Print the result as JSON."`
 	Timeout     time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
 }
@@ -95,7 +100,30 @@ func (syncCmd) Help() string {
 }
 
 func (c syncCmd) clientOptions() arbor.SyncOptions {
-	return arbor.SyncOptions{Server: c.Server, Token: c.Token, Fingerprint: c.Fingerprint, TrustOnFirstUse: c.Trust, CAFile: c.CA, ForceWalk: c.Walk}
+	return arbor.SyncOptions{Server: c.Server, Token: c.Token, Fingerprint: c.Fingerprint, TrustOnFirstUse: c.Trust, CAFile: c.CA, ForceWalk: c.Walk, Scope: c.scope()}
+}
+
+// scope is the union of the --prefix flags and the --start/--end range;
+// the zero Scope (the stored one) when none is given.
+func (c syncCmd) scope() scope.Scope {
+	var rs []tree.Range
+	for _, p := range c.Prefix {
+		rs = append(rs, tree.PrefixRange([]byte(p)))
+	}
+	if c.Start != nil || c.End != nil {
+		var r tree.Range
+		if c.Start != nil {
+			r.Start = []byte(*c.Start)
+		}
+		if c.End != nil {
+			r.End = []byte(*c.End)
+		}
+		rs = append(rs, r)
+	}
+	if len(rs) == 0 {
+		return scope.Scope{}
+	}
+	return scope.New(rs...)
 }
 
 func (c syncCmd) Run(e *env) error {
@@ -111,6 +139,9 @@ func (c syncCmd) Run(e *env) error {
 		defer cancel()
 	}
 	opts := c.clientOptions()
+	if sc := opts.Scope; sc.Ranges() != nil && sc.IsEmpty() {
+		return fmt.Errorf("sync: the scope given by --prefix/--start/--end holds no key")
+	}
 	var bar *progressbar.ProgressBar
 	if e.isTTY && !c.JSON {
 		// A walk knows its exact total from the server root's subtree
@@ -141,6 +172,13 @@ func (c syncCmd) Run(e *env) error {
 	if res == nil {
 		return err
 	}
+	if err == nil && !res.Scope.IsAll() {
+		// A partial replica proves its records are exactly the server's
+		// in scope, by hashes up to the server's root.
+		if _, verr := db.Verify(ctx); verr != nil {
+			err = fmt.Errorf("sync: partial replica does not verify: %w", verr)
+		}
+	}
 	if c.JSON {
 		out := syncJSON(res)
 		if err != nil {
@@ -170,6 +208,7 @@ type syncOut struct {
 	Nodes         int              `json:"nodes_fetched"`
 	Millis        float64          `json:"ms"`
 	Root          arbor.Hash       `json:"root"`
+	Scope         string           `json:"scope"`
 	Error         string           `json:"error,omitempty"`
 }
 
@@ -177,6 +216,7 @@ type overriddenJSON struct {
 	Key    string  `json:"key"`
 	Local  *string `json:"local"`
 	Server *string `json:"server"`
+	Reason string  `json:"reason,omitempty"`
 }
 
 func strp(b *[]byte) *string {
@@ -190,9 +230,9 @@ func strp(b *[]byte) *string {
 func syncJSON(r *arbor.SyncResult) syncOut {
 	out := syncOut{Client: r.ClientID, Path: r.Path, Pulled: r.Pulled, Pushed: r.Pushed, Accepted: r.Accepted,
 		Overridden: []overriddenJSON{}, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, RoundTrips: r.RoundTrips,
-		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root}
+		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root, Scope: r.Scope.String()}
 	for _, o := range r.Overridden {
-		out.Overridden = append(out.Overridden, overriddenJSON{string(o.Key), strp(o.Local), strp(o.Server)})
+		out.Overridden = append(out.Overridden, overriddenJSON{string(o.Key), strp(o.Local), strp(o.Server), o.Reason})
 	}
 	return out
 }
@@ -200,7 +240,14 @@ func syncJSON(r *arbor.SyncResult) syncOut {
 func printSync(e *env, r *arbor.SyncResult) {
 	fmt.Fprintf(e.stdout, "synced as %s via %s: pulled %d, pushed %d (accepted %d, overridden %d)\n",
 		r.ClientID, r.Path, r.Pulled, r.Pushed, r.Accepted, len(r.Overridden))
+	if !r.Scope.IsAll() {
+		fmt.Fprintf(e.stdout, "scope: %s (partial replica, verified against the server's root)\n", r.Scope)
+	}
 	for _, o := range r.Overridden {
+		if o.Reason != "" {
+			fmt.Fprintf(e.stdout, "  rejected %s: %s; server's %s\n", quote(o.Key), o.Reason, showOpt(o.Server))
+			continue
+		}
 		fmt.Fprintf(e.stdout, "  overridden %s: yours %s, server's %s\n", quote(o.Key), showOpt(o.Local), showOpt(o.Server))
 	}
 	fmt.Fprintf(e.stdout, "wire: %d bytes sent, %d received, %d round trips, %d nodes fetched, %s\nroot %s\n",
