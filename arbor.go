@@ -293,7 +293,18 @@ func (db *DB) Scope() (scope.Scope, error) { return arbornet.StoredScope(db.stor
 type GCStats = tree.GCStats
 
 // GC deletes nodes no retained root reaches and compacts the store.
-func (db *DB) GC(ctx context.Context) (GCStats, error) { return db.store.GC(ctx) }
+// On a partial replica it keeps only the nodes that overlap the replica's
+// scope (tree.Store.GCScope).
+func (db *DB) GC(ctx context.Context) (GCStats, error) {
+	sc, err := db.Scope()
+	if err != nil {
+		return GCStats{}, err
+	}
+	if !sc.IsAll() {
+		return db.store.GCScope(ctx, sc)
+	}
+	return db.store.GC(ctx)
+}
 
 // ImportFormat names an import line format.
 type ImportFormat string

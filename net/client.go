@@ -258,6 +258,13 @@ func Sync(ctx context.Context, store *tree.Store, opts ClientOptions) (*SyncResu
 	start := time.Now()
 	sy := &syncer{store: store, opts: opts, res: &SyncResult{Path: "none"}, log: opts.Logger}
 	err := sy.run(ctx)
+	if err == nil && sy.hasBase && sy.sc.Ranges() != nil && !sy.sc.Covers(sy.oldSc) {
+		// The scope shrank (the token's read scope did, or the caller asked
+		// for less): drop the records the replica no longer holds.
+		if _, gerr := store.GCScope(ctx, sy.sc); gerr != nil {
+			err = fmt.Errorf("drop records outside the shrunk scope %s: %w", sy.sc, gerr)
+		}
+	}
 	if sy.cl != nil {
 		sy.res.BytesSent = sy.cl.c.sent.Load()
 		sy.res.BytesReceived = sy.cl.c.recv.Load()

@@ -323,3 +323,37 @@ func TestPartialTamper(t *testing.T) {
 		})
 	}
 }
+
+// TestReadScopeShrinks: when the token's read scope shrinks, the next sync
+// narrows the replica's scope and drops the records it may no longer read.
+func TestReadScopeShrinks(t *testing.T) {
+	tok := Token{Token: "tok-carol-0123456789", ClientID: "carol", Read: pfx("key-0001", "key-0002")}
+	ts := startServer(t, smallChunks, func(o *ServerOptions) { o.Tokens = append(o.Tokens, tok) })
+	put(t, ts.store, 0, 500, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts("tok-carol-0123456789")
+	mustSync(t, c, opts)
+	checkScoped(t, ts, c, pfx("key-0001", "key-0002"))
+	if v := get(t, c, ref(t, c, BaseRef), rec(250)); v == nil {
+		t.Fatal("rec(250) not held before the shrink")
+	}
+	tok.Read = pfx("key-0001")
+	ts.srv.SetTokens(append(append([]Token(nil), testTokens...), tok))
+	res := mustSync(t, c, opts)
+	if !res.Scope.Equal(pfx("key-0001")) {
+		t.Fatalf("scope after shrink %s", res.Scope)
+	}
+	checkScoped(t, ts, c, pfx("key-0001"))
+	if sc, err := StoredScope(c); err != nil || !sc.Equal(pfx("key-0001")) {
+		t.Fatalf("stored scope %s, %v", sc, err)
+	}
+	for i := 210; i < 290; i++ {
+		if v := get(t, c, ref(t, c, BaseRef), rec(i)); v != nil {
+			t.Fatalf("rec(%d) still readable after the read scope shrank", i)
+		}
+	}
+	// Still a working replica.
+	edit(t, ts.store, tree.Edit{Key: rec(120), Value: []byte("after")})
+	mustSync(t, c, opts)
+	checkScoped(t, ts, c, pfx("key-0001"))
+}

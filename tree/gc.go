@@ -33,6 +33,18 @@ type GCStats struct {
 // cancelled or the process dies mid-sweep, every node still stored still
 // heads a complete subtree — the invariant sync's walk relies on.
 func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error) {
+	return s.gcScope(ctx, nil, extraRoots)
+}
+
+// GCScope is GC for a partial replica, which holds its trees pruned to sc
+// (see VerifyScope): it marks from every root only the nodes whose key
+// interval overlaps sc and the value blobs of keys in sc, and deletes the
+// rest, so records outside sc that the store still held are dropped.
+func (s *Store) GCScope(ctx context.Context, sc Scope, extraRoots ...node.Hash) (GCStats, error) {
+	return s.gcScope(ctx, sc, extraRoots)
+}
+
+func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (GCStats, error) {
 	var st GCStats
 	done, err := s.use()
 	if err != nil {
@@ -56,7 +68,13 @@ func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error
 	liveBlobs := map[node.Hash]struct{}{}
 	for _, r := range roots {
 		st.Roots++
-		if err := s.mark(ctx, r, liveNodes, liveBlobs); err != nil {
+		mark := s.mark
+		if sc != nil {
+			mark = func(ctx context.Context, r node.Hash, ln, lb map[node.Hash]struct{}) error {
+				return s.markScope(ctx, r, sc, ln, lb)
+			}
+		}
+		if err := mark(ctx, r, liveNodes, liveBlobs); err != nil {
 			return st, fmt.Errorf("gc %s: mark from root %s: %w", s.dir, r, err)
 		}
 	}
@@ -131,6 +149,74 @@ func (s *Store) mark(ctx context.Context, root node.Hash, liveNodes, liveBlobs m
 			}
 			c, _ := n.Child(i)
 			stack = append(stack, c)
+		}
+	}
+	return nil
+}
+
+// markScope marks from root the nodes whose key interval overlaps sc (as in
+// VerifyScope) and the value blobs of keys in sc.
+func (s *Store) markScope(ctx context.Context, root node.Hash, sc Scope, liveNodes, liveBlobs map[node.Hash]struct{}) error {
+	type item struct {
+		h    node.Hash
+		lo   []byte
+		open bool
+	}
+	seen := map[string]struct{}{} // a hash may be pruned differently at another position
+	stack := []item{{h: root, open: true}}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		it := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		id := fmt.Sprintf("%x/%t/%q/%t", it.h[:], it.lo == nil, it.lo, it.open)
+		if _, ok := seen[id]; ok {
+			continue
+		}
+		seen[id] = struct{}{}
+		liveNodes[it.h] = struct{}{}
+		n, err := s.Node(ctx, it.h)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < n.Len(); i++ {
+			if n.IsLeaf() {
+				v := n.Value(i)
+				if !v.IsRef || !sc.Contains(n.Key(i)) {
+					continue
+				}
+				if _, ok := liveBlobs[v.Ref]; ok {
+					continue
+				}
+				liveBlobs[v.Ref] = struct{}{}
+				idx, err := s.Blob(ctx, v.Ref)
+				if err != nil {
+					return err
+				}
+				chunks, _, err := node.DecodeValueIndex(idx)
+				if err != nil {
+					return fmt.Errorf("value index %s: %w", v.Ref, err)
+				}
+				for _, c := range chunks {
+					liveBlobs[c.Hash] = struct{}{}
+				}
+				continue
+			}
+			lo := it.lo
+			if i > 0 {
+				lo = n.Key(i - 1)
+			}
+			open := it.open && i == n.Len()-1
+			hi := n.Key(i)
+			if open {
+				hi = nil
+			}
+			if !sc.Overlaps(lo, hi) {
+				continue
+			}
+			c, _ := n.Child(i)
+			stack = append(stack, item{h: c, lo: lo, open: open})
 		}
 	}
 	return nil
