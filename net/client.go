@@ -68,7 +68,7 @@ type ClientOptions struct {
 	// intersected with the token's read scope (which the server sends), so
 	// a shrunk read scope shrinks the replica. A partial replica always
 	// walks: it fetches only nodes whose key interval overlaps its scope
-	// and holds the server's tree pruned to it, which ScopeVerify checks.
+	// and holds the server's tree pruned to it, which tree.Store.VerifyScope checks.
 	Scope scope.Scope
 }
 

@@ -30,6 +30,25 @@
 // against the hint when that is smaller, so a walk against a slightly stale
 // base costs about what the changed entries cost, not whole nodes.
 //
+// # Partial sync
+//
+// A client may replicate only a scope (ClientOptions.Scope: key prefixes and
+// ranges, package scope), stored in the client's metadata by its first sync;
+// a token may be limited to read and write scopes (Token.Read, Token.Write;
+// read= and write= in a tokens file). The scope synced is the client's
+// intersected with the token's read scope, which Welcome carries. A partial
+// replica always walks, descending only into children whose key interval
+// overlaps its scope, so it holds the server's tree pruned to the scope,
+// with base = the server's root: re-hashing the stored nodes up to that root
+// (tree.Store.VerifyScope) proves its records are exactly the server's in
+// scope. Its pushes, replays and counts diff only the scope's ranges;
+// widening fetches only nodes overlapping the added part; a shrunk scope is
+// garbage-collected (tree.Store.GCScope). The server shows a session only
+// children overlapping the token's read scope and value blobs of keys in it,
+// refuses a push with any key outside the write scope (ErrForbiddenScope,
+// nothing applied), and runs ServerOptions.Validate on each change it would
+// apply (a rejection comes back as Overridden.Reason).
+//
 // Memory is bounded on both sides: records and nodes are streamed and
 // applied in batches; a walk fetches the lowest pending level first, so at
 // most Parallel × BatchNodes nodes and their pending parents are held; a
@@ -42,8 +61,8 @@
 // QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true.
 //
 // Invariants: a client stores a fetched node only once its whole subtree is
-// stored, so holding a node means holding its subtree, even after an
-// interrupted walk; the server serves only nodes and blobs reachable from a
+// stored, so holding a node means holding its subtree (on a partial
+// replica, its subtree pruned to the scope), even after an interrupted walk; the server serves only nodes and blobs reachable from a
 // root it published to that session; every frame read and write has a
 // deadline; no message is trusted for sizes before it is checked against
 // the frame limit.
