@@ -167,6 +167,11 @@ func (db *DB) Apply(ctx context.Context, b *Batch) error {
 		}
 	}
 	_, err = db.store.Update(ctx, HeadRef, b.edits)
+	if err != nil && !sc.IsAll() && (errors.Is(err, node.ErrNotFound) || errors.Is(err, tree.ErrNotFound)) {
+		// Re-chunking next to the scope's edge can need a node outside it,
+		// which a partial replica does not hold: nothing was written.
+		return fmt.Errorf("arbor: write on a partial replica (scope %s) needs a node outside the scope; nothing was written; widen the scope by a few keys: %w", sc, err)
+	}
 	return err
 }
 

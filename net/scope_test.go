@@ -357,3 +357,40 @@ func TestReadScopeShrinks(t *testing.T) {
 	mustSync(t, c, opts)
 	checkScoped(t, ts, c, pfx("key-0001"))
 }
+
+// TestScopedWireBytes: with out-of-line values (here 8 KiB each, distinct),
+// a scoped token receives the in-scope values and no other: the bytes
+// received stay within the in-scope values plus a small per-node overhead.
+func TestScopedWireBytes(t *testing.T) {
+	ts := startServer(t, smallChunks, func(o *ServerOptions) {
+		o.Tokens = append(o.Tokens, Token{Token: "tok-carol-0123456789", ClientID: "carol", Read: pfx("key-00010")})
+	})
+	var edits []tree.Edit
+	for i := 0; i < 400; i++ {
+		v := []byte(strings.Repeat(fmt.Sprintf("%07d|", i), 1024)) // 8 KiB, out of line
+		edits = append(edits, tree.Edit{Key: rec(i), Value: v})
+	}
+	edit(t, ts.store, edits...)
+	c := openStore(t, t.TempDir(), smallChunks)
+	res := mustSync(t, c, ts.opts("tok-carol-0123456789"))
+	checkScoped(t, ts, c, pfx("key-00010"))
+	inScope := 10 * 8192
+	t.Logf("scoped clone, 10 of 400 values of 8 KiB in scope: %d B received (in-scope values %d B), %d B sent, %d nodes, %d blobs",
+		res.BytesReceived, inScope, res.BytesSent, res.NodesFetched, res.BlobsFetched)
+	if res.BytesReceived > int64(inScope)+8192/2 {
+		t.Fatalf("received %d bytes: out-of-scope values reached the client", res.BytesReceived)
+	}
+	// Each out-of-scope value is absent from the client's store.
+	for i := 0; i < 400; i++ {
+		if i >= 100 && i < 110 {
+			continue
+		}
+		sv, err := ts.store.GetValue(context.Background(), ref(t, ts.store, HeadRef), rec(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := c.HasBlob(sv.Ref); ok {
+			t.Fatalf("client holds the value of out-of-scope key %q", rec(i))
+		}
+	}
+}
