@@ -197,7 +197,7 @@ func TestValidateHook(t *testing.T) {
 // every sync the replica's records equal the server's in scope, and the
 // replica verifies against the server's root. The scope then widens.
 func TestPartialSyncProperty(t *testing.T) {
-	for seed := uint64(1); seed <= 4; seed++ {
+	for seed := uint64(1); seed <= 8; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			ts := startServer(t, smallChunks, nil)
@@ -230,7 +230,15 @@ func TestPartialSyncProperty(t *testing.T) {
 					defer wg.Done()
 					for range 5 {
 						i := wrng.IntN(n + 100)
-						if wrng.IntN(4) == 0 {
+						if wrng.IntN(5) == 0 {
+							// A run of deletes: moves node boundaries and
+							// widens the intervals of unchanged neighbours.
+							var dels []tree.Edit
+							for j := i; j < i+30; j++ {
+								dels = append(dels, tree.Edit{Key: rec(j), Delete: true})
+							}
+							edit(t, ts.store, dels...)
+						} else if wrng.IntN(4) == 0 {
 							edit(t, ts.store, tree.Edit{Key: rec(i), Delete: true})
 						} else {
 							edit(t, ts.store, tree.Edit{Key: rec(i), Value: []byte(fmt.Sprintf("s%d-%d", round, i))})
@@ -393,4 +401,42 @@ func TestScopedWireBytes(t *testing.T) {
 			t.Fatalf("client holds the value of out-of-scope key %q", rec(i))
 		}
 	}
+}
+
+// TestPartialHeldNodeWidens: deleting the keys after a held node makes it
+// the tree's right edge, so its last child's interval becomes unbounded and
+// may now overlap the scope; the walk must fetch what the held node's
+// pruned subtree lacks instead of trusting it.
+func TestPartialHeldNodeWidens(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 500, 1)
+	sc := scope.New(tree.Range{Start: rec(100), End: rec(110)}, tree.Range{Start: rec(900)})
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.Scope = sc
+	mustSync(t, c, opts)
+	checkScoped(t, ts, c, sc)
+	// The level-1 node holding rec(105), and its last key.
+	h := ref(t, ts.store, HeadRef)
+	var last []byte
+	for {
+		n, err := ts.store.Node(context.Background(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Level() == 1 {
+			last = n.LastKey()
+			break
+		}
+		h, _ = n.Child(min(n.Search(rec(105)), n.Len()-1))
+	}
+	var dels []tree.Edit
+	for i := 0; i < 500; i++ {
+		if string(rec(i)) > string(last) {
+			dels = append(dels, tree.Edit{Key: rec(i), Delete: true})
+		}
+	}
+	edit(t, ts.store, dels...)
+	mustSync(t, c, opts)
+	checkScoped(t, ts, c, sc)
 }

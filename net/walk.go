@@ -389,6 +389,15 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 				return err
 			}
 		}
+		if ok && sy.partial {
+			// A held node was pruned for the interval it had then; deletions
+			// next to it may have widened it (a new lower bound, or now the
+			// right edge): check its edge children are there for this one.
+			var err error
+			if ok, err = w.heldPruned(ctx, c, clo, open, true, open); err != nil {
+				return err
+			}
+		}
 		if ok && !sy.added.IsEmpty() && sy.added.Overlaps(clo, hi) {
 			// Held, but pruned to the old, narrower scope: fetch it again
 			// so the walk reaches the added part below it.
@@ -406,6 +415,47 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	}
 	w.pending++
 	return nil
+}
+
+// heldPruned reports whether the held node h, at the interval (lo, …] (open:
+// the right edge), holds every child the scope needs there. Only the edge
+// children's intervals depend on the node's position: child 0's on lo
+// (checkLo), the last child's on open (checkOpen); the others' depend on
+// h's own keys and were pruned for them when h was stored.
+func (w *walker) heldPruned(ctx context.Context, h node.Hash, lo []byte, open, checkLo, checkOpen bool) (bool, error) {
+	sy := w.sy
+	n, err := sy.store.Node(ctx, h)
+	if err != nil {
+		return false, nil // unreadable: fetch it again
+	}
+	if n.IsLeaf() || n.Len() == 0 {
+		return true, nil
+	}
+	for _, i := range []int{0, n.Len() - 1} {
+		edgeLo, edgeOpen := checkLo && i == 0, checkOpen && i == n.Len()-1
+		if !edgeLo && !edgeOpen {
+			continue
+		}
+		clo := lo
+		if i > 0 {
+			clo = n.Key(i - 1)
+		}
+		hi, copen := childHi(n, i, open)
+		if !sy.sc.Overlaps(clo, hi) {
+			continue
+		}
+		c, _ := n.Child(i)
+		if ok, err := sy.store.HasNode(c); err != nil || !ok {
+			return false, err
+		}
+		if ok, err := w.heldPruned(ctx, c, clo, copen, edgeLo, edgeOpen); err != nil || !ok {
+			return false, err
+		}
+		if n.Len() == 1 {
+			break
+		}
+	}
+	return true, nil
 }
 
 // childHi returns the upper end of child i's key interval for scope tests:
