@@ -312,7 +312,7 @@ func TestCLIPartialSync(t *testing.T) {
 	if !strings.Contains(out, `scope: ["u/", "u0")`) || !strings.Contains(out, "pulled 100") {
 		t.Fatalf("partial sync output %q", out)
 	}
-	if out := mustRun(t, "", "--db", a, "verify"); !strings.Contains(out, "ok") {
+	if out := mustRun(t, "", "--db", a, "verify"); !strings.Contains(out, `ok: partial replica of ["u/", "u0")`) {
 		t.Fatalf("verify output %q", out)
 	}
 	if r := runArbor(t, "", "--db", a, "put", "s/000", "x"); r.code == 0 || !strings.Contains(r.stderr, "outside scope") {

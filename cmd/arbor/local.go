@@ -261,6 +261,10 @@ func (c verifyCmd) Run(e *env) error {
 	if rep == nil {
 		return verr
 	}
+	sc, err := db.Scope()
+	if err != nil {
+		return err
+	}
 	if c.JSON {
 		out := struct {
 			Root     arbor.Hash `json:"root"`
@@ -269,7 +273,8 @@ func (c verifyCmd) Run(e *env) error {
 			Records  uint64     `json:"records"`
 			OK       bool       `json:"ok"`
 			Problems []string   `json:"problems"`
-		}{rep.Root, rep.Nodes, rep.Blobs, rep.Records, len(rep.Problems) == 0, []string{}}
+			Scope    string     `json:"scope"`
+		}{rep.Root, rep.Nodes, rep.Blobs, rep.Records, len(rep.Problems) == 0, []string{}, sc.String()}
 		for _, p := range rep.Problems {
 			out.Problems = append(out.Problems, p.String())
 		}
@@ -280,7 +285,9 @@ func (c verifyCmd) Run(e *env) error {
 		for _, p := range rep.Problems {
 			fmt.Fprintln(e.stdout, "problem:", p)
 		}
-		if len(rep.Problems) == 0 && verr == nil {
+		if len(rep.Problems) == 0 && verr == nil && !sc.IsAll() {
+			fmt.Fprintf(e.stdout, "ok: partial replica of %s verified against server root %s (%d nodes and %d value blobs in scope re-hashed up to it)\n", sc, rep.Root, rep.Nodes, rep.Blobs)
+		} else if len(rep.Problems) == 0 && verr == nil {
 			fmt.Fprintf(e.stdout, "ok: root %s, %d records, %d nodes and %d value blobs verified\n", rep.Root, rep.Records, rep.Nodes, rep.Blobs)
 		}
 	}
