@@ -440,3 +440,33 @@ func TestPartialHeldNodeWidens(t *testing.T) {
 	mustSync(t, c, opts)
 	checkScoped(t, ts, c, sc)
 }
+
+// TestScopedBlobRequestRefused: the value of a key outside the read scope
+// is refused even when the client names its hash and walked the leaf
+// holding that key.
+func TestScopedBlobRequestRefused(t *testing.T) {
+	ts := startServer(t, smallChunks, func(o *ServerOptions) {
+		o.Tokens = append(o.Tokens, Token{Token: "tok-carol-0123456789", ClientID: "carol", Read: scope.New(tree.Range{Start: rec(0), End: rec(1)})})
+	})
+	big := strings.Repeat("y", 4096)
+	edit(t, ts.store, tree.Edit{Key: rec(0), Value: []byte(big + "0")}, tree.Edit{Key: rec(1), Value: []byte(big + "1")})
+	root := ref(t, ts.store, HeadRef)
+	sv, err := ts.store.GetValue(context.Background(), root, rec(1)) // same leaf as rec(0), outside the scope
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := dial(context.Background(), ClientOptions{Server: ts.addr, Fingerprint: ts.fp, IOTimeout: 5e9, MaxFrame: DefaultMaxFrame},
+		ts.fp, hello{Token: "tok-carol-0123456789", Flags: flagWalk, Config: smallChunks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.close()
+	if len(cl.w.RootNode) == 0 {
+		t.Fatal("no root node in Welcome")
+	}
+	sy := &syncer{cl: cl, opts: ClientOptions{IOTimeout: 5e9}}
+	err = sy.getBlobs(context.Background(), []node.Hash{sv.Ref}, func(node.Hash, []byte) error { return nil })
+	if err == nil || !errors.Is(err, ErrProtocol) {
+		t.Fatalf("out-of-scope value: err = %v, want refusal", err)
+	}
+}
