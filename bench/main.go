@@ -129,7 +129,15 @@ func main() {
 	flag.StringVar(&o.SyncD, "sync-d", "", "override the sync section's d values, comma-separated")
 	flag.StringVar(&o.Profiles, "profiles", "", "link profiles of the sync section, comma-separated (default loopback,lan,wan,lossy)")
 	jsonOut := flag.Bool("json", false, "print the JSON results instead of the Markdown report")
+	replot := flag.String("replot", "", "redraw the plots from an earlier run's report.json into -out, measuring nothing")
 	flag.Parse()
+	if *replot != "" {
+		if err := replotFrom(*replot, cfg.Out); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := cfg.defaults(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
@@ -166,6 +174,27 @@ func main() {
 	} else {
 		fmt.Print(md)
 	}
+}
+
+// replotFrom redraws the plots of the results stored in a report.json.
+func replotFrom(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("replot %s: %w", path, err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	plots, err := writePlots(&res, out)
+	if err != nil {
+		return fmt.Errorf("replot %s: %w", path, err)
+	}
+	fmt.Println("wrote", strings.Join(plots, ", "), "in", out)
+	return nil
 }
 
 // Overrides are the flags that replace a suite's sizes; zero values keep them.

@@ -59,6 +59,7 @@ func logPlot(title, xl, yl string) *plot.Plot {
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
 	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.YOffs = -vg.Points(6) // clear of the title
 	p.Add(plotter.NewGrid())
 	return p
 }
@@ -93,6 +94,7 @@ func plotBytesVsD(r *Results, path string) error {
 		return err
 	}
 	headroom(p)
+	widen(p)
 	return p.Save(7*vg.Inch, 5*vg.Inch, path)
 }
 
@@ -108,6 +110,7 @@ func plotTimeVsN(r *Results, path string) error {
 		return err
 	}
 	headroom(p)
+	widen(p)
 	return p.Save(7*vg.Inch, 5*vg.Inch, path)
 }
 
@@ -130,10 +133,11 @@ func plotProfiles(r *Results, path string) error {
 	p.X.Label.Text = "link profile"
 	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
 	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.YOffs = -vg.Points(6)
 	p.Add(plotter.NewGrid())
 	names := make([]string, len(cases))
 	for i, c := range cases {
-		names[i] = c.Profile + " (" + c.Link + ")"
+		names[i] = c.Profile // the links are spelled out in the report
 	}
 	idx := map[*SyncCase]float64{}
 	for i, c := range cases {
@@ -150,6 +154,7 @@ func plotProfiles(r *Results, path string) error {
 		return err
 	}
 	p.NominalX(names...)
+	p.X.Min, p.X.Max = -0.4, float64(len(names))-0.6 // keep the end labels inside
 	headroom(p)
 	return p.Save(9*vg.Inch, 5*vg.Inch, path)
 }
@@ -157,5 +162,11 @@ func plotProfiles(r *Results, path string) error {
 // headroom raises a log-scale plot's top by a decade, so the legend in the
 // top left corner covers no data.
 func headroom(p *plot.Plot) {
-	p.Y.Max *= 10
+	p.Y.Max *= 30
+}
+
+// widen pads a log-scale x axis so the end tick labels are not clipped.
+func widen(p *plot.Plot) {
+	p.X.Min /= 1.3
+	p.X.Max *= 1.5
 }
