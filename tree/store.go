@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/arbor-sync/arbor/internal/fsutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -131,7 +132,7 @@ func prepareDir(dir string, mustExist bool) error {
 		}
 		// A new store: write the marker first, atomically, so that a crash
 		// during creation leaves a directory recognised as a store.
-		return writeFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"))
+		return fsutil.WriteFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"), 0o644)
 	}
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", dir, err)
@@ -148,34 +149,6 @@ func prepareDir(dir string, mustExist bool) error {
 		return fmt.Errorf("open store %s: %w (store format %d, this arbor reads up to %d)", dir, ErrNewerFormat, v, FormatVersion)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func lockDir(dir string) (*os.File, error) {
