@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/arbor-sync/arbor/chunker"
 	arbornet "github.com/arbor-sync/arbor/net"
@@ -69,6 +70,7 @@ type Options struct {
 // DB is an open Arbor store. It is safe for concurrent use.
 type DB struct {
 	store *tree.Store
+	scope atomic.Pointer[scope.Scope] // cached stored scope; nil: not loaded
 }
 
 // Open opens (creating if needed) the store in dir. opts may be nil.
@@ -97,16 +99,44 @@ func (db *DB) Dir() string { return db.store.Dir() }
 func (db *DB) Root(ctx context.Context) (Hash, error) { return db.store.Root(HeadRef) }
 
 // Count returns the number of records.
+//
+// On a partial replica it counts the records in its scope, from the
+// subtree counts of the nodes along the scope's edges.
 func (db *DB) Count(ctx context.Context) (uint64, error) {
+	sc, err := db.Scope()
+	if err != nil {
+		return 0, err
+	}
 	root, err := db.Root(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return db.store.Count(ctx, root)
+	if sc.IsAll() {
+		return db.store.Count(ctx, root)
+	}
+	var n uint64
+	for _, r := range sc.Ranges() {
+		c, err := db.store.CountRange(ctx, root, r)
+		if err != nil {
+			return 0, err
+		}
+		n += c
+	}
+	return n, nil
 }
 
 // Get returns key's value, or an error wrapping ErrNotFound.
+//
+// On a partial replica a key outside its scope gives an error wrapping
+// ErrOutOfScope: the replica does not know that key's value.
 func (db *DB) Get(ctx context.Context, key []byte) ([]byte, error) {
+	sc, err := db.Scope()
+	if err != nil {
+		return nil, err
+	}
+	if err := sc.Check(key); err != nil {
+		return nil, fmt.Errorf("arbor: read refused on a partial replica: %w", err)
+	}
 	// Hold GC off between reading the root and reading under it, so a
 	// concurrent write plus a GC cannot collect the root in between.
 	release := db.store.PreventGC()
@@ -198,35 +228,55 @@ func (r Range) treeRange() tree.Range {
 
 // Iterator walks records in ascending key order over one snapshot.
 type Iterator struct {
-	ctx context.Context
-	db  *DB
-	it  *tree.Iterator
-	err error
-	val []byte
+	ctx     context.Context
+	db      *DB
+	root    Hash
+	ranges  []tree.Range // what is left to iterate, in key order
+	it      *tree.Iterator
+	err     error
+	val     []byte
+	release func()
 }
 
 // NewIterator iterates the records in r of the current tree. Call Next
-// before the first record and Close at the end.
+// before the first record and Close at the end. On a partial replica only
+// the part of r inside its scope is iterated.
 func (db *DB) NewIterator(ctx context.Context, r Range) *Iterator {
-	release := db.store.PreventGC() // see Get
-	defer release()
-	root, err := db.Root(ctx)
+	sc, err := db.Scope()
 	if err != nil {
 		return &Iterator{err: err}
 	}
-	return &Iterator{ctx: ctx, db: db, it: db.store.NewIterator(ctx, root, r.treeRange())}
+	release := db.store.PreventGC() // see Get; held until Close
+	root, err := db.Root(ctx)
+	if err != nil {
+		release()
+		return &Iterator{err: err}
+	}
+	ranges := []tree.Range{r.treeRange()}
+	if !sc.IsAll() {
+		ranges = scope.New(ranges...).Intersect(sc).Ranges()
+	}
+	return &Iterator{ctx: ctx, db: db, root: root, ranges: ranges, release: release}
 }
 
 // Next advances and reports whether there is a record.
 func (it *Iterator) Next() bool {
-	if it.err != nil || it.it == nil {
-		return false
+	for it.err == nil {
+		if it.it == nil {
+			if len(it.ranges) == 0 {
+				return false
+			}
+			it.it = it.db.store.NewIterator(it.ctx, it.root, it.ranges[0])
+			it.ranges = it.ranges[1:]
+		}
+		if it.it.Next() {
+			it.val, it.err = it.db.store.ReadValue(it.ctx, it.it.Value())
+			return it.err == nil
+		}
+		it.err = it.it.Close()
+		it.it = nil
 	}
-	if !it.it.Next() {
-		return false
-	}
-	it.val, it.err = it.db.store.ReadValue(it.ctx, it.it.Value())
-	return it.err == nil
+	return false
 }
 
 // Key returns the current key; valid until Close.
@@ -249,9 +299,16 @@ func (it *Iterator) Err() error {
 // Close releases the iterator and returns Err.
 func (it *Iterator) Close() error {
 	if it.it != nil {
-		it.it.Close()
+		if err := it.it.Close(); it.err == nil {
+			it.err = err
+		}
+		it.it = nil
 	}
-	return it.Err()
+	if it.release != nil {
+		it.release()
+		it.release = nil
+	}
+	return it.err
 }
 
 // VerifyReport is the result of Verify.
@@ -292,7 +349,17 @@ func (db *DB) Verify(ctx context.Context) (*VerifyReport, error) {
 
 // Scope returns the keys the store replicates: scope.All, or for a partial
 // replica the scope its last sync stored.
-func (db *DB) Scope() (scope.Scope, error) { return arbornet.StoredScope(db.store) }
+func (db *DB) Scope() (scope.Scope, error) {
+	if p := db.scope.Load(); p != nil {
+		return *p, nil
+	}
+	sc, err := arbornet.StoredScope(db.store)
+	if err != nil {
+		return sc, err
+	}
+	db.scope.Store(&sc)
+	return sc, nil
+}
 
 // GCStats is the result of GC.
 type GCStats = tree.GCStats

@@ -75,4 +75,26 @@ func TestPartialReplica(t *testing.T) {
 	if _, err := db.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
+
+	// Reads see exactly the scope: the boundary leaves' neighbours stay hidden.
+	if n, err := db.Count(ctx); err != nil || n != 101 {
+		t.Fatalf("Count on the partial replica = %d, %v; want the 101 records in scope", n, err)
+	}
+	if _, err := db.Get(ctx, []byte("a/0000")); !errors.Is(err, arbor.ErrOutOfScope) {
+		t.Fatalf("Get outside scope = %v, want ErrOutOfScope", err)
+	}
+	if v, err := db.Get(ctx, []byte("b/0001")); err != nil || string(v) != "1" {
+		t.Fatalf("Get b/0001 = %q, %v", v, err)
+	}
+	it := db.NewIterator(ctx, arbor.Range{})
+	seen := 0
+	for it.Next() {
+		if !strings.HasPrefix(string(it.Key()), "b/") {
+			t.Fatalf("iterator over everything yields %q, outside the scope", it.Key())
+		}
+		seen++
+	}
+	if err := it.Close(); err != nil || seen != 101 {
+		t.Fatalf("iterator yields %d records, %v; want 101", seen, err)
+	}
 }

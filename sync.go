@@ -51,6 +51,7 @@ func LoadTokens(path string) ([]Token, error) { return arbornet.LoadTokens(path)
 // An interrupted sync leaves the store at its old state and keeps what it
 // fetched for the next attempt.
 func (db *DB) Sync(ctx context.Context, opts SyncOptions) (*SyncResult, error) {
+	defer db.scope.Store(nil) // a sync may set, widen or narrow the scope
 	return arbornet.Sync(ctx, db.store, opts)
 }
 

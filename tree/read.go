@@ -209,3 +209,67 @@ func (s *Store) Update(ctx context.Context, ref string, edits []Edit) (node.Hash
 		return newRoot, nil
 	}
 }
+
+// CountRange returns the number of records of the tree at root within r,
+// reading O(height) nodes per range edge: subtrees wholly inside r count by
+// their stored subtree counts, and only the nodes straddling r's edges are
+// descended. It never reads a subtree wholly outside r, so it works on a
+// partial replica's pruned tree for ranges inside its scope.
+func (s *Store) CountRange(ctx context.Context, root node.Hash, r Range) (uint64, error) {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	n, err := s.Node(ctx, root)
+	if err != nil {
+		return 0, err
+	}
+	return s.countRange(ctx, n, nil, nil, true, r)
+}
+
+// countRange counts the records of n (whose keys k satisfy lo < k ≤ hi; a
+// nil lo or hi is unbounded; rightEdge marks the tree's right edge, where
+// the last child also holds keys above its separator) within r.
+func (s *Store) countRange(ctx context.Context, n *node.Node, lo, hi []byte, rightEdge bool, r Range) (uint64, error) {
+	if n.IsLeaf() {
+		var c uint64
+		for i := n.Search(r.Start); i < n.Len() && r.Contains(n.Key(i)); i++ {
+			c++
+		}
+		return c, nil
+	}
+	var total uint64
+	for i := 0; i < n.Len(); i++ {
+		clo := lo
+		if i > 0 {
+			clo = n.Key(i - 1)
+		}
+		chi := n.Key(i)
+		edge := rightEdge && i == n.Len()-1
+		if edge {
+			chi = nil
+		}
+		// Skip children wholly outside r.
+		if r.End != nil && clo != nil && bytes.Compare(clo, r.End) >= 0 {
+			break
+		}
+		if r.Start != nil && chi != nil && bytes.Compare(chi, r.Start) < 0 {
+			continue
+		}
+		h, cnt := n.Child(i)
+		inside := (r.Start == nil || (clo != nil && bytes.Compare(clo, r.Start) >= 0)) &&
+			(r.End == nil || (chi != nil && bytes.Compare(chi, r.End) < 0))
+		if inside {
+			total += cnt
+			continue
+		}
+		child, err := s.Node(ctx, h)
+		if err != nil {
+			return 0, err
+		}
+		c, err := s.countRange(ctx, child, clo, chi, edge, r)
+		if err != nil {
+			return 0, err
+		}
+		total += c
+	}
+	return total, nil
+}

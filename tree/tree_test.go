@@ -265,3 +265,41 @@ func maps(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+func TestCountRangeMatchesModel(t *testing.T) {
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(11, 11))
+	s := openTest(t, smallConfig)
+	model := map[string]string{}
+	for len(model) < 2000 {
+		model[randKey(r, 100_000)] = "v"
+	}
+	root := build(t, s, model)
+	keys := make([]string, 0, len(model))
+	for k := range model {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for trial := 0; trial < 300; trial++ {
+		var rg Range
+		if r.IntN(6) > 0 {
+			rg.Start = []byte(randKey(r, 100_000))
+		}
+		if r.IntN(6) > 0 {
+			rg.End = []byte(randKey(r, 100_000))
+		}
+		if trial%7 == 0 {
+			rg = PrefixRange([]byte(fmt.Sprintf("k0%d", r.IntN(10))))
+		}
+		var want uint64
+		for _, k := range keys {
+			if rg.Contains([]byte(k)) {
+				want++
+			}
+		}
+		got, err := s.CountRange(ctx, root, rg)
+		if err != nil || got != want {
+			t.Fatalf("CountRange(%q, %q) = %d, %v; want %d", rg.Start, rg.End, got, err, want)
+		}
+	}
+}
