@@ -126,30 +126,37 @@ func (s *Store) mark(ctx context.Context, root node.Hash, liveNodes, liveBlobs m
 		}
 		for i := 0; i < n.Len(); i++ {
 			if n.IsLeaf() {
-				v := n.Value(i)
-				if !v.IsRef {
-					continue
-				}
-				if _, ok := liveBlobs[v.Ref]; ok {
-					continue
-				}
-				liveBlobs[v.Ref] = struct{}{}
-				idx, err := s.Blob(ctx, v.Ref)
-				if err != nil {
+				if err := s.markValue(ctx, n.Value(i), liveBlobs); err != nil {
 					return err
-				}
-				chunks, _, err := node.DecodeValueIndex(idx)
-				if err != nil {
-					return fmt.Errorf("value index %s: %w", v.Ref, err)
-				}
-				for _, c := range chunks {
-					liveBlobs[c.Hash] = struct{}{}
 				}
 				continue
 			}
 			c, _ := n.Child(i)
 			stack = append(stack, c)
 		}
+	}
+	return nil
+}
+
+// markValue marks an out-of-line value's index and chunk blobs live.
+func (s *Store) markValue(ctx context.Context, v node.Value, liveBlobs map[node.Hash]struct{}) error {
+	if !v.IsRef {
+		return nil
+	}
+	if _, ok := liveBlobs[v.Ref]; ok {
+		return nil
+	}
+	liveBlobs[v.Ref] = struct{}{}
+	idx, err := s.Blob(ctx, v.Ref)
+	if err != nil {
+		return err
+	}
+	chunks, _, err := node.DecodeValueIndex(idx)
+	if err != nil {
+		return fmt.Errorf("value index %s: %w", v.Ref, err)
+	}
+	for _, c := range chunks {
+		liveBlobs[c.Hash] = struct{}{}
 	}
 	return nil
 }
@@ -182,24 +189,11 @@ func (s *Store) markScope(ctx context.Context, root node.Hash, sc Scope, liveNod
 		}
 		for i := 0; i < n.Len(); i++ {
 			if n.IsLeaf() {
-				v := n.Value(i)
-				if !v.IsRef || !sc.Contains(n.Key(i)) {
+				if !sc.Contains(n.Key(i)) {
 					continue
 				}
-				if _, ok := liveBlobs[v.Ref]; ok {
-					continue
-				}
-				liveBlobs[v.Ref] = struct{}{}
-				idx, err := s.Blob(ctx, v.Ref)
-				if err != nil {
+				if err := s.markValue(ctx, n.Value(i), liveBlobs); err != nil {
 					return err
-				}
-				chunks, _, err := node.DecodeValueIndex(idx)
-				if err != nil {
-					return fmt.Errorf("value index %s: %w", v.Ref, err)
-				}
-				for _, c := range chunks {
-					liveBlobs[c.Hash] = struct{}{}
 				}
 				continue
 			}
