@@ -60,7 +60,7 @@ func newExchange(st *quic.Stream, c *counters, timeout time.Duration, maxFrame i
 // send buffers a frame.
 func (e *exchange) send(typ byte, payload []byte) error {
 	if err := e.fw.WriteFrame(typ, payload); err != nil {
-		return fmt.Errorf("%s: send %s: %w", e.peer, msgName(typ), err)
+		return fmt.Errorf("%s: send %s: %w", e.peer, msgName(typ), connErr(e.peer, err))
 	}
 	return nil
 }
@@ -68,7 +68,7 @@ func (e *exchange) send(typ byte, payload []byte) error {
 // flush sends buffered frames.
 func (e *exchange) flush() error {
 	if err := e.fw.Flush(); err != nil {
-		return fmt.Errorf("%s: send: %w", e.peer, err)
+		return fmt.Errorf("%s: send: %w", e.peer, connErr(e.peer, err))
 	}
 	return nil
 }
