@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -120,6 +121,13 @@ func FuzzDecode(f *testing.F) {
 		}
 		checkDecoded(t, data, n)
 		checkSearch(t, n, key)
+		ents := make([]Entry, n.Len())
+		for i := range ents {
+			ents[i] = n.Entry(i)
+		}
+		if b := Build(n.Level(), ents); !reflect.DeepEqual(b, n) {
+			t.Fatalf("Build gives %+v, Decode %+v", b, n)
+		}
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -266,5 +267,29 @@ func TestDecodeValueIndexErrors(t *testing.T) {
 	chunks, total, err := DecodeValueIndex(EncodeValueIndex([]Chunk{{Hash: h, Size: MaxValueSize - 1}, {Hash: h, Size: 1}}))
 	if err != nil || len(chunks) != 2 || total != MaxValueSize {
 		t.Fatalf("index of exactly MaxValueSize bytes: %d chunks, %d bytes, %v", len(chunks), total, err)
+	}
+}
+
+// TestBuildMatchesDecode checks Build against Decode on nodes whose lengths
+// need multi-byte varints, at both kinds of level.
+func TestBuildMatchesDecode(t *testing.T) {
+	long := strings.Repeat("k", 300)
+	cases := []struct {
+		level int
+		ents  []Entry
+	}{
+		{0, nil},
+		{0, []Entry{leafEntry("a", "1"), leafEntry(long, strings.Repeat("v", 1000))}},
+		{2, []Entry{childEntry("a", 1), childEntry(long, 1<<40)}},
+	}
+	for _, c := range cases {
+		b := Build(c.level, c.ents)
+		d, err := Decode(b.Raw())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(b, d) {
+			t.Errorf("level %d: Build %+v, Decode %+v", c.level, b, d)
+		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
@@ -147,8 +147,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 // pendingNode is a node written by the batch: its bytes and, once decoded,
 // its view.
 type pendingNode struct {
-	raw []byte
-	n   *node.Node
+	raw   []byte
+	n     *node.Node
+	delta []byte // the stored delta, if the node was written as one
 }
 
 // cacheCommitted adds the committed batch's nodes to the store's node
@@ -172,7 +173,7 @@ func (b *Batch) cacheCommitted() {
 				continue // unreachable: the batch encoded it
 			}
 		}
-		b.s.cache.add(h, n)
+		b.s.cache.add(h, cached{n: n, delta: p.delta})
 	}
 }
 
@@ -222,6 +223,18 @@ func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
 // putNode stores an encoded node that the caller guarantees is valid and
 // will not modify.
 func (b *Batch) putNode(raw []byte) (node.Hash, error) {
+	return b.put(raw, nil, node.Hash{})
+}
+
+// putBuilt stores node n, which replaces the stored node near (zero if
+// none): if near or its base is at hand, n is written as a delta of that
+// base when the delta is small (see delta.go).
+func (b *Batch) putBuilt(n *node.Node, near node.Hash) (node.Hash, error) {
+	return b.put(n.Raw(), n, near)
+}
+
+// put stores the encoded node raw; n is its view if the caller has one.
+func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error) {
 	h := node.Sum(raw)
 	if h == node.EmptyRoot {
 		return h, nil
@@ -235,15 +248,62 @@ func (b *Batch) putNode(raw []byte) (node.Hash, error) {
 	if b.s.cache.has(h) {
 		return h, nil
 	}
-	b.pending[h] = &pendingNode{raw: raw}
+	p := &pendingNode{raw: raw, n: n}
+	stored := raw
+	if n != nil && !b.ingest && !near.IsZero() && near != node.EmptyRoot {
+		if d := b.deltaFrom(h, n, near); d != nil {
+			p.delta, stored = d, d
+		}
+	}
+	b.pending[h] = p
 	b.pendingBytes += len(raw)
-	b.size += len(raw)
+	b.size += len(stored)
 	if b.ingest {
 		b.spillKVs = append(b.spillKVs, kv{nodeKey(h), raw})
-	} else if err := b.pb.Set(nodeKey(h), raw, nil); err != nil {
+	} else if err := b.pb.Set(nodeKey(h), stored, nil); err != nil {
 		return h, err
 	}
 	return h, b.maybeSpill()
+}
+
+// deltaFrom returns node n (hash h) encoded as a delta of near's base, or
+// nil if near is not at hand (in this batch or the node cache) or the delta
+// would not be small. It never reads the store: a missed delta only costs
+// bytes.
+func (b *Batch) deltaFrom(h node.Hash, n *node.Node, near node.Hash) []byte {
+	var e cached
+	if p, ok := b.pending[near]; ok {
+		if p.n == nil {
+			return nil
+		}
+		e = cached{n: p.n, delta: p.delta}
+	} else if e = b.s.cache.entry(near); e.n == nil {
+		return nil
+	}
+	if e.n.Level() != n.Level() {
+		return nil
+	}
+	limit := len(n.Raw())/deltaMaxFraction - deltaHeader - 2
+	ops, ok := diffOps(e.n, n, limit)
+	if !ok {
+		return nil
+	}
+	base := near
+	if e.delta != nil {
+		d, err := decodeDelta(e.delta)
+		if err != nil {
+			return nil
+		}
+		base, ops = d.base, composeOps(d.ops, ops)
+	}
+	if base == h {
+		return nil // back to the base's own contents: store it whole
+	}
+	out := appendDelta(nil, n.Level(), base, ops)
+	if len(out) > len(n.Raw())/deltaMaxFraction {
+		return nil
+	}
+	return out
 }
 
 // PutBlob stores a value blob (chunk or index) and returns its hash.
@@ -414,7 +474,7 @@ func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredE
 // applyStored applies edits whose payloads are already encoded.
 func (b *Batch) applyStored(ctx context.Context, root node.Hash, les []levelEdit) (node.Hash, error) {
 	// Sort by key; on equal keys the later edit wins.
-	sort.SliceStable(les, func(i, j int) bool { return bytes.Compare(les[i].key, les[j].key) < 0 })
+	slices.SortStableFunc(les, func(x, y levelEdit) int { return bytes.Compare(x.key, y.key) })
 	w := 0
 	for i := range les {
 		if w > 0 && bytes.Equal(les[w-1].key, les[i].key) {

@@ -128,7 +128,7 @@ func TestGCInvalidatesNodeCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ...and adds it only after the collection deleted it.
-	s.cache.addIfGen(old, n, gen)
+	s.cache.addIfGen(old, cached{n: n}, gen)
 	if ok, err := s.HasNode(old); err != nil || ok {
 		t.Fatalf("HasNode(collected root) = %v, %v; want false", ok, err)
 	}

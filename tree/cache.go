@@ -14,7 +14,7 @@ import (
 type nodeCache struct {
 	mu         sync.Mutex
 	budget     int64
-	young, old map[node.Hash]*node.Node
+	young, old map[node.Hash]cached
 	youngBytes int64
 	// gen counts invalidations. A reader notes it before reading a node
 	// from Pebble and adds the node only if it has not changed since, so a
@@ -23,29 +23,40 @@ type nodeCache struct {
 	gen uint64
 }
 
+// cached is a decoded node and, if it is stored as a delta, the stored
+// delta (which Apply composes with its edits to write the next version as
+// a delta of the same base without reading the base).
+type cached struct {
+	n     *node.Node
+	delta []byte
+}
+
 func newNodeCache(budget int64) *nodeCache {
-	return &nodeCache{budget: budget, young: map[node.Hash]*node.Node{}}
+	return &nodeCache{budget: budget, young: map[node.Hash]cached{}}
 }
 
 // nodeCost estimates a decoded node's memory: its bytes, its span table and
 // the map entry.
-func nodeCost(n *node.Node) int64 { return int64(len(n.Raw()) + 16*n.Len() + 96) }
+func nodeCost(e cached) int64 { return int64(len(e.n.Raw()) + 16*e.n.Len() + len(e.delta) + 96) }
 
-func (c *nodeCache) get(h node.Hash) *node.Node {
+func (c *nodeCache) get(h node.Hash) *node.Node { return c.entry(h).n }
+
+// entry returns h's cache entry, or a zero one.
+func (c *nodeCache) entry(h node.Hash) cached {
 	if c.budget <= 0 {
-		return nil
+		return cached{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n, ok := c.young[h]; ok {
-		return n
+	if e, ok := c.young[h]; ok {
+		return e
 	}
-	if n, ok := c.old[h]; ok {
+	if e, ok := c.old[h]; ok {
 		delete(c.old, h)
-		c.addLocked(h, n)
-		return n
+		c.addLocked(h, e)
+		return e
 	}
-	return nil
+	return cached{}
 }
 
 // has reports whether h is cached, without promoting it.
@@ -62,12 +73,12 @@ func (c *nodeCache) has(h node.Hash) bool {
 	return ok
 }
 
-func (c *nodeCache) add(h node.Hash, n *node.Node) {
+func (c *nodeCache) add(h node.Hash, e cached) {
 	if c.budget <= 0 {
 		return
 	}
 	c.mu.Lock()
-	c.addLocked(h, n)
+	c.addLocked(h, e)
 	c.mu.Unlock()
 }
 
@@ -79,13 +90,13 @@ func (c *nodeCache) generation() uint64 {
 }
 
 // addIfGen adds n unless the cache was invalidated since generation gen.
-func (c *nodeCache) addIfGen(h node.Hash, n *node.Node, gen uint64) {
+func (c *nodeCache) addIfGen(h node.Hash, e cached, gen uint64) {
 	if c.budget <= 0 {
 		return
 	}
 	c.mu.Lock()
 	if c.gen == gen {
-		c.addLocked(h, n)
+		c.addLocked(h, e)
 	}
 	c.mu.Unlock()
 }
@@ -94,19 +105,19 @@ func (c *nodeCache) addIfGen(h node.Hash, n *node.Node, gen uint64) {
 func (c *nodeCache) invalidate() {
 	c.mu.Lock()
 	c.gen++
-	c.young, c.old, c.youngBytes = map[node.Hash]*node.Node{}, nil, 0
+	c.young, c.old, c.youngBytes = map[node.Hash]cached{}, nil, 0
 	c.mu.Unlock()
 }
 
-func (c *nodeCache) addLocked(h node.Hash, n *node.Node) {
+func (c *nodeCache) addLocked(h node.Hash, e cached) {
 	if _, ok := c.young[h]; ok {
 		return
 	}
-	c.young[h] = n
-	c.youngBytes += nodeCost(n)
+	c.young[h] = e
+	c.youngBytes += nodeCost(e)
 	if c.youngBytes > c.budget/2 {
 		c.old = c.young
-		c.young = make(map[node.Hash]*node.Node, len(c.old))
+		c.young = make(map[node.Hash]cached, len(c.old))
 		c.youngBytes = 0
 	}
 }
@@ -116,8 +127,8 @@ func (c *nodeCache) remove(h node.Hash) {
 		return
 	}
 	c.mu.Lock()
-	if n, ok := c.young[h]; ok {
-		c.youngBytes -= nodeCost(n)
+	if e, ok := c.young[h]; ok {
+		c.youngBytes -= nodeCost(e)
 		delete(c.young, h)
 	}
 	delete(c.old, h)

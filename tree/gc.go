@@ -261,6 +261,9 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 	}
 	// rank orders deletions: lower ranks go first.
 	byRank := map[int][]node.Hash{}
+	// whole lists live nodes stored as deltas of a dead base: they are
+	// rewritten whole before anything is deleted.
+	var whole []node.Hash
 	var n int
 	var size int64
 	for it.First(); it.Valid(); it.Next() {
@@ -271,6 +274,13 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 		var h node.Hash
 		copy(h[:], k[1:])
 		if _, ok := live[h]; ok {
+			if v := it.Value(); pfx == prefixNode && isDelta(v) && len(v) >= deltaHeader {
+				var base node.Hash
+				copy(base[:], v[2:deltaHeader])
+				if _, ok := live[base]; !ok {
+					whole = append(whole, h)
+				}
+			}
 			continue
 		}
 		v := it.Value()
@@ -289,6 +299,9 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 	err = it.Error()
 	it.Close()
 	if err != nil {
+		return 0, 0, err
+	}
+	if err := s.rewriteWhole(ctx, whole); err != nil {
 		return 0, 0, err
 	}
 	ranks := make([]int, 0, len(byRank))
@@ -324,6 +337,33 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 		}
 	}
 	return n, size, b.Commit(s.wopts)
+}
+
+// rewriteWhole stores the nodes hashes, which are stored as deltas, whole,
+// so that their bases can be deleted. Readers that read a delta just before
+// its base goes read the node again (Store.undelta).
+func (s *Store) rewriteWhole(ctx context.Context, hashes []node.Hash) error {
+	b := s.db.NewBatch()
+	defer func() { b.Close() }()
+	for _, h := range hashes {
+		n, err := s.Node(ctx, h)
+		if err != nil {
+			return fmt.Errorf("rewrite node %s whole: %w", h, err)
+		}
+		if err := b.Set(nodeKey(h), n.Raw(), nil); err != nil {
+			return err
+		}
+		if b.Len() > sweepBatchBytes {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = s.db.NewBatch()
+		}
+	}
+	// Synced like the deletions that follow: whatever of them survives a
+	// crash comes after this in Pebble's log.
+	return b.Commit(s.wopts)
 }
 
 // DiskSize returns the bytes the store's files use on disk.

@@ -147,12 +147,15 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 	var (
 		pend  []node.Entry
 		count uint64
+		// near is the old node being merged: the new node being filled
+		// usually replaces it, so it may be stored as a delta of it.
+		near node.Hash
 	)
 	flush := func() error {
 		if len(pend) == 0 {
 			return nil
 		}
-		h, err := m.b.putNode(node.Encode(level, pend))
+		h, err := m.b.putBuilt(node.Build(level, pend), near)
 		if err != nil {
 			return err
 		}
@@ -179,6 +182,7 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 		}
 		for {
 			cur := c.node()
+			near = c.hash()
 			last := c.isLast()
 			if cur.Len() > 0 {
 				dels = append(dels, node.Entry{Key: cur.LastKey(), Payload: node.AppendChildPayload(nil, c.hash(), cur.Count())})
@@ -277,7 +281,7 @@ func (m *mutator) finishTop(level int, entries []node.Entry) (node.Hash, error) 
 			pend = append(pend, e)
 			count += entryCount(level, e)
 			if sp.Next(e) || k == len(entries)-1 {
-				h, err := m.b.putNode(node.Encode(level, pend))
+				h, err := m.b.putBuilt(node.Build(level, pend), node.Hash{})
 				if err != nil {
 					return node.Hash{}, err
 				}

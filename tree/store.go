@@ -392,17 +392,21 @@ func (s *Store) Refs() (map[string]node.Hash, error) {
 // A stored node whose bytes do not hash to h gives an error wrapping
 // node.ErrCorrupt; a missing one wraps node.ErrNotFound.
 func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
-	if n := s.cache.get(h); n != nil {
-		return n, nil
+	return s.node(ctx, h, true)
+}
+
+// node reads node h, rebuilding it from a delta if it is stored as one and
+// allowDelta (a delta's base must be stored whole).
+func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.Node, error) {
+	if e := s.cache.entry(h); e.n != nil && (allowDelta || e.delta == nil) {
+		return e.n, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	gen := s.cache.generation()
-	var raw []byte
-	if h == node.EmptyRoot {
-		raw = node.EmptyLeaf
-	} else {
+	raw := node.EmptyLeaf
+	if h != node.EmptyRoot {
 		var err error
 		raw, err = s.get(nodeKey(h))
 		if errors.Is(err, ErrNotFound) {
@@ -412,12 +416,52 @@ func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
 			return nil, fmt.Errorf("store %s: read node %s: %w", s.dir, h, err)
 		}
 	}
+	var stored []byte
+	if isDelta(raw) {
+		if !allowDelta {
+			return nil, fmt.Errorf("store %s: node %s: %w: a delta base stored as a delta", s.dir, h, node.ErrCorrupt)
+		}
+		stored = raw
+		var err error
+		if raw, err = s.undelta(ctx, h, raw); err != nil {
+			return nil, err
+		}
+	}
 	n, err := node.Decode(raw)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
 	}
-	s.cache.addIfGen(h, n, gen)
+	s.cache.addIfGen(h, cached{n: n, delta: stored}, gen)
 	return n, nil
+}
+
+// undelta rebuilds node h from its stored delta and checks its hash. When
+// the base is gone, garbage collection has just rewritten h whole (it does
+// so before deleting a base), so h is read again.
+func (s *Store) undelta(ctx context.Context, h node.Hash, stored []byte) ([]byte, error) {
+	d, err := decodeDelta(stored)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
+	}
+	base, err := s.node(ctx, d.base, false)
+	if errors.Is(err, node.ErrNotFound) {
+		again, gerr := s.get(nodeKey(h))
+		if gerr == nil && !isDelta(again) {
+			return again, nil
+		}
+		return nil, fmt.Errorf("store %s: node %s: delta base %s: %w", s.dir, h, d.base, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store %s: node %s: delta base: %w", s.dir, h, err)
+	}
+	raw, err := applyDelta(base, d)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
+	}
+	if got := node.Sum(raw); got != h {
+		return nil, fmt.Errorf("store %s: node %s: %w: delta rebuilds a node hashing to %s", s.dir, h, node.ErrCorrupt, got)
+	}
+	return raw, nil
 }
 
 // Nodes implements node.Source.

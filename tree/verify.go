@@ -153,16 +153,34 @@ func (s *Store) verify(ctx context.Context, root node.Hash, sc Scope) (*VerifyRe
 	return rep, nil
 }
 
-// readVerified reads a node from disk (bypassing the cache) and checks its hash.
+// readVerified reads a node from disk (bypassing the cache), rebuilding it
+// from its delta and a hash-checked base if it is stored as one, and checks
+// its hash.
 func (s *Store) readVerified(h node.Hash) (*node.Node, error) {
-	raw := node.EmptyLeaf
-	if h != node.EmptyRoot {
-		var err error
-		raw, err = s.get(nodeKey(h))
-		if errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("node missing: %w", node.ErrNotFound)
-		}
+	raw, err := s.readStored(h)
+	if err != nil {
+		return nil, err
+	}
+	if isDelta(raw) {
+		d, err := decodeDelta(raw)
 		if err != nil {
+			return nil, err
+		}
+		braw, err := s.readStored(d.base)
+		if err != nil {
+			return nil, fmt.Errorf("delta base %s: %w", d.base, err)
+		}
+		if isDelta(braw) {
+			return nil, fmt.Errorf("delta base %s: %w: stored as a delta", d.base, node.ErrCorrupt)
+		}
+		if got := node.Sum(braw); got != d.base {
+			return nil, fmt.Errorf("delta base %s: %w: bytes hash to %s", d.base, node.ErrCorrupt, got)
+		}
+		base, err := node.Decode(braw)
+		if err != nil {
+			return nil, fmt.Errorf("delta base %s: %w", d.base, err)
+		}
+		if raw, err = applyDelta(base, d); err != nil {
 			return nil, err
 		}
 	}
@@ -170,6 +188,18 @@ func (s *Store) readVerified(h node.Hash) (*node.Node, error) {
 		return nil, fmt.Errorf("%w: bytes hash to %s", node.ErrCorrupt, got)
 	}
 	return node.Decode(raw)
+}
+
+// readStored returns node h's stored bytes: a whole node or a delta.
+func (s *Store) readStored(h node.Hash) ([]byte, error) {
+	if h == node.EmptyRoot {
+		return node.EmptyLeaf, nil
+	}
+	raw, err := s.get(nodeKey(h))
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("node missing: %w", node.ErrNotFound)
+	}
+	return raw, err
 }
 
 func (s *Store) verifyValue(ctx context.Context, v node.Value, problem func(node.Hash, error)) int {
