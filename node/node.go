@@ -162,9 +162,11 @@ func (e Entry) Size() int { return len(e.Key) + len(e.Payload) }
 // Layout: version u8 | level u8 | uvarint n | n × (uvarint klen | key |
 // uvarint plen | payload).
 func Encode(level int, entries []Entry) []byte {
-	size := 2 + binary.MaxVarintLen64
+	// The exact size: make clears the whole capacity, and nodes are
+	// encoded on every write.
+	size := 2 + uvarintSize(uint64(len(entries)))
 	for _, e := range entries {
-		size += 2*binary.MaxVarintLen32 + e.Size()
+		size += uvarintSize(uint64(len(e.Key))) + uvarintSize(uint64(len(e.Payload))) + e.Size()
 	}
 	b := make([]byte, 0, size)
 	b = append(b, Version, byte(level))

@@ -51,8 +51,10 @@ type Batch struct {
 	// the node cache, which then holds the trees being edited rather than
 	// their superseded versions.
 	replaced []node.Hash
-	ended    bool
-	release  func()
+	// Scratch for deltaFrom.
+	opsNear, opsDiff, opsOut []deltaOp
+	ended                    bool
+	release                  func()
 }
 
 // NewBatch starts a batch.
@@ -284,17 +286,20 @@ func (b *Batch) deltaFrom(h node.Hash, n *node.Node, near node.Hash) []byte {
 		return nil
 	}
 	limit := len(n.Raw())/deltaMaxFraction - deltaHeader - 2
-	ops, ok := diffOps(e.n, n, limit)
+	ops, ok := diffOps(b.opsDiff, e.n, n, limit)
+	b.opsDiff = ops
 	if !ok {
 		return nil
 	}
 	base := near
 	if e.delta != nil {
-		d, err := decodeDelta(e.delta)
+		d, err := decodeDeltaInto(e.delta, b.opsNear)
+		b.opsNear = d.ops
 		if err != nil {
 			return nil
 		}
-		base, ops = d.base, composeOps(d.ops, ops)
+		b.opsOut = composeOps(b.opsOut, d.ops, ops)
+		base, ops = d.base, b.opsOut
 	}
 	if base == h {
 		return nil // back to the base's own contents: store it whole

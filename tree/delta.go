@@ -80,7 +80,10 @@ func appendDelta(dst []byte, level int, base node.Hash, ops []deltaOp) []byte {
 
 // decodeDelta parses a stored delta. The ops alias raw. Malformed input
 // gives an error wrapping node.ErrCorrupt, never a panic.
-func decodeDelta(raw []byte) (delta, error) {
+func decodeDelta(raw []byte) (delta, error) { return decodeDeltaInto(raw, nil) }
+
+// decodeDeltaInto is decodeDelta appending the ops to ops[:0].
+func decodeDeltaInto(raw []byte, ops []deltaOp) (delta, error) {
 	bad := func(why string) (delta, error) {
 		return delta{}, fmt.Errorf("%w: delta: %s", node.ErrCorrupt, why)
 	}
@@ -98,7 +101,7 @@ func decodeDelta(raw []byte) (delta, error) {
 		return bad("bad op count")
 	}
 	p = p[w:]
-	d.ops = make([]deltaOp, 0, n)
+	d.ops = slices.Grow(ops[:0], int(n))
 	for i := uint64(0); i < n; i++ {
 		kl, w := binary.Uvarint(p)
 		if w <= 0 || kl > node.MaxKeySize || kl > uint64(len(p)-w) {
@@ -162,10 +165,10 @@ func applyDelta(base *node.Node, d delta) ([]byte, error) {
 	return node.Encode(d.level, ents), nil
 }
 
-// diffOps returns the ops that turn old into next, or false once their
-// encoding would exceed limit bytes.
-func diffOps(old, next *node.Node, limit int) ([]deltaOp, bool) {
-	var ops []deltaOp
+// diffOps appends to ops[:0] the ops that turn old into next, or returns
+// false once their encoding would exceed limit bytes.
+func diffOps(ops []deltaOp, old, next *node.Node, limit int) ([]deltaOp, bool) {
+	ops = ops[:0]
 	size := 0
 	add := func(op deltaOp) bool {
 		ops = append(ops, op)
@@ -205,10 +208,10 @@ func diffOps(old, next *node.Node, limit int) ([]deltaOp, bool) {
 	return ops, true
 }
 
-// composeOps returns the ops of first then second, as one set: where both
-// touch a key, second's op wins.
-func composeOps(first, second []deltaOp) []deltaOp {
-	out := make([]deltaOp, 0, len(first)+len(second))
+// composeOps appends to out[:0] the ops of first then second, as one set:
+// where both touch a key, second's op wins.
+func composeOps(out, first, second []deltaOp) []deltaOp {
+	out = out[:0]
 	i, j := 0, 0
 	for i < len(first) || j < len(second) {
 		switch {

@@ -22,7 +22,10 @@ import (
 )
 
 // FormatVersion is the store layout version written in the marker file.
-const FormatVersion = 1
+// Version 2 may store nodes as deltas (see delta.go); this package reads
+// version 1 stores too and marks them version 2 when it opens them, so that
+// an older arbor refuses them once they may hold deltas.
+const FormatVersion = 2
 
 const (
 	markerFile = "ARBOR"
@@ -99,6 +102,10 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := upgradeMarker(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	s, err := openLocked(dir, o, lock)
 	if err != nil {
 		lock.Close()
@@ -120,7 +127,7 @@ func prepareDir(dir string, mustExist bool) error {
 	case err != nil:
 		return fmt.Errorf("open store %s: %w", dir, err)
 	}
-	marker, err := os.ReadFile(filepath.Join(dir, markerFile))
+	_, err = os.Stat(filepath.Join(dir, markerFile))
 	if errors.Is(err, os.ErrNotExist) {
 		for _, e := range ents {
 			if e.Name() != lockFile {
@@ -132,23 +139,47 @@ func prepareDir(dir string, mustExist bool) error {
 		}
 		// A new store: write the marker first, atomically, so that a crash
 		// during creation leaves a directory recognised as a store.
-		return fsutil.WriteFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"), 0o644)
+		return writeMarker(dir)
 	}
+	_, err = readMarker(dir)
+	return err
+}
+
+// readMarker returns the format version in dir's marker file.
+func readMarker(dir string) (int, error) {
+	marker, err := os.ReadFile(filepath.Join(dir, markerFile))
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", dir, err)
+		return 0, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	rest, ok := strings.CutPrefix(string(marker), markerText)
 	if !ok {
-		return fmt.Errorf("open store %s: %w (bad %s file)", dir, ErrNotStore, markerFile)
+		return 0, fmt.Errorf("open store %s: %w (bad %s file)", dir, ErrNotStore, markerFile)
 	}
 	v, err := strconv.Atoi(strings.TrimSpace(rest))
 	if err != nil {
-		return fmt.Errorf("open store %s: %w (bad format line in %s)", dir, ErrNotStore, markerFile)
+		return 0, fmt.Errorf("open store %s: %w (bad format line in %s)", dir, ErrNotStore, markerFile)
 	}
 	if v > FormatVersion {
-		return fmt.Errorf("open store %s: %w (store format %d, this arbor reads up to %d)", dir, ErrNewerFormat, v, FormatVersion)
+		return 0, fmt.Errorf("open store %s: %w (store format %d, this arbor reads up to %d)", dir, ErrNewerFormat, v, FormatVersion)
+	}
+	return v, nil
+}
+
+// upgradeMarker rewrites an older store's marker with FormatVersion, under
+// the store lock.
+func upgradeMarker(dir string) error {
+	v, err := readMarker(dir)
+	if err != nil || v >= FormatVersion {
+		return err
+	}
+	if err := writeMarker(dir); err != nil {
+		return fmt.Errorf("open store %s: upgrade format %d to %d: %w", dir, v, FormatVersion, err)
 	}
 	return nil
+}
+
+func writeMarker(dir string) error {
+	return fsutil.WriteFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"), 0o644)
 }
 
 func lockDir(dir string) (*os.File, error) {
