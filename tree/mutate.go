@@ -95,6 +95,29 @@ func seek(load func(node.Hash) (*node.Node, error), rootHash node.Hash, root *no
 	return c, nil
 }
 
+// reseek moves c, whose node is at level, to the node of that level that
+// key belongs in, for a key greater than every key under c's node. It
+// climbs only to the nearest ancestor whose subtree holds key: sorted
+// edits usually land under the same parent, so most seeks then take one
+// step down instead of a walk from the root.
+func (c *cursor) reseek(load func(node.Hash) (*node.Node, error), level int, key []byte) error {
+	j := len(c.idx) - 1
+	for j > 0 && bytes.Compare(key, c.nodes[j].LastKey()) > 0 {
+		j--
+	}
+	c.nodes, c.hashes, c.idx = c.nodes[:j+1], c.hashes[:j+1], c.idx[:j]
+	for n := c.node(); n.Level() > level; n = c.node() {
+		i := n.Search(key)
+		if i == n.Len() {
+			i = n.Len() - 1
+		}
+		if err := c.descend(load, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *cursor) descend(load func(node.Hash) (*node.Node, error), i int) error {
 	parent := c.node()
 	h, _ := parent.Child(i)
@@ -163,11 +186,17 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 		pend, count = pend[:0], 0
 		return nil
 	}
+	var c *cursor
 	for i := 0; i < len(edits); {
 		if err := m.ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		c, err := seek(m.load, rootHash, root, level, edits[i].key)
+		var err error
+		if c == nil || level == root.Level() {
+			c, err = seek(m.load, rootHash, root, level, edits[i].key)
+		} else {
+			err = c.reseek(m.load, level, edits[i].key)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
