@@ -251,9 +251,11 @@ func (s *Store) PreventGC() (release func()) {
 	return func() { once.Do(s.gc.RUnlock) }
 }
 
-// sweep deletes the keys under pfx whose hash is not live, parents before
-// children: nodes by descending level, and for blobs value indexes before
-// chunks. It returns how many it deleted and their bytes.
+// sweep deletes the keys under pfx whose hash is not live, dependents
+// before what they depend on: nodes by descending level (deltas before
+// whole nodes within a level), and for blobs value indexes before chunks.
+// Live nodes stored as deltas of a dead base are first rewritten whole. It
+// returns how many it deleted and their bytes.
 func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}) (int, int64, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfx}, UpperBound: []byte{pfx + 1}})
 	if err != nil {
@@ -286,7 +288,13 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 		v := it.Value()
 		rank := 1 // blob chunks, and anything unrecognised, last
 		if pfx == prefixNode && len(v) >= 2 {
-			rank = -int(v[1]) // higher levels first
+			// Higher levels first; within a level deltas before whole
+			// nodes, so that a sweep cut short never leaves a delta whose
+			// base it deleted (HasNode would vouch for an unreadable node).
+			rank = -2 * int(v[1])
+			if isDelta(v) {
+				rank--
+			}
 		} else if pfx == prefixBlob {
 			if _, _, err := node.DecodeValueIndex(v); err == nil {
 				rank = 0
