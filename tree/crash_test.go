@@ -194,7 +194,7 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	model := &crashModel{seed: seed, recs: map[string]string{}}
 	verified := 0 // the generation the last check found
-	var lost, lastLines int
+	var lost, lastLines, deltas int
 	for it := 0; it < iters; it++ {
 		var out bytes.Buffer
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
@@ -242,7 +242,8 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 			t.Fatal(err)
 		}
 		lastLines = lines
-		found := checkCrashedStore(t, ctx, filepath.Join(dir, "store"), model, sync)
+		found, nd := checkCrashedStore(t, ctx, filepath.Join(dir, "store"), model, sync)
+		deltas += nd
 		switch {
 		case found > reported+1:
 			t.Fatalf("iteration %d: store holds generation %d, but the child had committed only up to %d", it, found, reported)
@@ -263,16 +264,20 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 		lastLines = 1
 		verified = found
 	}
-	t.Logf("%d kills, reached generation %d, %d unsynced generations lost", iters, verified, lost)
+	t.Logf("%d kills, reached generation %d, %d unsynced generations lost, %d delta-stored nodes seen", iters, verified, lost, deltas)
 	if verified == 0 {
 		t.Fatalf("the child never committed a generation")
+	}
+	if iters >= 10 && deltas == 0 {
+		t.Fatalf("no reopened store held a delta-stored node: the kills did not exercise deltas")
 	}
 }
 
 // checkCrashedStore opens the store after a kill, verifies its head and
 // compares its records with the generation the head names. It returns
-// that generation.
-func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashModel, sync bool) int {
+// that generation and how many nodes the store holds as deltas (each with
+// its base stored whole, which storedForms checks).
+func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashModel, sync bool) (int, int) {
 	t.Helper()
 	// Before the first commit the kill may come while the child creates
 	// the store: then it need not exist yet.
@@ -357,5 +362,6 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 			t.Fatalf("generation %d: head %s, bulk build of its records %s (%v)", g, root, want, err)
 		}
 	}
-	return g
+	_, deltas := storedForms(t, s)
+	return g, deltas
 }
