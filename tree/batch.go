@@ -2,6 +2,7 @@ package tree
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -478,8 +479,27 @@ func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredE
 
 // applyStored applies edits whose payloads are already encoded.
 func (b *Batch) applyStored(ctx context.Context, root node.Hash, les []levelEdit) (node.Hash, error) {
-	// Sort by key; on equal keys the later edit wins.
-	slices.SortStableFunc(les, func(x, y levelEdit) int { return bytes.Compare(x.key, y.key) })
+	// Sort by key; on equal keys the later edit wins. A stable sort of
+	// the edits themselves (insertion sort and merging) costs several times
+	// a pattern-defeating sort of their positions.
+	byKey := func(x, y levelEdit) int { return bytes.Compare(x.key, y.key) }
+	if !slices.IsSortedFunc(les, byKey) {
+		order := make([]int32, len(les))
+		for i := range order {
+			order[i] = int32(i)
+		}
+		slices.SortFunc(order, func(i, j int32) int {
+			if c := bytes.Compare(les[i].key, les[j].key); c != 0 {
+				return c
+			}
+			return cmp.Compare(i, j)
+		})
+		sorted := make([]levelEdit, len(les))
+		for k, i := range order {
+			sorted[k] = les[i]
+		}
+		les = sorted
+	}
 	w := 0
 	for i := range les {
 		if w > 0 && bytes.Equal(les[w-1].key, les[i].key) {
