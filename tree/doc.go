@@ -7,7 +7,9 @@
 //
 // Invariants:
 //   - Every node stored under key "n"+h hashes to h, and every node reachable
-//     from a ref is present. A Batch writes its new nodes and its ref moves in
+//     from a ref is present. A node may be stored as a delta of a node stored
+//     whole (its base); the base is then stored too, and reading rebuilds
+//     the node and checks its hash (delta.go). A Batch writes its new nodes and its ref moves in
 //     one Pebble batch, so after a crash a reopened store shows either the
 //     old refs or the new ones, each with its complete tree.
 //   - The shape of a tree is a pure function of its records and the store's
