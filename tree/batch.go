@@ -144,6 +144,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 		return fmt.Errorf("store %s: commit: %w", b.s.dir, err)
 	}
 	b.cacheCommitted()
+	if len(b.refs) > 0 {
+		b.s.announceRefs()
+	}
 	return nil
 }
 

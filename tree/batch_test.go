@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arbor-sync/arbor/node"
 )
@@ -345,4 +346,48 @@ func TestBuilderIngestSpills(t *testing.T) {
 		t.Fatalf("GC found no garbage from the discarded bulk load: %+v", st)
 	}
 	checkContents(t, s, root, model)
+}
+
+// TestRefsChanged checks the ref-move broadcast: a commit that moves a ref
+// closes the channel taken before it, one that moves none does not, and
+// Close wakes every follower.
+func TestRefsChanged(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, smallConfig)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	}
+	ch := s.RefsChanged()
+	if closed(ch) {
+		t.Fatal("channel closed before any commit")
+	}
+	b, _ := s.NewBatch()
+	if err := b.SetMeta("x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if closed(ch) {
+		t.Fatal("a commit that moved no ref closed the channel")
+	}
+	if _, err := s.Update(ctx, "head", []Edit{{Key: []byte("k"), Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(ch) {
+		t.Fatal("moving head did not close the channel")
+	}
+	next := s.RefsChanged()
+	if next == ch || closed(next) {
+		t.Fatal("after a move, RefsChanged must return a fresh, open channel")
+	}
+	s.Close()
+	if !closed(next) {
+		t.Fatal("Close did not wake followers")
+	}
 }

@@ -68,8 +68,12 @@ type Store struct {
 	cfg    chunker.Config
 	wopts  *pebble.WriteOptions
 	cache  *nodeCache
-	commit sync.Mutex   // serialises ref checks and ref moves
-	gc     sync.RWMutex // readers and batches hold R; garbage collection holds W
+	commit sync.Mutex // serialises ref checks and ref moves
+
+	// refsChanged is closed, and replaced, each time a commit moves refs.
+	refsMu      sync.Mutex
+	refsChanged chan struct{}
+	gc          sync.RWMutex // readers and batches hold R; garbage collection holds W
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -296,12 +300,35 @@ func (s *Store) Close() error {
 		s.drained.Wait()
 	}
 	s.closeMu.Unlock()
+	s.announceRefs() // wake followers: their next read fails with ErrClosed
 	err := s.db.Close()
 	s.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
 	}
 	return nil
+}
+
+// RefsChanged returns a channel that is closed when a later commit moves
+// any ref, or when the store closes. To follow a ref without missing a
+// move, take the channel first, then read the ref, then wait on the
+// channel.
+func (s *Store) RefsChanged() <-chan struct{} {
+	s.refsMu.Lock()
+	defer s.refsMu.Unlock()
+	if s.refsChanged == nil {
+		s.refsChanged = make(chan struct{})
+	}
+	return s.refsChanged
+}
+
+func (s *Store) announceRefs() {
+	s.refsMu.Lock()
+	if s.refsChanged != nil {
+		close(s.refsChanged)
+		s.refsChanged = nil
+	}
+	s.refsMu.Unlock()
 }
 
 // Dir returns the store's directory.
