@@ -52,10 +52,9 @@ type Batch struct {
 	// the node cache, which then holds the trees being edited rather than
 	// their superseded versions.
 	replaced []node.Hash
-	// Scratch for deltaFrom.
-	opsNear, opsDiff, opsOut []deltaOp
-	ended                    bool
-	release                  func()
+	scratch  deltaScratch // for deltaFrom
+	ended    bool
+	release  func()
 }
 
 // NewBatch starts a batch.
@@ -254,12 +253,31 @@ func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error)
 	if b.s.cache.has(h) {
 		return h, nil
 	}
-	p := &pendingNode{raw: raw, n: n}
-	stored := raw
+	var d []byte
 	if n != nil && !b.ingest && !near.IsZero() && near != node.EmptyRoot {
-		if d := b.deltaFrom(h, n, near); d != nil {
-			p.delta, stored = d, d
-		}
+		d = b.deltaFrom(&b.scratch, h, n, near)
+	}
+	return h, b.store(h, raw, n, d)
+}
+
+// putCollected stores a node a parallel Apply worker built.
+func (b *Batch) putCollected(bn builtNode) error {
+	if _, ok := b.pending[bn.h]; ok {
+		return nil
+	}
+	if b.s.cache.has(bn.h) {
+		return nil
+	}
+	return b.store(bn.h, bn.n.Raw(), bn.n, bn.delta)
+}
+
+// store writes node h (raw, decoded as n if not nil) to the batch, as the
+// delta d if d is not nil.
+func (b *Batch) store(h node.Hash, raw []byte, n *node.Node, d []byte) error {
+	p := &pendingNode{raw: raw, n: n, delta: d}
+	stored := raw
+	if d != nil {
+		stored = d
 	}
 	b.pending[h] = p
 	b.pendingBytes += len(raw)
@@ -267,16 +285,21 @@ func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error)
 	if b.ingest {
 		b.spillKVs = append(b.spillKVs, kv{nodeKey(h), raw})
 	} else if err := b.pb.Set(nodeKey(h), stored, nil); err != nil {
-		return h, err
+		return err
 	}
-	return h, b.maybeSpill()
+	return b.maybeSpill()
 }
+
+// deltaScratch is reusable memory for deltaFrom.
+type deltaScratch struct{ near, diff, out []deltaOp }
 
 // deltaFrom returns node n (hash h) encoded as a delta of near's base, or
 // nil if near is not at hand (in this batch or the node cache) or the delta
 // would not be small. It never reads the store: a missed delta only costs
 // bytes.
-func (b *Batch) deltaFrom(h node.Hash, n *node.Node, near node.Hash) []byte {
+//
+// Parallel Apply workers call it concurrently: it only reads the batch.
+func (b *Batch) deltaFrom(sc *deltaScratch, h node.Hash, n *node.Node, near node.Hash) []byte {
 	var e cached
 	if p, ok := b.pending[near]; ok {
 		if p.n == nil {
@@ -290,20 +313,20 @@ func (b *Batch) deltaFrom(h node.Hash, n *node.Node, near node.Hash) []byte {
 		return nil
 	}
 	limit := len(n.Raw())/deltaMaxFraction - deltaHeader - 2
-	ops, ok := diffOps(b.opsDiff, e.n, n, limit)
-	b.opsDiff = ops
+	ops, ok := diffOps(sc.diff, e.n, n, limit)
+	sc.diff = ops
 	if !ok {
 		return nil
 	}
 	base := near
 	if e.delta != nil {
-		d, err := decodeDeltaInto(e.delta, b.opsNear)
-		b.opsNear = d.ops
+		d, err := decodeDeltaInto(e.delta, sc.near)
+		sc.near = d.ops
 		if err != nil {
 			return nil
 		}
-		b.opsOut = composeOps(b.opsOut, d.ops, ops)
-		base, ops = d.base, b.opsOut
+		sc.out = composeOps(sc.out, d.ops, ops)
+		base, ops = d.base, sc.out
 	}
 	if base == h {
 		return nil // back to the base's own contents: store it whole
@@ -357,6 +380,23 @@ func (b *Batch) maybeSpill() error {
 	}
 	b.size = 0
 	return nil
+}
+
+// nodeShared is node for parallel Apply workers: it does not change the
+// batch (it neither waits for an ingest, which workers never run beside,
+// nor keeps what it decodes).
+func (b *Batch) nodeShared(ctx context.Context, h node.Hash) (*node.Node, error) {
+	if p, ok := b.pending[h]; ok {
+		if p.n != nil {
+			return p.n, nil
+		}
+		n, err := node.Decode(p.raw)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: pending node %s: %w", b.s.dir, h, err)
+		}
+		return n, nil
+	}
+	return b.s.Node(ctx, h)
 }
 
 // node loads a node from the batch or the store.

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
@@ -32,9 +35,34 @@ type mutator struct {
 	ctx context.Context
 	cfg chunker.Config
 	b   *Batch
+	// part, if set, makes the mutator a worker of a parallel level: it
+	// collects its new nodes there instead of writing them to the batch.
+	part *levelPart
 }
 
-func (m *mutator) load(h node.Hash) (*node.Node, error) { return m.b.node(m.ctx, h) }
+func (m *mutator) load(h node.Hash) (*node.Node, error) {
+	if m.part != nil {
+		return m.b.nodeShared(m.ctx, h)
+	}
+	return m.b.node(m.ctx, h)
+}
+
+// emit stores (or, in a worker, collects) a new node that replaces near.
+func (m *mutator) emit(n *node.Node, near node.Hash) (node.Hash, error) {
+	if m.part != nil {
+		return m.part.collect(m.b, n, near), nil
+	}
+	return m.b.putBuilt(n, near)
+}
+
+// replace records that old was rewritten.
+func (m *mutator) replace(old node.Hash) {
+	if m.part != nil {
+		m.part.replaced = append(m.part.replaced, old)
+		return
+	}
+	m.b.replaced = append(m.b.replaced, old)
+}
 
 func (m *mutator) apply(root node.Hash, edits []levelEdit) (node.Hash, error) {
 	rootNode, err := m.load(root)
@@ -46,7 +74,12 @@ func (m *mutator) apply(root node.Hash, edits []levelEdit) (node.Hash, error) {
 		if len(edits) == 0 {
 			return root, nil
 		}
-		dels, puts, err := m.applyLevel(root, rootNode, level, edits)
+		var dels, puts []node.Entry
+		if level == 0 && m.part == nil && len(edits) >= parallelMinEdits && !m.b.ingest && runtime.GOMAXPROCS(0) > 1 {
+			dels, puts, err = m.applyLevelParallel(root, rootNode, edits)
+		} else {
+			dels, puts, err = m.applyLevel(root, rootNode, level, edits)
+		}
 		if err != nil {
 			return node.Hash{}, err
 		}
@@ -178,7 +211,7 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 		if len(pend) == 0 {
 			return nil
 		}
-		h, err := m.b.putBuilt(node.Build(level, pend), near)
+		h, err := m.emit(node.Build(level, pend), near)
 		if err != nil {
 			return err
 		}
@@ -215,7 +248,7 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 			last := c.isLast()
 			if cur.Len() > 0 {
 				dels = append(dels, node.Entry{Key: cur.LastKey(), Payload: node.AppendChildPayload(nil, c.hash(), cur.Count())})
-				m.b.replaced = append(m.b.replaced, c.hash())
+				m.replace(c.hash())
 			}
 			j := i
 			for j < len(edits) && (last || bytes.Compare(edits[j].key, cur.LastKey()) <= 0) {
@@ -340,4 +373,110 @@ func (m *mutator) collapse(h node.Hash) (node.Hash, error) {
 		}
 		h, _ = n.Child(0)
 	}
+}
+
+// parallelMinEdits is the number of edits from which Apply rewrites the
+// leaf level with two goroutines. Rebuilding, hashing and delta-encoding
+// leaves is most of an update batch's CPU. A variable so that tests can
+// exercise the parallel path with small trees.
+var parallelMinEdits = 2048
+
+// parallelFallbacks counts parallel levels redone on one goroutine because
+// the halves' runs met (for tests).
+var parallelFallbacks atomic.Int64
+
+// levelPart is one worker's share of a parallel level: the nodes it built,
+// in order, ready for the batch, and the old nodes it replaced.
+type levelPart struct {
+	nodes    []builtNode
+	replaced []node.Hash
+	scratch  deltaScratch
+}
+
+type builtNode struct {
+	h     node.Hash
+	n     *node.Node
+	delta []byte
+}
+
+// collect hashes and delta-encodes n without touching the batch (which
+// workers only read).
+func (p *levelPart) collect(b *Batch, n *node.Node, near node.Hash) node.Hash {
+	h := node.Sum(n.Raw())
+	if h == node.EmptyRoot {
+		return h
+	}
+	var d []byte
+	if !near.IsZero() && near != node.EmptyRoot {
+		d = b.deltaFrom(&p.scratch, h, n, near)
+	}
+	p.nodes = append(p.nodes, builtNode{h: h, n: n, delta: d})
+	return h
+}
+
+// applyLevelParallel is applyLevel at the leaf level with the edits split
+// in two at a leaf boundary, each half rewritten by its own goroutine; the
+// batch then takes both halves' nodes in key order. If the halves' runs
+// met (a run that lost its boundaries spilled into the other half's
+// leaves) it falls back to one goroutine.
+func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits []levelEdit) (dels, puts []node.Entry, err error) {
+	// Split after the leaf holding the middle edit, so that the halves
+	// start in different leaves.
+	mid := len(edits) / 2
+	c, err := seek(m.load, rootHash, root, 0, edits[mid-1].key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !c.isLast() {
+		last := c.node().LastKey()
+		for mid < len(edits) && bytes.Compare(edits[mid].key, last) <= 0 {
+			mid++
+		}
+	} else {
+		mid = len(edits)
+	}
+	if mid == len(edits) {
+		return m.applyLevel(rootHash, root, 0, edits)
+	}
+	halves := [2][]levelEdit{edits[:mid], edits[mid:]}
+	var (
+		parts   [2]levelPart
+		outDels [2][]node.Entry
+		outPuts [2][]node.Entry
+		errs    [2]error
+		wg      sync.WaitGroup
+	)
+	for i := range halves {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &mutator{ctx: m.ctx, cfg: m.cfg, b: m.b, part: &parts[i]}
+			outDels[i], outPuts[i], errs[i] = w.applyLevel(rootHash, root, 0, halves[i])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	seen := make(map[node.Hash]struct{}, len(parts[0].replaced))
+	for _, h := range parts[0].replaced {
+		seen[h] = struct{}{}
+	}
+	for _, h := range parts[1].replaced {
+		if _, ok := seen[h]; ok {
+			parallelFallbacks.Add(1)
+			return m.applyLevel(rootHash, root, 0, edits)
+		}
+	}
+	for i := range parts {
+		for _, bn := range parts[i].nodes {
+			if err := m.b.putCollected(bn); err != nil {
+				return nil, nil, err
+			}
+		}
+		m.b.replaced = append(m.b.replaced, parts[i].replaced...)
+	}
+	return append(outDels[0], outDels[1]...), append(outPuts[0], outPuts[1]...), nil
 }

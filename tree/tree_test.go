@@ -303,3 +303,48 @@ func TestCountRangeMatchesModel(t *testing.T) {
 		}
 	}
 }
+
+// TestParallelApplyMatchesModel applies large random batches, whose leaf
+// level is rewritten by two goroutines, and checks the result against the
+// model and a bulk build. Dense deletes make runs lose their boundaries and
+// spill across the split, so the fallback to one goroutine runs too.
+func TestParallelApplyMatchesModel(t *testing.T) {
+	old := parallelMinEdits
+	parallelMinEdits = 8
+	t.Cleanup(func() { parallelMinEdits = old })
+	fallbacks := parallelFallbacks.Load()
+	for _, cfg := range []chunker.Config{smallConfig, {}} {
+		for seed := uint64(1); seed <= 8; seed++ {
+			r := rand.New(rand.NewPCG(seed, 9))
+			s := openTest(t, cfg)
+			model := map[string]string{}
+			space := 200 + r.IntN(4000)
+			root := node.EmptyRoot
+			for round := 0; round < 8; round++ {
+				var edits []Edit
+				del := r.IntN(4) == 0 // some rounds mostly delete
+				for n := 8 + r.IntN(space); n > 0; n-- {
+					k := randKey(r, space)
+					if del && r.IntN(4) != 0 || r.IntN(5) == 0 {
+						edits = append(edits, Edit{Key: []byte(k), Delete: true})
+						delete(model, k)
+					} else {
+						v := fmt.Sprintf("v%d", r.Uint32())
+						edits = append(edits, Edit{Key: []byte(k), Value: []byte(v)})
+						model[k] = v
+					}
+				}
+				root = apply(t, s, root, edits)
+				if want := build(t, s, model); root != want {
+					t.Fatalf("fanout %d seed %d round %d: applied root %s != built root %s", cfg.WithDefaults().LeafFanout, seed, round, root, want)
+				}
+			}
+			checkContents(t, s, root, model)
+		}
+	}
+	n := parallelFallbacks.Load() - fallbacks
+	t.Logf("parallel levels redone on one goroutine: %d", n)
+	if n == 0 {
+		t.Fatal("no parallel level fell back: the test no longer covers the fallback")
+	}
+}
