@@ -16,6 +16,11 @@ const (
 	walkCommitNodes = 1024
 )
 
+// walkBulkMin is the least an initial clone must be, by its estimate, to be
+// stored as a bulk load (see walker.startBulk): two of tree's 32 MiB
+// ingestion spills. A variable so that tests can clone small trees in bulk.
+var walkBulkMin int64 = 64 << 20
+
 // pendingNode is a fetched branch whose children are not all stored yet.
 // It is stored only when they are, so a stored node always has its whole
 // subtree stored: the invariant that lets a walk skip every subtree whose
@@ -46,9 +51,11 @@ type walkResult struct {
 type walker struct {
 	sy       *syncer
 	b        *tree.Batch
-	size     int // bytes of nodes in b
-	count    int // nodes in b
-	pending  int // branches waiting for their children
+	size     int  // bytes of nodes in b
+	count    int  // nodes in b
+	pending  int  // branches waiting for their children
+	clone    bool // an initial clone into an empty store, nothing stored yet
+	bulk     bool // b is a bulk load (startBulk), committed at the end
 	com      *committer
 	frontier [node.MaxLevel + 1][]walkItem
 	leaves   []leafWait // leaves waiting for their value blobs
@@ -72,6 +79,9 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 		return err
 	}
 	w := &walker{sy: sy, b: b, com: newCommitter(ctx)}
+	// An initial clone into a store that holds no tree yet may be stored
+	// as a bulk load (see startBulk).
+	w.clone = !sy.hasBase && sy.head0 == node.EmptyRoot
 	// The client's own tree guides the server's deltas: its nodes are
 	// usually old versions of the nodes being fetched.
 	hint := sy.base
@@ -473,6 +483,7 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 	if len(w.leaves) == 0 {
 		return nil
 	}
+	w.startBulk(len(w.leaves[0].raw))
 	var refs []node.Hash
 	for _, l := range w.leaves {
 		refs = append(refs, l.refs...)
@@ -492,6 +503,7 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 // put stores a node whose subtree is complete, then every ancestor this
 // completes.
 func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error {
+	w.startBulk(len(raw))
 	for {
 		if _, err := w.b.PutNode(raw); err != nil {
 			return err
@@ -508,7 +520,7 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		w.pending--
 		raw, parent = parent.raw, parent.parent
 	}
-	if w.size >= walkCommitBytes || w.count >= walkCommitNodes {
+	if !w.bulk && (w.size >= walkCommitBytes || w.count >= walkCommitNodes) {
 		b := w.b
 		w.b = nil
 		if err := w.com.submit(b); err != nil {
@@ -521,6 +533,36 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 		w.b, w.size, w.count = b, 0, 0
 	}
 	return nil
+}
+
+// startBulk makes the walk's batch a bulk load (tree.Batch.BulkLoad) if
+// the walk is a large initial clone. It is called before the walk stores
+// anything, node or value blob, with the size of its first leaf; the
+// estimate is the records under the root times the bytes per record of
+// what the walk has covered so far. The whole walk then goes into that one
+// batch, whose nodes tree writes as sorted sstables that Pebble ingests in
+// the background, one per 32 MiB, instead of through Pebble's write-ahead
+// log and memtable (which write every node twice: to the log, then on
+// flush to an sstable); nor does it add them to the node cache. Its spills
+// are durable in order, one at a time, and hold children before (or with)
+// their parents, so a killed clone keeps its progress in 32 MiB steps; an
+// interrupted one keeps all of it, as the batch is committed anyway. As
+// nothing was stored before, the ingested sstables overlap nothing in the
+// memtable and need less compaction.
+func (w *walker) startBulk(size int) {
+	if !w.clone {
+		return
+	}
+	w.clone = false
+	sy := w.sy
+	if sy.records <= 0 || sy.total <= 0 || sy.total/sy.records*int64(size) < walkBulkMin {
+		return
+	}
+	w.bulk = true
+	w.b.BulkLoad()
+	if bulkHook != nil {
+		bulkHook()
+	}
 }
 
 // hintNode returns the local node at level that covers key, starting from
@@ -541,6 +583,9 @@ func (w *walker) hintNode(ctx context.Context, h node.Hash, level int, key []byt
 		h, _ = n.Child(min(n.Search(key), n.Len()-1))
 	}
 }
+
+// bulkHook, set by tests, observes a walk switching to a bulk load.
+var bulkHook func()
 
 // walkHook, set by tests, observes a walk's frontier and pending branches
 // after each response.
