@@ -260,15 +260,19 @@ func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error)
 	return h, b.store(h, raw, n, d)
 }
 
-// putCollected stores a node a parallel Apply worker built.
-func (b *Batch) putCollected(bn builtNode) error {
-	if _, ok := b.pending[bn.h]; ok {
-		return nil
+// adopt records a node a parallel Apply worker wrote to Pebble itself as
+// one of the batch's nodes (for later lookups and the cache).
+func (b *Batch) adopt(bn builtNode) {
+	if _, ok := b.pending[bn.h]; ok || b.bulk {
+		return
 	}
-	if b.s.cache.has(bn.h) {
-		return nil
+	b.pending[bn.h] = &pendingNode{raw: bn.n.Raw(), n: bn.n, delta: bn.delta}
+	b.pendingBytes += len(bn.n.Raw())
+	if int64(b.pendingBytes) > b.s.cache.budget/4 {
+		clear(b.pending) // as maybeSpill does for a load larger than the cache
+		b.pendingBytes = 0
+		b.bulk = true
 	}
-	return b.store(bn.h, bn.n.Raw(), bn.n, bn.delta)
 }
 
 // store writes node h (raw, decoded as n if not nil) to the batch, as the
@@ -522,6 +526,13 @@ func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredE
 
 // applyStored applies edits whose payloads are already encoded.
 func (b *Batch) applyStored(ctx context.Context, root node.Hash, les []levelEdit) (node.Hash, error) {
+	if b.pb.Empty() && !b.ingest && len(les) >= 1024 {
+		// Size the Pebble batch for the nodes this Apply will write (about
+		// a kilobyte per scattered edit) instead of growing it by doubling.
+		b.pb.Close()
+		b.pb = b.s.db.NewBatchWithSize(min(spillBytes+spillBytes/8, 1024*len(les)))
+		b.size = 0
+	}
 	// Sort by key; on equal keys the later edit wins. A stable sort of
 	// the edits themselves (insertion sort and merging) costs several times
 	// a pattern-defeating sort of their positions.

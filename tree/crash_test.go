@@ -100,6 +100,9 @@ func TestCrashChild(t *testing.T) {
 	// Small spills: nodes and blobs of most batches reach Pebble in several
 	// writes ahead of the commit, so kills also land between them.
 	spillBytes = 64 << 10
+	// Rewrite leaf levels with two goroutines, each writing its nodes
+	// ahead of the commit, so kills also land between those writes.
+	parallelMinEdits = 16
 	ctx := context.Background()
 	s, err := Open(filepath.Join(dir, "store"), &Options{NoSync: !sync, CacheSize: 1 << 20})
 	if err != nil {

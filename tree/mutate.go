@@ -10,6 +10,7 @@ import (
 
 	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // levelEdit sets key to payload at one level of a tree; a nil payload
@@ -385,12 +386,16 @@ var parallelMinEdits = 2048
 // the halves' runs met (for tests).
 var parallelFallbacks atomic.Int64
 
-// levelPart is one worker's share of a parallel level: the nodes it built,
-// in order, ready for the batch, and the old nodes it replaced.
+// levelPart is one worker's share of a parallel level: its own Pebble
+// batch of the nodes it built, the nodes themselves (for the batch's
+// pending set and the cache), and the old nodes it replaced.
 type levelPart struct {
+	pb       *pebble.Batch
 	nodes    []builtNode
+	seen     map[node.Hash]struct{}
 	replaced []node.Hash
 	scratch  deltaScratch
+	err      error
 }
 
 type builtNode struct {
@@ -399,17 +404,32 @@ type builtNode struct {
 	delta []byte
 }
 
-// collect hashes and delta-encodes n without touching the batch (which
-// workers only read).
+// collect hashes n, delta-encodes it and writes it to the worker's own
+// Pebble batch, reading the Batch but never changing it.
 func (p *levelPart) collect(b *Batch, n *node.Node, near node.Hash) node.Hash {
 	h := node.Sum(n.Raw())
-	if h == node.EmptyRoot {
+	if h == node.EmptyRoot || p.err != nil {
 		return h
 	}
+	if _, ok := p.seen[h]; ok {
+		return h
+	}
+	if _, ok := b.pending[h]; ok {
+		return h
+	}
+	if b.s.cache.has(h) {
+		return h
+	}
+	p.seen[h] = struct{}{}
 	var d []byte
 	if !near.IsZero() && near != node.EmptyRoot {
 		d = b.deltaFrom(&p.scratch, h, n, near)
 	}
+	stored := n.Raw()
+	if d != nil {
+		stored = d
+	}
+	p.err = p.pb.Set(nodeKey(h), stored, nil)
 	p.nodes = append(p.nodes, builtNode{h: h, n: n, delta: d})
 	return h
 }
@@ -438,6 +458,18 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 	if mid == len(edits) {
 		return m.applyLevel(rootHash, root, 0, edits)
 	}
+	// Workers write their nodes to Pebble themselves, ahead of the commit
+	// like a spill. A node they write may be a delta of a node this batch
+	// wrote earlier: write those first, so that a crash never leaves a
+	// stored delta without its base.
+	if !m.b.pb.Empty() {
+		if err := m.b.pb.Commit(pebble.NoSync); err != nil {
+			return nil, nil, fmt.Errorf("store %s: write nodes: %w", m.b.s.dir, err)
+		}
+		m.b.pb.Close()
+		m.b.pb = m.b.s.db.NewBatch()
+		m.b.size = 0
+	}
 	halves := [2][]levelEdit{edits[:mid], edits[mid:]}
 	var (
 		parts   [2]levelPart
@@ -450,8 +482,18 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &mutator{ctx: m.ctx, cfg: m.cfg, b: m.b, part: &parts[i]}
+			p := &parts[i]
+			p.pb = m.b.s.db.NewBatchWithSize(min(spillBytes, 1024*len(halves[i])))
+			p.seen = map[node.Hash]struct{}{}
+			defer p.pb.Close()
+			w := &mutator{ctx: m.ctx, cfg: m.cfg, b: m.b, part: p}
 			outDels[i], outPuts[i], errs[i] = w.applyLevel(rootHash, root, 0, halves[i])
+			if errs[i] == nil {
+				errs[i] = p.err
+			}
+			if errs[i] == nil {
+				errs[i] = p.pb.Commit(pebble.NoSync)
+			}
 		}()
 	}
 	wg.Wait()
@@ -472,9 +514,7 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 	}
 	for i := range parts {
 		for _, bn := range parts[i].nodes {
-			if err := m.b.putCollected(bn); err != nil {
-				return nil, nil, err
-			}
+			m.b.adopt(bn)
 		}
 		m.b.replaced = append(m.b.replaced, parts[i].replaced...)
 	}
