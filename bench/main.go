@@ -17,7 +17,7 @@
 //
 // Sections:
 //   - store: bulk build, random batched updates and point Gets, each as a
-//     ratio to raw Pebble on the same records, and sstable bytes per record;
+//     ratio to raw Pebble on the same records, and stored bytes per record;
 //   - diff: time and nodes loaded by diff.Diff for W(n, d), against a full
 //     scan of both trees;
 //   - sync: Arbor's QUIC sync (retained-base path and walk path) and initial

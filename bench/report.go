@@ -38,7 +38,7 @@ func Markdown(r *Results) string {
 			p("| %d | bulk build (records/s) | %s | %s | %.2f |\n", s.N, rate(s.BuildArbor), rate(s.BuildPebble), s.BuildRatio)
 			p("| %d | random updates, %d in batches of %d (records/s) | %s | %s | %.2f |\n", s.N, s.Updates, pebbleBatch, rate(s.UpdateArbor), rate(s.UpdatePebble), s.UpdateRatio)
 			p("| %d | point Gets, %d random keys (Gets/s) | %s | %s | %.2f |\n", s.N, s.Gets, rate(s.GetArbor), rate(s.GetPebble), s.GetRatio)
-			p("| %d | sstable bytes per record after flush (B) | %s | %s | %.2f |\n", s.N, num(s.BytesPerRecordArbor, 1), num(s.BytesPerRecordPebble, 1), ratio(s.BytesPerRecordArbor.Median, s.BytesPerRecordPebble.Median))
+			p("| %d | stored bytes per record after flush (sstables + blob files, B) | %s | %s | %.2f |\n", s.N, num(s.BytesPerRecordArbor, 1), num(s.BytesPerRecordPebble, 1), ratio(s.BytesPerRecordArbor.Median, s.BytesPerRecordPebble.Median))
 		}
 		p("\n")
 	}

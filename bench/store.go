@@ -136,7 +136,7 @@ func buildPebble(w *Workload, db *pebble.DB, sync bool) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// sstBytes flushes the Pebble database in dir and returns its sstable
+// sstBytes flushes the Pebble database in dir and returns its sstable and blob file
 // bytes. The database must not be open elsewhere.
 func sstBytes(dir string) (int64, error) {
 	db, err := openRawPebble(dir)
@@ -150,7 +150,13 @@ func sstBytes(dir string) (int64, error) {
 	if err := db.Close(); err != nil {
 		return 0, err
 	}
-	return dirBytes(dir, ".sst")
+	// Values may sit in blob files (Pebble value separation), not sstables.
+	sst, err := dirBytes(dir, ".sst")
+	if err != nil {
+		return 0, err
+	}
+	blob, err := dirBytes(dir, ".blob")
+	return sst + blob, err
 }
 
 // runStore measures the store section for W(n, ·): build, random batched
@@ -194,7 +200,7 @@ func runStore(ctx context.Context, cfg *Config, n int) (*StoreResult, error) {
 }
 
 // storeRun is one run of the store section. It returns, in order: build
-// records/s (Arbor, Pebble), update records/s, Gets/s, sstable bytes per
+// records/s (Arbor, Pebble), update records/s, Gets/s, stored bytes per
 // record.
 func storeRun(ctx context.Context, cfg *Config, w *Workload, dir string, updates, gets, run int) ([8]float64, error) {
 	var out [8]float64

@@ -509,6 +509,13 @@ func settle(b *testing.B, db *pebble.DB) {
 	if err := db.Compact(context.Background(), []byte{0}, []byte{0xff, 0xff}, false); err != nil {
 		b.Fatal(err)
 	}
+	// Let Pebble delete the files the compaction made obsolete, so that
+	// directory sizes measure live data.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := db.Metrics(); m.Table.ObsoleteSize+m.BlobFiles.ObsoleteSize == 0 {
+			break
+		}
+	}
 }
 
 // dirSize returns the bytes of the regular files under dir.

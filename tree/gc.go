@@ -104,6 +104,7 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 		if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil {
 			return st, fmt.Errorf("gc %s: compact: %w", s.dir, err)
 		}
+		s.awaitDeletions(ctx)
 	}
 	return st, nil
 }
@@ -312,6 +313,15 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 	if err := s.rewriteWhole(ctx, whole); err != nil {
 		return 0, 0, err
 	}
+	if n > 0 {
+		skip := make(map[node.Hash]struct{}, len(whole))
+		for _, h := range whole {
+			skip[h] = struct{}{}
+		}
+		if err := s.rewriteLive(ctx, pfx, live, skip); err != nil {
+			return 0, 0, err
+		}
+	}
 	ranks := make([]int, 0, len(byRank))
 	for r := range byRank {
 		ranks = append(ranks, r)
@@ -345,6 +355,73 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 		}
 	}
 	return n, size, b.Commit(s.wopts)
+}
+
+// awaitDeletions waits, for a few seconds at most, until Pebble has deleted
+// the files that GC's compaction made obsolete, so that the space is back
+// when GC returns. Node values live in blob files (value separation): a
+// blob file goes once no live key refers to it.
+func (s *Store) awaitDeletions(ctx context.Context) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		m := s.db.Metrics()
+		if m.Table.ObsoleteSize+m.BlobFiles.ObsoleteSize == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rewriteLive writes every live key under pfx again with its value (but
+// those in skip). Node and blob values sit in Pebble blob files (value
+// separation), and a blob file's space returns only when no key refers to
+// it: after a sweep most files still hold a few live values among many dead
+// ones. Writing the live values again moves them to new files, and the
+// compaction that follows drops the old versions, so every old file goes.
+// This makes GC's cost proportional to the live data, like a copying
+// collector, and leaves the store about the size of a fresh build.
+func (s *Store) rewriteLive(ctx context.Context, pfx byte, live, skip map[node.Hash]struct{}) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfx}, UpperBound: []byte{pfx + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	b := s.db.NewBatch()
+	defer func() { b.Close() }()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 1+node.HashSize {
+			continue
+		}
+		h := node.Hash(k[1:])
+		if _, ok := live[h]; !ok {
+			continue
+		}
+		if _, ok := skip[h]; ok {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := b.Set(k, v, nil); err != nil {
+			return err
+		}
+		if b.Len() > sweepBatchBytes {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = s.db.NewBatch()
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
 }
 
 // rewriteWhole stores the nodes hashes, which are stored as deltas, whole,

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
@@ -269,12 +270,28 @@ func pebbleOptions(pc *pebble.Cache) *pebble.Options {
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	// Node and blob values of 256 bytes or more go to blob files, written
+	// once at flush; compactions then move only keys and references. Keys
+	// are hashes, so every compaction overlaps the whole key space and
+	// would otherwise rewrite every node each time. GC copies the live
+	// values to new blob files so that old ones are freed (gc.go).
+	po.FormatMajorVersion = pebble.FormatValueSeparation
+	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           256,
+			MaxBlobReferenceDepth: 20,
+			RewriteMinimumAge:     time.Second,
+			TargetGarbageRatio:    0.25,
+		}
+	}
 	return po
 }
 
-// memTableSize is Pebble's memtable size. Every applied batch rewrites
-// whole nodes (kilobytes per changed record), so batches are large.
-var memTableSize uint64 = 64 << 20
+// memTableSize is Pebble's memtable size. Pebble keeps up to three spent
+// write-ahead logs of about this size for reuse, which counts in a small
+// store's disk use; deltas keep applied batches small enough for 32 MiB.
+var memTableSize uint64 = 32 << 20
 
 type quietLogger struct{}
 
