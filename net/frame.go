@@ -37,6 +37,8 @@ const (
 	msgPushDone  byte = 0x21 // server → client: push outcome
 	msgGetChange byte = 0x30 // client → server: changes between two roots
 	msgChange    byte = 0x31 // server → client: one changed record
+	msgWatch     byte = 0x40 // client → server: report root changes
+	msgRoot      byte = 0x41 // server → client: the server's current root
 	msgEnd       byte = 0x7F // either way: end of a message sequence, with a count
 )
 
@@ -66,6 +68,10 @@ func msgName(t byte) string {
 		return "GetChanges"
 	case msgChange:
 		return "Change"
+	case msgWatch:
+		return "Watch"
+	case msgRoot:
+		return "Root"
 	case msgEnd:
 		return "End"
 	}

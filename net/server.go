@@ -119,6 +119,7 @@ type Server struct {
 	lnMu sync.Mutex
 	ln   *quic.Listener
 	tr   *quic.Transport
+	udp  stdnet.PacketConn // the Transport does not close a socket it was given
 	wg   sync.WaitGroup
 }
 
@@ -201,7 +202,7 @@ func (s *Server) Listen(addr string) error {
 		return fmt.Errorf("arbor server: listen %s: %w", addr, err)
 	}
 	s.lnMu.Lock()
-	s.ln, s.tr = ln, tr
+	s.ln, s.tr, s.udp = ln, tr, udp
 	s.lnMu.Unlock()
 	return nil
 }
@@ -228,7 +229,7 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 // listener, ends every session and returns nil. Listen must come first.
 func (s *Server) Serve(ctx context.Context) error {
 	s.lnMu.Lock()
-	ln, tr := s.ln, s.tr
+	ln, tr, udp := s.ln, s.tr, s.udp
 	s.lnMu.Unlock()
 	if ln == nil {
 		return errors.New("arbor server: Serve before Listen")
@@ -238,6 +239,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		ln.Close()
 		s.wg.Wait()
 		tr.Close()
+		udp.Close() // free the port for a restart
 	}()
 	for {
 		qc, err := ln.Accept(ctx)
@@ -331,10 +333,16 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Exchanges in flight: a session with one (a Watch, a long pull) is not
+	// idle however long it goes without starting another.
+	var active atomic.Int64
 	for {
 		actx, cancel := context.WithTimeout(ctx, s.opts.IdleTimeout)
 		st, err := qc.AcceptStream(actx)
 		cancel()
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && active.Load() > 0 {
+			continue
+		}
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
@@ -350,8 +358,10 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		}
 		sess.c.exchanges.Add(1)
 		wg.Add(1)
+		active.Add(1)
 		go func() {
 			defer wg.Done()
+			defer active.Add(-1)
 			ex := newExchange(st, &sess.c, s.opts.IOTimeout, s.opts.MaxFrame, sess.peer)
 			if err := sess.handle(ctx, ex); err != nil {
 				s.log.Warn("arbor server: exchange failed", "peer", peer, "client", sess.clientID, "err", err)
@@ -600,7 +610,7 @@ func (sess *session) handle(ctx context.Context, ex *exchange) error {
 }
 
 func (sess *session) handle1(ctx context.Context, ex *exchange) error {
-	f, err := ex.recv(msgGetNodes, msgGetBlobs, msgPush, msgGetChange)
+	f, err := ex.recv(msgGetNodes, msgGetBlobs, msgPush, msgGetChange, msgWatch)
 	if err != nil {
 		return err
 	}
@@ -618,6 +628,8 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 		return sess.getBlobs(ctx, ex, f.Payload)
 	case msgGetChange:
 		return sess.getChanges(ctx, ex, f.Payload)
+	case msgWatch:
+		return sess.watch(ctx, ex, f.Payload)
 	default:
 		return sess.push(ctx, ex, f)
 	}
