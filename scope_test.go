@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arbor-sync/arbor"
 	"github.com/arbor-sync/arbor/scope"
@@ -97,4 +98,78 @@ func TestPartialReplica(t *testing.T) {
 	if err := it.Close(); err != nil || seen != 101 {
 		t.Fatalf("iterator yields %d records, %v; want 101", seen, err)
 	}
+}
+
+// TestFollowPropagatesBothWays runs DB.Follow against an in-process server:
+// a Put on either side reaches the other without any explicit Sync.
+func TestFollowPropagatesBothWays(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tmp := t.TempDir()
+	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serverDB.Close()
+	if err := serverDB.Put(ctx, []byte("k0"), []byte("v0")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := arbor.NewServer(serverDB, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: tmp + "/tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+
+	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint()}
+	followed := make(chan error, 1)
+	fctx, stopFollow := context.WithCancel(ctx)
+	go func() { followed <- db.Follow(fctx, opts, arbor.FollowOptions{}) }()
+
+	has := func(d *arbor.DB, k, v string) func() bool {
+		return func() bool {
+			got, err := d.Get(ctx, []byte(k))
+			return err == nil && string(got) == v
+		}
+	}
+	waitFor(t, "the initial clone", has(db, "k0", "v0"))
+	if err := serverDB.Put(ctx, []byte("k1"), []byte("from server")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a server write on the client", has(db, "k1", "from server"))
+	if err := db.Put(ctx, []byte("k2"), []byte("from client")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a client write on the server", has(serverDB, "k2", "from client"))
+	stopFollow()
+	if err := <-followed; err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	sr, err := serverDB.Root(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr, _ := db.Root(ctx); cr != sr {
+		t.Fatalf("client root %s, server root %s", cr, sr)
+	}
+}
+
+// waitFor polls cond until it holds (a liveness bound, not a speed target).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }

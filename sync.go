@@ -25,6 +25,9 @@ type (
 	ServerOptions = arbornet.ServerOptions
 	// Token is one client credential: the secret and the client id.
 	Token = arbornet.Token
+	// FollowOptions tune DB.Follow: a callback for every sync, and the
+	// retry backoff.
+	FollowOptions = arbornet.FollowOptions
 )
 
 // Sync and server errors.
@@ -53,6 +56,32 @@ func LoadTokens(path string) ([]Token, error) { return arbornet.LoadTokens(path)
 func (db *DB) Sync(ctx context.Context, opts SyncOptions) (*SyncResult, error) {
 	defer db.scope.Store(nil) // a sync may set, widen or narrow the scope
 	return arbornet.Sync(ctx, db.store, opts)
+}
+
+// Follow keeps the DB in sync with a server until ctx ends (it then
+// returns nil): it syncs at once, then again whenever the server announces
+// a new root and whenever a local write (Put, Delete, Apply) leaves changes
+// to push, so both directions propagate within a round trip or two. Lost
+// connections and failed syncs are retried with backoff; a refused token, an
+// untrusted certificate or a different chunker config end Follow with that
+// error. Do not call Sync on the DB while Follow runs.
+func (db *DB) Follow(ctx context.Context, opts SyncOptions, fo FollowOptions) error {
+	onSync := fo.OnSync
+	fo.OnSync = func(res *SyncResult, err error) {
+		db.scope.Store(nil) // a sync may set, widen or narrow the scope
+		if onSync != nil {
+			onSync(res, err)
+		}
+	}
+	defer db.scope.Store(nil)
+	return arbornet.Follow(ctx, db.store, opts, fo)
+}
+
+// WatchServer calls fn with a server's root at once and each time it moves,
+// until ctx ends (then it returns nil) or fn returns an error. It moves no
+// records: use it to learn of changes, or Follow to apply them.
+func WatchServer(ctx context.Context, opts SyncOptions, fn func(root Hash) error) error {
+	return arbornet.Watch(ctx, opts, fn)
 }
 
 // ServerRoot asks a server for its current root without syncing: compare it
