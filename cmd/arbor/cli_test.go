@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // binary is the arbor command built once for the end-to-end tests.
@@ -322,5 +323,90 @@ func TestCLIPartialSync(t *testing.T) {
 	out = mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
 	if !strings.Contains(out, "accepted 1") {
 		t.Fatalf("push in scope: %q", out)
+	}
+}
+
+// TestCLISyncWatch: 'arbor sync --watch --json' mirrors the server live. A
+// change another client pushes reaches the watching store with no command
+// run on it, each sync prints one JSON line, and an interrupt ends it with
+// exit 0.
+func TestCLISyncWatch(t *testing.T) {
+	dir := t.TempDir()
+	srv, a, b := filepath.Join(dir, "srv"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("tok-a mirror\ntok-b writer\n"), 0o600)
+	mustRun(t, "k1\tv1\n", "--db", srv, "import", "-")
+	addr, fp := startServer(t, srv, tokens)
+
+	cmd := exec.Command(binary, "--db", a, "sync", "--watch", "--json", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
+	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	type syncLine struct {
+		Pulled int
+		Root   string
+		Error  string
+	}
+	lines := make(chan syncLine, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var l syncLine
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				l.Error = fmt.Sprintf("bad line %q: %v", sc.Text(), err)
+			}
+			lines <- l
+		}
+		close(lines)
+	}()
+	next := func(what string) syncLine {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("%s: watcher ended early; stderr %q", what, stderr.String())
+			}
+			if l.Error != "" {
+				t.Fatalf("%s: %s", what, l.Error)
+			}
+			return l
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no sync line; stderr %q", what, stderr.String())
+		}
+		panic("unreachable")
+	}
+	if l := next("the clone"); l.Pulled != 1 {
+		t.Fatalf("clone pulled %d records, want 1", l.Pulled)
+	}
+	// Another client pushes two records; the watcher pulls them by itself.
+	syncB := []string{"--db", b, "sync", "--server", addr, "--token", "tok-b", "--fingerprint", fp}
+	mustRun(t, "", syncB...)
+	mustRun(t, "", "--db", b, "put", "k2", "v2")
+	mustRun(t, "", "--db", b, "put", "k3", "v3")
+	mustRun(t, "", syncB...)
+	want := strings.TrimSpace(mustRun(t, "", "--db", b, "root"))
+	pulled := 0
+	for l := next("the live pull"); ; l = next("the live pull") {
+		pulled += l.Pulled
+		if l.Root == want {
+			break
+		}
+	}
+	if pulled != 2 {
+		t.Fatalf("watcher pulled %d records, want 2", pulled)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("watcher exit after interrupt: %v (stderr %q)", err, stderr.String())
+	}
+	if got := mustRun(t, "", "--db", a, "get", "k3"); got != "v3\n" {
+		t.Fatalf("mirror k3 = %q, want v3", got)
 	}
 }

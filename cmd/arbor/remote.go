@@ -91,12 +91,13 @@ type syncCmd struct {
 	Prefix      []string      `placeholder:"P" help:"Sync only keys with this prefix (repeatable; with --start/--end, the union). Remembered; a wider scope later fetches only the added part."`
 	Start       *string       `placeholder:"KEY" help:"Sync only keys ≥ KEY (with --end: the range [start, end))."`
 	End         *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
-	JSON        bool          `name:"json" help:"Print the result as JSON."`
+	JSON        bool          `name:"json" help:"Print the result as JSON (with --watch, one JSON object per line per sync)."`
 	Timeout     time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
+	Watch       bool          `help:"Keep running: sync again each time the server announces a change, until interrupted (a live mirror). Lost connections are retried."`
 }
 
 func (syncCmd) Help() string {
-	return "Pushes local changes (the server's value wins conflicts; overridden changes are listed), then pulls\neverything else. The first sync of an empty store is a clone.\n\nExample:\n  arbor --db laptop sync --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…"
+	return "Pushes local changes (the server's value wins conflicts; overridden changes are listed), then pulls\neverything else. The first sync of an empty store is a clone. With --watch it keeps the store in step\nwith the server until interrupted.\n\nExample:\n  arbor --db laptop sync --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…\n  arbor --db mirror sync --watch --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…"
 }
 
 func (c syncCmd) clientOptions() arbor.SyncOptions {
@@ -141,6 +142,9 @@ func (c syncCmd) Run(e *env) error {
 	opts := c.clientOptions()
 	if sc := opts.Scope; sc.Ranges() != nil && sc.IsEmpty() {
 		return fmt.Errorf("sync: the scope given by --prefix/--start/--end holds no key")
+	}
+	if c.Watch {
+		return c.follow(ctx, e, db, opts)
 	}
 	var bar *progressbar.ProgressBar
 	if e.isTTY && !c.JSON {
@@ -192,6 +196,39 @@ func (c syncCmd) Run(e *env) error {
 		return err
 	}
 	printSync(e, res)
+	return err
+}
+
+// follow runs 'arbor sync --watch': every sync's result is printed as it
+// happens; an interrupt ends it cleanly.
+func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.SyncOptions) error {
+	n := 0
+	fo := arbor.FollowOptions{OnSync: func(res *arbor.SyncResult, err error) {
+		n++
+		if c.JSON {
+			out := syncOut{Error: ""}
+			if res != nil {
+				out = syncJSON(res)
+			}
+			if err != nil {
+				out.Error = err.Error()
+			}
+			json.NewEncoder(e.stdout).Encode(out) // one line per sync
+			return
+		}
+		if err != nil {
+			fmt.Fprintf(e.stderr, "sync %d failed (retrying): %v\n", n, err)
+			return
+		}
+		printSync(e, res)
+	}}
+	if !c.JSON {
+		fmt.Fprintf(e.stderr, "following %s; interrupt to stop\n", c.Server)
+	}
+	err := db.Follow(ctx, opts, fo)
+	if err == nil && !c.JSON {
+		fmt.Fprintf(e.stderr, "stopped after %d syncs\n", n)
+	}
 	return err
 }
 
