@@ -32,16 +32,8 @@ func TestPartialReplica(t *testing.T) {
 	if err := serverDB.Apply(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := arbor.NewServer(serverDB, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: tmp + "/tls"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	defer func() { cancel(); <-served }()
+	srv, wait := serveDB(t, ctx, serverDB, tmp+"/tls")
+	defer func() { cancel(); wait() }()
 
 	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
 	if err != nil {
@@ -114,16 +106,8 @@ func TestFollowPropagatesBothWays(t *testing.T) {
 	if err := serverDB.Put(ctx, []byte("k0"), []byte("v0")); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := arbor.NewServer(serverDB, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: tmp + "/tls"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	defer func() { cancel(); <-served }()
+	srv, wait := serveDB(t, ctx, serverDB, tmp+"/tls")
+	defer func() { cancel(); wait() }()
 
 	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
 	if err != nil {
@@ -172,4 +156,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// serveDB serves db with token s3cret (client "laptop") on a loopback port
+// until ctx ends; the returned func waits for the server to stop.
+func serveDB(t *testing.T, ctx context.Context, db *arbor.DB, certDir string) (srv *arbor.Server, wait func()) {
+	t.Helper()
+	srv, err := arbor.NewServer(db, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: certDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	return srv, func() { <-served }
 }

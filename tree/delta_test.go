@@ -128,9 +128,9 @@ func FuzzDecodeDelta(f *testing.F) {
 	})
 }
 
-// storedForms counts the store's nodes kept whole and as deltas, and
-// checks that every delta's base is stored whole.
-func storedForms(t *testing.T, s *Store) (whole, deltas int) {
+// eachStoredNode calls fn with every stored node's hash and stored bytes
+// (valid during the call) until fn returns false.
+func eachStoredNode(t *testing.T, s *Store, fn func(h node.Hash, stored []byte) bool) {
 	t.Helper()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixNode}, UpperBound: []byte{prefixNode + 1}})
 	if err != nil {
@@ -138,24 +138,35 @@ func storedForms(t *testing.T, s *Store) (whole, deltas int) {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		v := it.Value()
+		if !fn(node.Hash(it.Key()[1:]), it.Value()) {
+			return
+		}
+	}
+}
+
+// storedForms counts the store's nodes kept whole and as deltas, and
+// checks that every delta's base is stored whole.
+func storedForms(t *testing.T, s *Store) (whole, deltas int) {
+	t.Helper()
+	eachStoredNode(t, s, func(h node.Hash, v []byte) bool {
 		if !isDelta(v) {
 			whole++
-			continue
+			return true
 		}
 		deltas++
 		d, err := decodeDelta(v)
 		if err != nil {
-			t.Fatalf("stored delta %x: %v", it.Key(), err)
+			t.Fatalf("stored delta %s: %v", h, err)
 		}
 		b, err := s.get(nodeKey(d.base))
 		if err != nil {
-			t.Fatalf("delta %x: base %s: %v", it.Key()[1:], d.base, err)
+			t.Fatalf("delta %s: base %s: %v", h, d.base, err)
 		}
 		if isDelta(b) {
-			t.Fatalf("delta %x: base %s is itself a delta", it.Key()[1:], d.base)
+			t.Fatalf("delta %s: base %s is itself a delta", h, d.base)
 		}
-	}
+		return true
+	})
 	return whole, deltas
 }
 
@@ -260,26 +271,24 @@ func deltaStore(t *testing.T, model map[string]string, edits []Edit) (*Store, no
 }
 
 // deltaNode returns a node stored as a delta in s, and its delta.
-func deltaNode(t *testing.T, s *Store) (node.Hash, delta) {
+func deltaNode(t *testing.T, s *Store) (h node.Hash, d delta) {
 	t.Helper()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixNode}, UpperBound: []byte{prefixNode + 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if isDelta(it.Value()) {
-			var h node.Hash
-			copy(h[:], it.Key()[1:])
-			d, err := decodeDelta(bytes.Clone(it.Value()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return h, d
+	found := false
+	eachStoredNode(t, s, func(nh node.Hash, v []byte) bool {
+		if !isDelta(v) {
+			return true
 		}
+		var err error
+		if d, err = decodeDelta(bytes.Clone(v)); err != nil {
+			t.Fatal(err)
+		}
+		h, found = nh, true
+		return false
+	})
+	if !found {
+		t.Fatal("no delta stored")
 	}
-	t.Fatal("no delta stored")
-	return node.Hash{}, delta{}
+	return h, d
 }
 
 // TestDamagedDeltas checks that a delta whose ops were altered, or whose

@@ -404,24 +404,32 @@ func (s *Store) rewriteLive(ctx context.Context, pfx byte, live, skip map[node.H
 		if err != nil {
 			return err
 		}
-		if err := b.Set(k, v, nil); err != nil {
+		if err := s.setChunked(ctx, &b, k, v); err != nil {
 			return err
-		}
-		if b.Len() > sweepBatchBytes {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			b = s.db.NewBatch()
-			if err := ctx.Err(); err != nil {
-				return err
-			}
 		}
 	}
 	if err := it.Error(); err != nil {
 		return err
 	}
 	return b.Commit(pebble.NoSync)
+}
+
+// setChunked adds a Set to *b, first committing *b (unsynced) and starting
+// a new batch once it holds sweepBatchBytes, so GC's rewrites never build
+// one huge batch.
+func (s *Store) setChunked(ctx context.Context, b **pebble.Batch, k, v []byte) error {
+	if err := (*b).Set(k, v, nil); err != nil {
+		return err
+	}
+	if (*b).Len() <= sweepBatchBytes {
+		return nil
+	}
+	if err := (*b).Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	(*b).Close()
+	*b = s.db.NewBatch()
+	return ctx.Err()
 }
 
 // rewriteWhole stores the nodes hashes, which are stored as deltas, whole,
@@ -435,15 +443,8 @@ func (s *Store) rewriteWhole(ctx context.Context, hashes []node.Hash) error {
 		if err != nil {
 			return fmt.Errorf("rewrite node %s whole: %w", h, err)
 		}
-		if err := b.Set(nodeKey(h), n.Raw(), nil); err != nil {
+		if err := s.setChunked(ctx, &b, nodeKey(h), n.Raw()); err != nil {
 			return err
-		}
-		if b.Len() > sweepBatchBytes {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			b = s.db.NewBatch()
 		}
 	}
 	// Synced like the deletions that follow: whatever of them survives a

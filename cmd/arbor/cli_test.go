@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,19 +180,27 @@ func TestCLIDiffTwoStoresAndStatus(t *testing.T) {
 
 // startServer runs 'arbor serve' on a free port and returns its address and
 // fingerprint; the server is stopped with SIGINT at cleanup.
-func startServer(t *testing.T, db, tokens string) (addr, fp string) {
+// startArbor starts the binary in the background: its stdout as a pipe,
+// its stderr collected.
+func startArbor(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(binary, "--db", db, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens)
+	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return cmd, stdout, stderr
+}
+
+func startServer(t *testing.T, db, tokens string) (addr, fp string) {
+	t.Helper()
+	cmd, stdout, stderr := startArbor(t, "--db", db, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens)
 	done := make(chan error, 1)
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
@@ -338,17 +347,7 @@ func TestCLISyncWatch(t *testing.T) {
 	mustRun(t, "k1\tv1\n", "--db", srv, "import", "-")
 	addr, fp := startServer(t, srv, tokens)
 
-	cmd := exec.Command(binary, "--db", a, "sync", "--watch", "--json", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
-	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startArbor(t, "--db", a, "sync", "--watch", "--json", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
 	type syncLine struct {
 		Pulled int
 		Root   string
