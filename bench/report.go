@@ -32,7 +32,7 @@ func Markdown(r *Results) string {
 	}
 	if len(r.Store) > 0 {
 		p("## Store: Arbor against raw Pebble\n\n")
-		p("Same records, same run. Raw Pebble writes the records as plain key/value pairs in batches of %d, with exactly an Arbor store's Pebble options (64 MiB block cache, 64 MiB memtable, bloom filters); Arbor also keeps up to 256 MiB of decoded nodes. Durability: %s.\n\n", pebbleBatch, durability(r.Config.Sync))
+		p("Same records, same run. Raw Pebble writes the records as plain key/value pairs in batches of %d, with exactly an Arbor store's Pebble options (64 MiB block cache, 32 MiB memtable, bloom filters, value separation of values of 256 bytes or more); Arbor also keeps up to 256 MiB of decoded nodes. Durability: %s.\n\n", pebbleBatch, durability(r.Config.Sync))
 		p("| n | figure | Arbor | raw Pebble | Arbor ÷ Pebble |\n|---:|---|---:|---:|---:|\n")
 		for _, s := range r.Store {
 			p("| %d | bulk build (records/s) | %s | %s | %.2f |\n", s.N, rate(s.BuildArbor), rate(s.BuildPebble), s.BuildRatio)
