@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,4 +173,65 @@ func serveDB(t *testing.T, ctx context.Context, db *arbor.DB, certDir string) (s
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
 	return srv, func() { <-served }
+}
+
+// TestFollowPartialReplicaIdles: a partial replica that follows a server
+// syncs when something changes and not otherwise (its head and base agree
+// after a sync, so Follow does not loop).
+func TestFollowPartialReplicaIdles(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tmp := t.TempDir()
+	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serverDB.Close()
+	b := new(arbor.Batch)
+	for i := range 200 {
+		b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%4, i)), []byte("v"))
+	}
+	if err := serverDB.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	srv, wait := serveDB(t, ctx, serverDB, tmp+"/tls")
+	defer func() { cancel(); wait() }()
+	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint(), Scope: scope.Prefixes([]byte("b/"))}
+	var mu sync.Mutex
+	syncs := 0
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Follow(fctx, opts, arbor.FollowOptions{OnSync: func(_ *arbor.SyncResult, err error) {
+			if err != nil {
+				t.Errorf("sync: %v", err)
+			}
+			mu.Lock()
+			syncs++
+			mu.Unlock()
+		}})
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return syncs }
+	waitFor(t, "the partial clone", func() bool { v, err := db.Get(ctx, []byte("b/0001")); return err == nil && string(v) == "v" })
+	before := count()
+	time.Sleep(500 * time.Millisecond) // nothing changes: no sync may happen
+	if n := count(); n != before {
+		t.Fatalf("an idle partial follower synced %d times", n-before)
+	}
+	if err := serverDB.Put(ctx, []byte("b/0001"), []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the change in scope", func() bool { v, err := db.Get(ctx, []byte("b/0001")); return err == nil && string(v) == "w" })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
