@@ -41,11 +41,6 @@ const (
 	benchBatch     = 10_000 // records per update batch, and per raw Pebble write batch
 	benchGets      = 200_000
 	benchCache     = 64 << 20 // Pebble block cache, for both sides
-	// benchNodeCache is the stores' decoded-node cache: large enough to
-	// hold a 1M-record tree (about 130 MB of nodes) in one generation, as a
-	// warm server's would. The default (256 MiB) keeps only half of the
-	// budget reliably (see nodeCache).
-	benchNodeCache = 512 << 20
 )
 
 // benchKeys returns n distinct 16-byte keys in ascending order: a
@@ -128,7 +123,7 @@ func openRawPebble(b *testing.B, dir string) *pebble.DB {
 func openBenchStore(b *testing.B, dir string, m benchMode) *Store {
 	b.Helper()
 	setBenchMemTable()
-	s, err := Open(dir, &Options{NoSync: !m.sync, PebbleCacheSize: benchCache, CacheSize: benchNodeCache})
+	s, err := Open(dir, &Options{NoSync: !m.sync, PebbleCacheSize: benchCache})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,15 +7,17 @@ import (
 )
 
 // nodeCache keeps decoded nodes. It is a two-generation cache: lookups check
-// the young map, then the old one (promoting hits); when the young map
-// exceeds half the budget the old map is dropped and the young one ages.
-// This bounds memory to about the budget with O(1) work and no per-entry
-// list links, and keeps whatever was used in the last generation.
+// the young map, then the old one (promoting hits into the young one); when
+// the two together exceed the budget the old map is dropped and the young
+// one ages. This bounds memory to about the budget with O(1) work and no
+// per-entry list links. A working set smaller than the budget stays whole:
+// promotions move it into the young map while the old one shrinks, so the
+// total never passes the budget and nothing is dropped.
 type nodeCache struct {
-	mu         sync.Mutex
-	budget     int64
-	young, old map[node.Hash]cached
-	youngBytes int64
+	mu                   sync.Mutex
+	budget               int64
+	young, old           map[node.Hash]cached
+	youngBytes, oldBytes int64
 	// gen counts invalidations. A reader notes it before reading a node
 	// from Pebble and adds the node only if it has not changed since, so a
 	// node read just before garbage collection deleted it cannot enter the
@@ -53,6 +55,7 @@ func (c *nodeCache) entry(h node.Hash) cached {
 	}
 	if e, ok := c.old[h]; ok {
 		delete(c.old, h)
+		c.oldBytes -= nodeCost(e)
 		c.addLocked(h, e)
 		return e
 	}
@@ -105,7 +108,7 @@ func (c *nodeCache) addIfGen(h node.Hash, e cached, gen uint64) {
 func (c *nodeCache) invalidate() {
 	c.mu.Lock()
 	c.gen++
-	c.young, c.old, c.youngBytes = map[node.Hash]cached{}, nil, 0
+	c.young, c.old, c.youngBytes, c.oldBytes = map[node.Hash]cached{}, nil, 0, 0
 	c.mu.Unlock()
 }
 
@@ -113,10 +116,14 @@ func (c *nodeCache) addLocked(h node.Hash, e cached) {
 	if _, ok := c.young[h]; ok {
 		return
 	}
+	if old, ok := c.old[h]; ok {
+		delete(c.old, h)
+		c.oldBytes -= nodeCost(old)
+	}
 	c.young[h] = e
 	c.youngBytes += nodeCost(e)
-	if c.youngBytes > c.budget/2 {
-		c.old = c.young
+	if c.youngBytes+c.oldBytes > c.budget {
+		c.old, c.oldBytes = c.young, c.youngBytes
 		c.young = make(map[node.Hash]cached, len(c.old))
 		c.youngBytes = 0
 	}
@@ -131,6 +138,9 @@ func (c *nodeCache) remove(h node.Hash) {
 		c.youngBytes -= nodeCost(e)
 		delete(c.young, h)
 	}
-	delete(c.old, h)
+	if e, ok := c.old[h]; ok {
+		c.oldBytes -= nodeCost(e)
+		delete(c.old, h)
+	}
 	c.mu.Unlock()
 }
