@@ -372,6 +372,31 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	}
 	p := &pendingNode{raw: raw, parent: it.parent}
 	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
+	// hintFor is the hint node's child covering child i's keys.
+	hintFor := func(i int) node.Hash {
+		if hn == nil {
+			return node.Hash{}
+		}
+		h, _ := hn.Child(min(hn.Search(n.Key(i)), hn.Len()-1))
+		return h
+	}
+	// Look up, in one read of the store, every child the loop below will
+	// ask about: a lookup per child costs a fresh Pebble iterator each.
+	var ask []node.Hash
+	for i := 0; i < n.Len(); i++ {
+		c, _ := n.Child(i)
+		if sy.opts.ForceWalk || hintFor(i) != c || c.IsZero() {
+			ask = append(ask, c)
+		}
+	}
+	held, err := sy.store.HasNodes(ask)
+	if err != nil {
+		return err
+	}
+	heldNode := make(map[node.Hash]bool, len(ask))
+	for k, c := range ask {
+		heldNode[c] = held[k]
+	}
 	for i := 0; i < n.Len(); i++ {
 		c, cnt := n.Child(i)
 		clo := it.lo
@@ -383,21 +408,14 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			sy.records += int64(cnt) // outside the scope: pruned
 			continue
 		}
-		var hint node.Hash
-		if hn != nil {
-			j := min(hn.Search(n.Key(i)), hn.Len()-1)
-			hint, _ = hn.Child(j)
-		}
 		// The hint node's subtree is held whole, so a child equal to the
 		// hint's needs no lookup (the common case on a walk against a base).
 		// A forced walk (a lost or suspicious client) does not take the
 		// shortcut: it checks what the store really holds.
+		hint := hintFor(i)
 		ok := !sy.opts.ForceWalk && hint == c && !c.IsZero()
 		if !ok {
-			var err error
-			if ok, err = sy.store.HasNode(c); err != nil {
-				return err
-			}
+			ok = heldNode[c]
 		}
 		if ok && sy.partial {
 			// A held node was pruned for the interval it had then; deletions

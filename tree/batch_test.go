@@ -391,3 +391,44 @@ func TestRefsChanged(t *testing.T) {
 		t.Fatal("Close did not wake followers")
 	}
 }
+
+// TestHasNodesMatchesHasNode checks the batched lookup against the single
+// one on stored, cached, absent and empty-root hashes.
+func TestHasNodesMatchesHasNode(t *testing.T) {
+	s := openTest(t, smallConfig)
+	var edits []Edit
+	for i := 0; i < 300; i++ {
+		edits = append(edits, Edit{Key: []byte(fmt.Sprintf("k%04d", i)), Value: []byte("v")})
+	}
+	root := apply(t, s, node.EmptyRoot, edits)
+	hs := []node.Hash{node.EmptyRoot, root, node.Sum([]byte("absent")), {}}
+	n, err := s.Node(context.Background(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n.Len(); i++ {
+		c, _ := n.Child(i)
+		hs = append(hs, c, node.Sum(c[:]))
+	}
+	s.cache.invalidate() // make the lookups go to Pebble
+	got, err := s.HasNodes(hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := 0
+	for i, h := range hs {
+		want, err := s.HasNode(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[i] != want {
+			t.Errorf("HasNodes[%d] (%s) = %v, HasNode = %v", i, h.Short(), got[i], want)
+		}
+		if want {
+			present++
+		}
+	}
+	if present < 3 || present == len(hs) {
+		t.Fatalf("%d of %d hashes present: the test needs both kinds", present, len(hs))
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -560,6 +561,42 @@ func (s *Store) HasNode(h node.Hash) (bool, error) {
 	return s.has(nodeKey(h))
 }
 
+// HasNodes reports, for each hash, whether that node is stored. It reads
+// the store once (one iterator, seeks in key order), which for many hashes
+// costs far less than as many HasNode calls.
+func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
+	out := make([]bool, len(hs))
+	var ask []int
+	for i, h := range hs {
+		if h == node.EmptyRoot || s.cache.has(h) {
+			out[i] = true
+		} else {
+			ask = append(ask, i)
+		}
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	done, err := s.use()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	slices.SortFunc(ask, func(a, b int) int { return bytes.Compare(hs[a][:], hs[b][:]) })
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range ask {
+		key := nodeKey(hs[i])
+		out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HasBlob reports whether the value blob with hash h is stored.
 func (s *Store) HasBlob(h node.Hash) (bool, error) { return s.has(blobKey(h)) }
 
@@ -569,15 +606,18 @@ func (s *Store) has(key []byte) (bool, error) {
 		return false, err
 	}
 	defer done()
-	_, closer, err := s.db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
+	// An iterator, not Get: Get would fetch the value, which for a node or
+	// blob means a read from a blob file (value separation). SeekPrefixGE
+	// consults the bloom filters, so absent keys rarely touch disk.
+	it, err := s.db.NewIter(nil)
 	if err != nil {
 		return false, err
 	}
-	closer.Close()
-	return true, nil
+	found := it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	if err := it.Close(); err != nil {
+		return false, err
+	}
+	return found, nil
 }
 
 // Blob returns the value blob (a value chunk or a value index) with hash h,
