@@ -357,6 +357,27 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 	return n, size, b.Commit(s.wopts)
 }
 
+// Compact compacts the whole store and waits for the files it made
+// obsolete to be deleted. Stores do this in the background on their own;
+// calling it after a bulk load (an import, an initial clone) settles the
+// store at once, so that the reads and writes that follow do not compete
+// with compacting the load.
+func (s *Store) Compact(ctx context.Context) error {
+	done, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("compact %s: %w", s.dir, err)
+	}
+	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return fmt.Errorf("compact %s: %w", s.dir, err)
+	}
+	s.awaitDeletions(ctx)
+	return nil
+}
+
 // awaitDeletions waits, for a few seconds at most, until Pebble has deleted
 // the files that GC's compaction made obsolete, so that the space is back
 // when GC returns. Node values live in blob files (value separation): a
