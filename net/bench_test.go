@@ -62,6 +62,16 @@ var (
 	benchErr  error
 )
 
+// benchDir is the directory of the shared benchmark environment, removed
+// when the test binary exits.
+var benchDir string
+
+func cleanupBenchEnv() {
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
+	}
+}
+
 func getBenchEnv(b *testing.B) *benchEnv {
 	benchOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "arbor-net-bench-")
@@ -69,6 +79,7 @@ func getBenchEnv(b *testing.B) *benchEnv {
 			benchErr = err
 			return
 		}
+		benchDir = dir
 		n := benchN()
 		st, err := tree.Open(filepath.Join(dir, "server"), &tree.Options{NoSync: true})
 		if err != nil {

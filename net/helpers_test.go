@@ -15,7 +15,9 @@ import (
 
 func TestMain(m *testing.M) {
 	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
-	os.Exit(m.Run())
+	code := m.Run()
+	cleanupBenchEnv() // the benchmarks' shared server and client stores
+	os.Exit(code)
 }
 
 // smallChunks makes small trees several levels deep.

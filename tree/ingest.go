@@ -69,7 +69,12 @@ func (s *Store) ingest(kvs []kv) error {
 	if err != nil {
 		return err
 	}
-	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), s.popts.MakeWriterOptions(0, s.db.TableFormat()))
+	wo := s.popts.MakeWriterOptions(0, s.db.TableFormat())
+	// Node keys are hashes, so ingested tables overlap and Pebble compacts
+	// them soon, moving their values to compressed blob files: compressing
+	// them here would be done twice.
+	wo.Compression = sstable.NoCompression
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo)
 	for _, e := range kvs {
 		if err := w.Set(e.k, e.v); err != nil {
 			w.Close()
