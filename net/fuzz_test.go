@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/arbor-sync/arbor/node"
 )
@@ -26,6 +27,8 @@ func FuzzFrameDecoder(f *testing.F) {
 		appendFrame(nil, msgGetChange, getChanges{}.encode()),
 		appendFrame(nil, msgChange, change{Key: []byte("k"), New: &node.Value{IsRef: true, Size: 5000}}.encode(nil)),
 		appendFrame(nil, msgEnd, encodeEnd(3)),
+		appendFrame(nil, msgWatch, encodeWatch(10*time.Second)),
+		appendFrame(nil, msgRoot, node.EmptyRoot[:]),
 		{ProtocolVersion, msgGetNodes, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		{2, msgHello, 0},
 	}
@@ -85,6 +88,14 @@ func FuzzFrameDecoder(f *testing.F) {
 				decodeChange(p)
 			case msgEnd:
 				decodeEnd(p)
+			case msgWatch:
+				if hb, err := decodeWatch(p); err == nil && (hb < minHeartbeat || hb > maxHeartbeat) {
+					t.Fatalf("heartbeat %v outside [%v, %v]", hb, minHeartbeat, maxHeartbeat)
+				}
+			case msgRoot:
+				if h, err := decodeRoot(p); err == nil && !bytes.Equal(h[:], p) {
+					t.Fatalf("root %x decoded from %x", h, p)
+				}
 			}
 		}
 	})
