@@ -26,7 +26,7 @@ var walkBulkMin int64 = 64 << 20
 // subtree stored: the invariant that lets a walk skip every subtree whose
 // root it already holds, even after an interrupted walk.
 type pendingNode struct {
-	raw     []byte
+	n       *node.Node
 	missing int
 	parent  *pendingNode
 }
@@ -62,7 +62,7 @@ type walker struct {
 }
 
 type leafWait struct {
-	raw    []byte
+	n      *node.Node
 	refs   []node.Hash
 	parent *pendingNode
 }
@@ -344,7 +344,6 @@ func (sy *syncer) verifyNode(it walkItem, raw []byte) (*node.Node, error) {
 // process queues a verified node's missing children, or stores it.
 func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	sy := w.sy
-	raw := n.Raw()
 	if it.level < 0 {
 		sy.total, sy.records = int64(n.Count()), 0
 	}
@@ -365,12 +364,12 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 		}
 		sy.records += int64(n.Len())
 		if len(refs) > 0 {
-			w.leaves = append(w.leaves, leafWait{raw: raw, refs: refs, parent: it.parent})
+			w.leaves = append(w.leaves, leafWait{n: n, refs: refs, parent: it.parent})
 			return nil
 		}
-		return w.put(ctx, raw, it.parent)
+		return w.put(ctx, n, it.parent)
 	}
-	p := &pendingNode{raw: raw, parent: it.parent}
+	p := &pendingNode{n: n, parent: it.parent}
 	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
 	// hintFor is the hint node's child covering child i's keys.
 	hintFor := func(i int) node.Hash {
@@ -439,7 +438,7 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, hint: hint, level: n.Level() - 1, lo: clo, open: open, parent: p})
 	}
 	if p.missing == 0 {
-		return w.put(ctx, raw, it.parent)
+		return w.put(ctx, n, it.parent)
 	}
 	w.pending++
 	return nil
@@ -501,7 +500,7 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 	if len(w.leaves) == 0 {
 		return nil
 	}
-	w.startBulk(len(w.leaves[0].raw))
+	w.startBulk(len(w.leaves[0].n.Raw()))
 	var refs []node.Hash
 	for _, l := range w.leaves {
 		refs = append(refs, l.refs...)
@@ -510,7 +509,7 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 		return err
 	}
 	for _, l := range w.leaves {
-		if err := w.put(ctx, l.raw, l.parent); err != nil {
+		if err := w.put(ctx, l.n, l.parent); err != nil {
 			return err
 		}
 	}
@@ -518,15 +517,17 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 	return nil
 }
 
-// put stores a node whose subtree is complete, then every ancestor this
-// completes.
-func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error {
-	w.startBulk(len(raw))
+// put stores a verified node whose subtree is complete, then every
+// ancestor this completes.
+func (w *walker) put(ctx context.Context, n *node.Node, parent *pendingNode) error {
+	w.startBulk(len(n.Raw()))
 	for {
-		if _, err := w.b.PutNode(raw); err != nil {
+		// The node was decoded and hash-checked on arrival (verifyNode) and
+		// owns its frame's buffer: store it as it is.
+		if _, err := w.b.PutDecoded(n); err != nil {
 			return err
 		}
-		w.size += len(raw)
+		w.size += len(n.Raw())
 		w.count++
 		if parent == nil {
 			break
@@ -536,7 +537,7 @@ func (w *walker) put(ctx context.Context, raw []byte, parent *pendingNode) error
 			break
 		}
 		w.pending--
-		raw, parent = parent.raw, parent.parent
+		n, parent = parent.n, parent.parent
 	}
 	if !w.bulk && (w.size >= walkCommitBytes || w.count >= walkCommitNodes) {
 		b := w.b

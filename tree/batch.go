@@ -225,6 +225,15 @@ func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
 	return b.putNode(bytes.Clone(raw))
 }
 
+// PutDecoded stores node n, returning its hash, which is recomputed from
+// its bytes. A *node.Node comes only from node.Decode or node.Build, so it
+// is well formed; the batch keeps n's bytes without copying them, so the
+// caller must not modify them. This is how a verified node received from
+// elsewhere enters a store without being decoded twice.
+func (b *Batch) PutDecoded(n *node.Node) (node.Hash, error) {
+	return b.put(n.Raw(), n, node.Hash{})
+}
+
 // putNode stores an encoded node that the caller guarantees is valid and
 // will not modify.
 func (b *Batch) putNode(raw []byte) (node.Hash, error) {
