@@ -288,16 +288,16 @@ func (b *Batch) adopt(bn builtNode) {
 // delta d if d is not nil.
 func (b *Batch) store(h node.Hash, raw []byte, n *node.Node, d []byte) error {
 	p := &pendingNode{raw: raw, n: n, delta: d}
-	stored := raw
+	key, stored := nodeKey(h), raw
 	if d != nil {
-		stored = d
+		key, stored = deltaKey(h), d
 	}
 	b.pending[h] = p
 	b.pendingBytes += len(raw)
 	b.size += len(stored)
 	if b.ingest {
 		b.spillKVs = append(b.spillKVs, kv{nodeKey(h), raw})
-	} else if err := b.pb.Set(nodeKey(h), stored, nil); err != nil {
+	} else if err := b.pb.Set(key, stored, nil); err != nil {
 		return err
 	}
 	return b.maybeSpill()

@@ -8,11 +8,11 @@ import (
 
 // nodeCache keeps decoded nodes. It is a two-generation cache: lookups check
 // the young map, then the old one (promoting hits into the young one); when
-// the two together exceed the budget the old map is dropped and the young
-// one ages. This bounds memory to about the budget with O(1) work and no
-// per-entry list links. A working set smaller than the budget stays whole:
-// promotions move it into the young map while the old one shrinks, so the
-// total never passes the budget and nothing is dropped.
+// the two together exceed the budget, entries of the old map (those not
+// used since it aged) are dropped until they fit, and once the old map is
+// empty the young one ages. This bounds memory to the budget (plus one
+// node) with amortised O(1) work and no per-entry list links, and a working
+// set smaller than the budget stays whole.
 type nodeCache struct {
 	mu                   sync.Mutex
 	budget               int64
@@ -122,10 +122,23 @@ func (c *nodeCache) addLocked(h node.Hash, e cached) {
 	}
 	c.young[h] = e
 	c.youngBytes += nodeCost(e)
-	if c.youngBytes+c.oldBytes > c.budget {
-		c.old, c.oldBytes = c.young, c.youngBytes
-		c.young = make(map[node.Hash]cached, len(c.old))
-		c.youngBytes = 0
+	// Over budget: drop old entries (any: the old generation is the part
+	// not used since it aged) until it fits; once none are left, age the
+	// young generation.
+	for c.youngBytes+c.oldBytes > c.budget {
+		if len(c.old) == 0 {
+			c.old, c.oldBytes = c.young, c.youngBytes
+			c.young = make(map[node.Hash]cached, len(c.old))
+			c.youngBytes = 0
+			break
+		}
+		for oh, oe := range c.old {
+			delete(c.old, oh)
+			c.oldBytes -= nodeCost(oe)
+			if c.youngBytes+c.oldBytes <= c.budget {
+				break
+			}
+		}
 	}
 }
 

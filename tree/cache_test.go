@@ -54,3 +54,30 @@ func TestNodeCacheKeepsWorkingSet(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeCacheSurvivesAFlip: after the cache fills past its budget, the
+// nodes added just before stay cached (an earlier version dropped nearly
+// everything on the next add after a flip).
+func TestNodeCacheSurvivesAFlip(t *testing.T) {
+	mk := func(i int) (node.Hash, cached) {
+		n := node.Build(0, []node.Entry{{Key: []byte(fmt.Sprintf("k%06d", i)), Payload: node.InlineValue(make([]byte, 900)).AppendPayload(nil)}})
+		return n.Hash(), cached{n: n}
+	}
+	_, one := mk(0)
+	c := newNodeCache(800 * nodeCost(one))
+	for i := 0; i < 801; i++ { // one past the budget: a flip
+		h, e := mk(i)
+		c.add(h, e)
+	}
+	h, _ := mk(800)
+	c.get(h) // a hit right after the flip
+	misses := 0
+	for i := 1; i <= 800; i++ {
+		if h, _ := mk(i); c.get(h) == nil {
+			misses++
+		}
+	}
+	if misses > 1 {
+		t.Fatalf("%d of the last 800 nodes added were dropped (budget: 800)", misses)
+	}
+}

@@ -128,19 +128,28 @@ func FuzzDecodeDelta(f *testing.F) {
 	})
 }
 
-// eachStoredNode calls fn with every stored node's hash and stored bytes
-// (valid during the call) until fn returns false.
+// eachStoredNode calls fn with every stored node record's hash and stored
+// bytes (valid during the call), deltas first, until fn returns false. A
+// whole node is never stored under the delta prefix, nor a delta under the
+// node prefix.
 func eachStoredNode(t *testing.T, s *Store, fn func(h node.Hash, stored []byte) bool) {
 	t.Helper()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixNode}, UpperBound: []byte{prefixNode + 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if !fn(node.Hash(it.Key()[1:]), it.Value()) {
-			return
+	for _, p := range []byte{prefixDelta, prefixNode} {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+		if err != nil {
+			t.Fatal(err)
 		}
+		for it.First(); it.Valid(); it.Next() {
+			if isDelta(it.Value()) != (p == prefixDelta) {
+				it.Close()
+				t.Fatalf("node %x: stored form does not match its key prefix", it.Key())
+			}
+			if !fn(node.Hash(it.Key()[1:]), it.Value()) {
+				it.Close()
+				return
+			}
+		}
+		it.Close()
 	}
 }
 
@@ -307,7 +316,7 @@ func TestDamagedDeltas(t *testing.T) {
 			switch damage {
 			case "ops":
 				d.ops[0].payload = node.InlineValue([]byte("forged")).AppendPayload(nil)
-				if err := s.db.Set(nodeKey(h), appendDelta(nil, d.level, d.base, d.ops), pebble.Sync); err != nil {
+				if err := s.db.Set(deltaKey(h), appendDelta(nil, d.level, d.base, d.ops), pebble.Sync); err != nil {
 					t.Fatal(err)
 				}
 			case "base":
@@ -391,5 +400,61 @@ func TestStoreFormatMarker(t *testing.T) {
 	write("something else\n")
 	if _, err := Open(dir, nil); !errors.Is(err, ErrNotStore) {
 		t.Fatalf("open with a garbled marker: %v, want ErrNotStore", err)
+	}
+}
+
+// TestRebuiltBaseStaysWhole: a node that is some delta's base is rebuilt
+// (its exact records come back in another tree) while it is no longer in
+// the cache. Writing it again, possibly as a delta, must not replace its
+// whole form, or the delta that depends on it becomes unreadable.
+func TestRebuiltBaseStaysWhole(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []Edit
+	for i := 0; i < 20; i++ {
+		keys = append(keys, Edit{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")})
+	}
+	b := apply(t, s, node.EmptyRoot, keys)                                                       // leaf B, whole
+	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}})                  // X, a delta of B
+	d := apply(t, s, node.EmptyRoot, append(keys, Edit{Key: []byte("k99"), Value: []byte("v")})) // D
+	b2 := apply(t, s, d, []Edit{{Key: []byte("k99"), Delete: true}})                             // B again, near D
+	if b2 != b {
+		t.Fatalf("rebuilding B's records gave %s, want %s", b2, b)
+	}
+	if ok, err := s.has(deltaKey(b)); err != nil || !ok {
+		t.Fatalf("the rebuilt B was not written as a delta (%v, %v): the test no longer covers the case", ok, err)
+	}
+	bt, _ := s.NewBatch()
+	bt.SetRef("x", x)
+	bt.SetRef("b", b2)
+	bt.SetRef("d", d)
+	if err := bt.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir, &Options{NoSync: true, CacheSize: -1}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storedForms(t, s) // every delta's base is stored whole
+	for _, r := range []node.Hash{x, b, d} {
+		if _, err := s.Verify(ctx, r); err != nil {
+			t.Fatalf("Verify(%s): %v", r.Short(), err)
+		}
+	}
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	storedForms(t, s)
+	for _, r := range []node.Hash{x, b, d} {
+		if _, err := s.Verify(ctx, r); err != nil {
+			t.Fatalf("Verify(%s) after GC: %v", r.Short(), err)
+		}
 	}
 }

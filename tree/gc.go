@@ -1,8 +1,10 @@
 package tree
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -101,7 +103,7 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 		st.DeletedBytes += bytes
 	}
 	if st.DeletedNodes+st.DeletedBlobs > 0 {
-		if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil {
+		if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
 			return st, fmt.Errorf("gc %s: compact: %w", s.dir, err)
 		}
 		s.awaitDeletions(ctx)
@@ -258,65 +260,73 @@ func (s *Store) PreventGC() (release func()) {
 // Live nodes stored as deltas of a dead base are first rewritten whole. It
 // returns how many it deleted and their bytes.
 func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}) (int, int64, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfx}, UpperBound: []byte{pfx + 1}})
-	if err != nil {
-		return 0, 0, err
+	// Nodes live under two prefixes: whole ones under prefixNode, deltas
+	// under prefixDelta. Both are swept together, so that one order covers
+	// them: dependents before what they depend on.
+	pfxs := []byte{pfx}
+	if pfx == prefixNode {
+		pfxs = []byte{prefixDelta, prefixNode}
 	}
-	// rank orders deletions: lower ranks go first.
-	byRank := map[int][]node.Hash{}
-	// whole lists live nodes stored as deltas of a dead base: they are
-	// rewritten whole before anything is deleted.
-	var whole []node.Hash
+	// rank orders deletions (keys with their prefix): lower ranks go first.
+	byRank := map[int][][]byte{}
+	// liveDeltas are live nodes stored as deltas: if anything is dead, they
+	// are rewritten whole (their base may be among the dead, and GC copies
+	// every live value anyway) and their delta records deleted first.
+	var liveDeltas []node.Hash
 	var n int
 	var size int64
-	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()
-		if len(k) != 1+node.HashSize {
-			continue
+	for _, p := range pfxs {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+		if err != nil {
+			return 0, 0, err
 		}
-		var h node.Hash
-		copy(h[:], k[1:])
-		if _, ok := live[h]; ok {
-			if v := it.Value(); pfx == prefixNode && isDelta(v) && len(v) >= deltaHeader {
-				var base node.Hash
-				copy(base[:], v[2:deltaHeader])
-				if _, ok := live[base]; !ok {
-					whole = append(whole, h)
+		for it.First(); it.Valid(); it.Next() {
+			k := it.Key()
+			if len(k) != 1+node.HashSize {
+				continue
+			}
+			h := node.Hash(k[1:])
+			if _, ok := live[h]; ok {
+				if p == prefixDelta {
+					liveDeltas = append(liveDeltas, h)
+				}
+				continue
+			}
+			v := it.Value()
+			rank := 1 // blob chunks, and anything unrecognised, last
+			switch {
+			case p != prefixBlob && len(v) >= 2:
+				// Higher levels first; within a level deltas before whole
+				// nodes, so that a sweep cut short never leaves a delta
+				// whose base it deleted (HasNode would vouch for an
+				// unreadable node).
+				rank = -2 * int(v[1])
+				if p == prefixDelta {
+					rank--
+				}
+			case p == prefixBlob:
+				if _, _, err := node.DecodeValueIndex(v); err == nil {
+					rank = 0
 				}
 			}
-			continue
+			byRank[rank] = append(byRank[rank], bytes.Clone(k))
+			n++
+			size += int64(len(v))
 		}
-		v := it.Value()
-		rank := 1 // blob chunks, and anything unrecognised, last
-		if pfx == prefixNode && len(v) >= 2 {
-			// Higher levels first; within a level deltas before whole
-			// nodes, so that a sweep cut short never leaves a delta whose
-			// base it deleted (HasNode would vouch for an unreadable node).
-			rank = -2 * int(v[1])
-			if isDelta(v) {
-				rank--
-			}
-		} else if pfx == prefixBlob {
-			if _, _, err := node.DecodeValueIndex(v); err == nil {
-				rank = 0
-			}
+		err = it.Error()
+		it.Close()
+		if err != nil {
+			return 0, 0, err
 		}
-		byRank[rank] = append(byRank[rank], h)
-		n++
-		size += int64(len(v))
-	}
-	err = it.Error()
-	it.Close()
-	if err != nil {
-		return 0, 0, err
-	}
-	if err := s.rewriteWhole(ctx, whole); err != nil {
-		return 0, 0, err
 	}
 	if n > 0 {
-		skip := make(map[node.Hash]struct{}, len(whole))
-		for _, h := range whole {
+		if err := s.rewriteWhole(ctx, liveDeltas); err != nil {
+			return 0, 0, err
+		}
+		skip := make(map[node.Hash]struct{}, len(liveDeltas))
+		for _, h := range liveDeltas {
 			skip[h] = struct{}{}
+			byRank[math.MinInt] = append(byRank[math.MinInt], deltaKey(h)) // now stored whole
 		}
 		if err := s.rewriteLive(ctx, pfx, live, skip); err != nil {
 			return 0, 0, err
@@ -329,19 +339,15 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 	sort.Ints(ranks)
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()
-	deleted := 0
 	for _, r := range ranks {
-		for _, h := range byRank[r] {
-			key := []byte{pfx}
-			key = append(key, h[:]...)
+		for _, key := range byRank[r] {
 			if err := b.Delete(key, nil); err != nil {
-				return deleted, size, err
+				return n, size, err
 			}
-			s.cache.remove(h)
-			deleted++
+			s.cache.remove(node.Hash(key[1:]))
 			if b.Len() > sweepBatchBytes {
 				if err := b.Commit(pebble.NoSync); err != nil {
-					return deleted, size, err
+					return n, size, err
 				}
 				b.Close()
 				b = s.db.NewBatch()
@@ -349,7 +355,7 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 					afterSweepBatch()
 				}
 				if err := ctx.Err(); err != nil {
-					return deleted, size, err
+					return n, size, err
 				}
 			}
 		}

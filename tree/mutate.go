@@ -425,11 +425,11 @@ func (p *levelPart) collect(b *Batch, n *node.Node, near node.Hash) node.Hash {
 	if !near.IsZero() && near != node.EmptyRoot {
 		d = b.deltaFrom(&p.scratch, h, n, near)
 	}
-	stored := n.Raw()
+	key, stored := nodeKey(h), n.Raw()
 	if d != nil {
-		stored = d
+		key, stored = deltaKey(h), d
 	}
-	p.err = p.pb.Set(nodeKey(h), stored, nil)
+	p.err = p.pb.Set(key, stored, nil)
 	p.nodes = append(p.nodes, builtNode{h: h, n: n, delta: d})
 	return h
 }

@@ -38,6 +38,10 @@ const (
 	prefixNode = 'n'
 	prefixBlob = 'b'
 	prefixRef  = 'r'
+	// prefixDelta keys nodes stored as deltas, apart from whole nodes
+	// (prefixNode), so that writing a delta can never replace a whole node
+	// that other deltas use as their base.
+	prefixDelta = 'd'
 
 	metaConfig = "chunker-config"
 )
@@ -382,7 +386,9 @@ func (s *Store) use() (func(), error) {
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
 func refKey(name string) []byte  { return append([]byte{prefixRef}, name...) }
 func nodeKey(h node.Hash) []byte { return append([]byte{prefixNode}, h[:]...) }
-func blobKey(h node.Hash) []byte { return append([]byte{prefixBlob}, h[:]...) }
+
+func deltaKey(h node.Hash) []byte { return append([]byte{prefixDelta}, h[:]...) }
+func blobKey(h node.Hash) []byte  { return append([]byte{prefixBlob}, h[:]...) }
 
 func (s *Store) get(key []byte) ([]byte, error) {
 	done, err := s.use()
@@ -484,7 +490,7 @@ func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.N
 	raw := node.EmptyLeaf
 	if h != node.EmptyRoot {
 		var err error
-		raw, err = s.get(nodeKey(h))
+		raw, err = s.readStoredNode(h)
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, node.ErrNotFound)
 		}
@@ -511,6 +517,16 @@ func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.N
 	return n, nil
 }
 
+// readStoredNode returns node h's stored bytes: the whole node if it is
+// stored whole, else its delta.
+func (s *Store) readStoredNode(h node.Hash) ([]byte, error) {
+	raw, err := s.get(nodeKey(h))
+	if errors.Is(err, ErrNotFound) {
+		raw, err = s.get(deltaKey(h))
+	}
+	return raw, err
+}
+
 // undelta rebuilds node h from its stored delta and checks its hash. When
 // the base is gone, garbage collection has just rewritten h whole (it does
 // so before deleting a base), so h is read again.
@@ -522,7 +538,7 @@ func (s *Store) undelta(ctx context.Context, h node.Hash, stored []byte) ([]byte
 	base, err := s.node(ctx, d.base, false)
 	if errors.Is(err, node.ErrNotFound) {
 		again, gerr := s.get(nodeKey(h))
-		if gerr == nil && !isDelta(again) {
+		if gerr == nil && !isDelta(again) && node.Sum(again) == h {
 			return again, nil
 		}
 		return nil, fmt.Errorf("store %s: node %s: delta base %s: %w", s.dir, h, d.base, err)
@@ -558,7 +574,10 @@ func (s *Store) HasNode(h node.Hash) (bool, error) {
 	if h == node.EmptyRoot || s.cache.get(h) != nil {
 		return true, nil
 	}
-	return s.has(nodeKey(h))
+	if ok, err := s.has(nodeKey(h)); ok || err != nil {
+		return ok, err
+	}
+	return s.has(deltaKey(h))
 }
 
 // HasNodes reports, for each hash, whether that node is stored. It reads
@@ -583,13 +602,20 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 	}
 	defer done()
 	slices.SortFunc(ask, func(a, b int) int { return bytes.Compare(hs[a][:], hs[b][:]) })
-	it, err := s.db.NewIter(nil)
+	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return nil, err
 	}
 	for _, i := range ask {
 		key := nodeKey(hs[i])
 		out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	}
+	// Then the ones not stored whole, as deltas.
+	for _, i := range ask {
+		if !out[i] {
+			key := deltaKey(hs[i])
+			out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+		}
 	}
 	if err := it.Close(); err != nil {
 		return nil, err
@@ -609,7 +635,7 @@ func (s *Store) has(key []byte) (bool, error) {
 	// An iterator, not Get: Get would fetch the value, which for a node or
 	// blob means a read from a blob file (value separation). SeekPrefixGE
 	// consults the bloom filters, so absent keys rarely touch disk.
-	it, err := s.db.NewIter(nil)
+	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return false, err
 	}

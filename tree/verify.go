@@ -195,7 +195,7 @@ func (s *Store) readStored(h node.Hash) ([]byte, error) {
 	if h == node.EmptyRoot {
 		return node.EmptyLeaf, nil
 	}
-	raw, err := s.get(nodeKey(h))
+	raw, err := s.readStoredNode(h)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("node missing: %w", node.ErrNotFound)
 	}
