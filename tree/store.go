@@ -471,8 +471,10 @@ func (s *Store) Refs() (map[string]node.Hash, error) {
 }
 
 // Node returns the node with hash h. The empty tree's root is always present.
-// A stored node whose bytes do not hash to h gives an error wrapping
-// node.ErrCorrupt; a missing one wraps node.ErrNotFound.
+// Malformed stored bytes, and a node rebuilt from a delta that does not hash
+// to h, give an error wrapping node.ErrCorrupt; a missing node wraps
+// node.ErrNotFound. A node stored whole is not re-hashed on every read
+// (Verify does that); the sync client hashes every node it receives.
 func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
 	return s.node(ctx, h, true)
 }
