@@ -17,31 +17,13 @@ import (
 // TestPartialReplica: a DB synced with a scope holds the server's records
 // in it, refuses writes outside it, pushes writes inside it, and verifies.
 func TestPartialReplica(t *testing.T) {
-	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tmp := t.TempDir()
-	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer serverDB.Close()
-	b := new(arbor.Batch)
-	for i := range 500 {
-		b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%5, i)), []byte(fmt.Sprint(i)))
-	}
-	if err := serverDB.Apply(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	srv, wait := serveDB(t, ctx, serverDB, tmp+"/tls")
-	defer func() { cancel(); wait() }()
-
-	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint(), Scope: scope.Prefixes([]byte("b/"))}
+	ctx := context.Background()
+	serverDB, db, opts := syncPair(t, func(b *arbor.Batch) {
+		for i := range 500 {
+			b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%5, i)), []byte(fmt.Sprint(i)))
+		}
+	})
+	opts.Scope = scope.Prefixes([]byte("b/"))
 	res, err := db.Sync(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -96,26 +78,8 @@ func TestPartialReplica(t *testing.T) {
 // TestFollowPropagatesBothWays runs DB.Follow against an in-process server:
 // a Put on either side reaches the other without any explicit Sync.
 func TestFollowPropagatesBothWays(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tmp := t.TempDir()
-	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer serverDB.Close()
-	if err := serverDB.Put(ctx, []byte("k0"), []byte("v0")); err != nil {
-		t.Fatal(err)
-	}
-	srv, wait := serveDB(t, ctx, serverDB, tmp+"/tls")
-	defer func() { cancel(); wait() }()
-
-	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint()}
+	ctx := context.Background()
+	serverDB, db, opts := syncPair(t, func(b *arbor.Batch) { b.Put([]byte("k0"), []byte("v0")) })
 	followed := make(chan error, 1)
 	fctx, stopFollow := context.WithCancel(ctx)
 	go func() { followed <- db.Follow(fctx, opts, arbor.FollowOptions{}) }()
@@ -159,49 +123,52 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-// serveDB serves db with token s3cret (client "laptop") on a loopback port
-// until ctx ends; the returned func waits for the server to stop.
-func serveDB(t *testing.T, ctx context.Context, db *arbor.DB, certDir string) (srv *arbor.Server, wait func()) {
+// syncPair opens a server DB filled by fill, serves it with token s3cret
+// (client "laptop") on a loopback port, and opens an empty client DB; all
+// of it ends with the test. opts reach the server.
+func syncPair(t *testing.T, fill func(*arbor.Batch)) (serverDB, db *arbor.DB, opts arbor.SyncOptions) {
 	t.Helper()
-	srv, err := arbor.NewServer(db, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: certDir})
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	tmp := t.TempDir()
+	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { serverDB.Close() })
+	b := new(arbor.Batch)
+	fill(b)
+	if err := serverDB.Apply(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := arbor.NewServer(serverDB, arbor.ServerOptions{Tokens: []arbor.Token{{Token: "s3cret", ClientID: "laptop"}}, CertDir: tmp + "/tls"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
-	return srv, func() { <-served }
+	t.Cleanup(func() { cancel(); <-served })
+	if db, err = arbor.Open(tmp+"/client", &arbor.Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return serverDB, db, arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint()}
 }
 
 // TestFollowPartialReplicaIdles: a partial replica that follows a server
 // syncs when something changes and not otherwise (its head and base agree
 // after a sync, so Follow does not loop).
 func TestFollowPartialReplicaIdles(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tmp := t.TempDir()
-	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer serverDB.Close()
-	b := new(arbor.Batch)
-	for i := range 200 {
-		b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%4, i)), []byte("v"))
-	}
-	if err := serverDB.Apply(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	srv, wait := serveDB(t, ctx, serverDB, tmp+"/tls")
-	defer func() { cancel(); wait() }()
-	db, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret", Fingerprint: srv.Fingerprint(), Scope: scope.Prefixes([]byte("b/"))}
+	ctx := context.Background()
+	serverDB, db, opts := syncPair(t, func(b *arbor.Batch) {
+		for i := range 200 {
+			b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%4, i)), []byte("v"))
+		}
+	})
+	opts.Scope = scope.Prefixes([]byte("b/"))
 	var mu sync.Mutex
 	syncs := 0
 	fctx, stop := context.WithCancel(ctx)
