@@ -13,17 +13,23 @@ import (
 	"github.com/arbor-sync/arbor/tree"
 )
 
+// forceBulk makes every clone of the test a bulk load and returns the
+// count of walks that switched to one.
+func forceBulk(t *testing.T) *int {
+	old := walkBulkMin
+	walkBulkMin = 1
+	bulk := 0
+	bulkHook = func() { bulk++ }
+	t.Cleanup(func() { walkBulkMin, bulkHook = old, nil })
+	return &bulk
+}
+
 // TestBulkClone clones into an empty store as a bulk load, with
 // out-of-line values whose blobs are fetched before their leaves are
 // stored, and checks that the clone verifies and that an ordinary sync on
 // top of it still works.
 func TestBulkClone(t *testing.T) {
-	old := walkBulkMin
-	walkBulkMin = 1
-	defer func() { walkBulkMin = old }()
-	bulk := 0
-	bulkHook = func() { bulk++ }
-	defer func() { bulkHook = nil }()
+	bulk := forceBulk(t)
 
 	ts := startServer(t, smallChunks, nil)
 	put(t, ts.store, 0, 3000, 1)
@@ -34,8 +40,8 @@ func TestBulkClone(t *testing.T) {
 	c := openStore(t, t.TempDir(), smallChunks)
 	defer c.Close()
 	res := mustSync(t, c, ts.opts(alice))
-	if res.Path != "walk" || res.BlobsFetched == 0 || bulk != 1 {
-		t.Fatalf("path %q, %d blobs fetched, %d bulk loads", res.Path, res.BlobsFetched, bulk)
+	if res.Path != "walk" || res.BlobsFetched == 0 || *bulk != 1 {
+		t.Fatalf("path %q, %d blobs fetched, %d bulk loads", res.Path, res.BlobsFetched, *bulk)
 	}
 	checkConverged(t, ts, c)
 	if got := get(t, c, ref(t, c, BaseRef), rec(97)); got == nil || *got != string(big)+"97" {
@@ -47,8 +53,8 @@ func TestBulkClone(t *testing.T) {
 	opts.ForceWalk = true
 	mustSync(t, c, opts)
 	checkConverged(t, ts, c)
-	if bulk != 1 {
-		t.Fatalf("%d bulk loads", bulk)
+	if *bulk != 1 {
+		t.Fatalf("%d bulk loads", *bulk)
 	}
 }
 
@@ -59,12 +65,7 @@ func TestBulkCloneIngests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 37 MB clone")
 	}
-	old := walkBulkMin
-	walkBulkMin = 1
-	defer func() { walkBulkMin = old }()
-	bulk := 0
-	bulkHook = func() { bulk++ }
-	defer func() { bulkHook = nil }()
+	bulk := forceBulk(t)
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "server"), chunker.Config{})
 	ctx := context.Background()
@@ -96,8 +97,8 @@ func TestBulkCloneIngests(t *testing.T) {
 	c := openStore(t, filepath.Join(dir, "client"), chunker.Config{})
 	defer c.Close()
 	res := mustSync(t, c, ts.opts(alice))
-	if bulk != 1 || res.BytesReceived < 33<<20 {
-		t.Fatalf("%d bulk loads, %d bytes received", bulk, res.BytesReceived)
+	if *bulk != 1 || res.BytesReceived < 33<<20 {
+		t.Fatalf("%d bulk loads, %d bytes received", *bulk, res.BytesReceived)
 	}
 	checkConverged(t, ts, c)
 }
