@@ -576,10 +576,11 @@ func (s *Store) HasNode(h node.Hash) (bool, error) {
 	if h == node.EmptyRoot || s.cache.get(h) != nil {
 		return true, nil
 	}
-	if ok, err := s.has(nodeKey(h)); ok || err != nil {
-		return ok, err
+	held, err := s.HasNodes([]node.Hash{h}) // one iterator for both forms
+	if err != nil {
+		return false, err
 	}
-	return s.has(deltaKey(h))
+	return held[0], nil
 }
 
 // HasNodes reports, for each hash, whether that node is stored. It reads
