@@ -524,6 +524,9 @@ func (sess *session) served(n *node.Node, b bound) error {
 	if !all {
 		sess.sent[n.Hash()] = struct{}{}
 	}
+	if n.IsLeaf() && n.Refs() == 0 {
+		return nil // inline values only: nothing more to show
+	}
 	for i := 0; i < n.Len(); i++ {
 		if n.IsLeaf() {
 			if p := n.Payload(i); p[0] == 0 {

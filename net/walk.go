@@ -351,7 +351,7 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	sy.res.NodesFetched++
 	if n.IsLeaf() {
 		var refs []node.Hash
-		for i := 0; i < n.Len(); i++ {
+		for i := 0; i < n.Len() && n.Refs() > 0; i++ {
 			if p := n.Payload(i); p[0] == 0 {
 				continue // inline value: the common case, no decoding needed
 			}

@@ -40,6 +40,7 @@ func checkDecoded(t *testing.T, data []byte, n *Node) {
 	}
 	ents := make([]Entry, n.Len())
 	var count uint64
+	var refs int
 	for i := range ents {
 		ents[i] = n.Entry(i)
 		if len(ents[i].Key) == 0 || len(ents[i].Key) > MaxKeySize {
@@ -54,6 +55,9 @@ func checkDecoded(t *testing.T, data []byte, n *Node) {
 				t.Fatalf("entry %d: value re-encodes as %x, stored %x", i, got, ents[i].Payload)
 			}
 			count++
+			if v.IsRef {
+				refs++
+			}
 		} else {
 			h, c := n.Child(i)
 			if got := AppendChildPayload(nil, h, c); !bytes.Equal(got, ents[i].Payload) {
@@ -67,6 +71,9 @@ func checkDecoded(t *testing.T, data []byte, n *Node) {
 	}
 	if count != n.Count() {
 		t.Fatalf("Count = %d, entries sum to %d", n.Count(), count)
+	}
+	if refs != n.Refs() {
+		t.Fatalf("Refs = %d, entries hold %d references", n.Refs(), refs)
 	}
 	if got := Encode(n.Level(), ents); !bytes.Equal(got, data) {
 		t.Fatalf("re-encoding differs:\n got %x\nwant %x", got, data)

@@ -198,6 +198,9 @@ func Build(level int, entries []Entry) *Node {
 		pos = p1
 		if level == 0 {
 			nd.count++
+			if len(e.Payload) > 0 && e.Payload[0] == valueRef {
+				nd.refs++
+			}
 		} else if _, c, err := DecodeChildPayload(e.Payload); err == nil {
 			nd.count += c
 		}
@@ -229,6 +232,7 @@ type Node struct {
 	level int
 	ents  []span
 	count uint64
+	refs  int // values stored out of line (leaves)
 }
 
 // Decode validates b and returns a view of it. It never panics; malformed
@@ -280,8 +284,12 @@ func Decode(b []byte) (*Node, error) {
 		}
 		prev = key
 		if level == 0 {
-			if _, err := DecodeValue(b[p0:p1]); err != nil {
+			v, err := DecodeValue(b[p0:p1])
+			if err != nil {
 				return nil, fmt.Errorf("entry %d: %w", i, err)
+			}
+			if v.IsRef {
+				nd.refs++
 			}
 			nd.count++
 		} else {
@@ -315,6 +323,10 @@ func uvarint(b []byte) (uint64, int) {
 	}
 	return v, n
 }
+
+// Refs returns how many of a leaf's values are stored out of line, as value
+// blobs (0 for a branch): a leaf without any needs no blob lookups.
+func (n *Node) Refs() int { return n.refs }
 
 // Raw returns the node's encoded bytes. Callers must not modify them.
 func (n *Node) Raw() []byte { return n.raw }

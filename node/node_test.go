@@ -280,6 +280,7 @@ func TestBuildMatchesDecode(t *testing.T) {
 	}{
 		{0, nil},
 		{0, []Entry{leafEntry("a", "1"), leafEntry(long, strings.Repeat("v", 1000))}},
+		{0, []Entry{leafEntry("a", "1"), {Key: []byte("b"), Payload: RefValue(Sum([]byte("v")), 5000).AppendPayload(nil)}}},
 		{2, []Entry{childEntry("a", 1), childEntry(long, 1<<40)}},
 	}
 	for _, c := range cases {

@@ -25,39 +25,70 @@ const ingestPrefix = "arbor-ingest-"
 // kv is one Pebble record of a spill.
 type kv struct{ k, v []byte }
 
+// ingestTailMin is the least a bulk load's last part must be to be
+// ingested at Commit rather than written through the write-ahead log.
+var ingestTailMin = 4 << 20
+
+// ingestBlockSize is the data block size of ingested sstables. Their values
+// are whole nodes of a few KiB, so Pebble's default of 4 KiB would make a
+// block, with its index entry and columnar header, of nearly every value;
+// 64 KiB blocks take well under half the time to write. Point reads then
+// read larger blocks, until compaction moves the values to blob files.
+const ingestBlockSize = 64 << 10
+
+// spill is one ingestion in flight. done closes when it ends; err is then
+// its error, or the first error of a spill before it.
+type spill struct {
+	done chan struct{}
+	err  error
+}
+
 // startIngest hands the batch's unspilled nodes and blobs to a goroutine
 // that writes them as one sorted sstable and ingests it, so that the next
 // nodes are built meanwhile (as Pebble flushes memtables in the
-// background). At most one spill is in flight.
+// background). Up to two spills are in flight: each writes its sstable at
+// once but ingests it only after the spill before it, since a later spill
+// may hold the parents of an earlier one's nodes, and a stored node must
+// always have its subtree stored.
 func (b *Batch) startIngest() error {
-	if err := b.waitIngest(); err != nil {
-		return err
+	if prev := b.ingestPrev; prev != nil {
+		<-prev.done
+		b.ingestPrev = nil
+		if prev.err != nil {
+			return prev.err
+		}
 	}
 	kvs := b.spillKVs
 	b.spillKVs = nil
 	if len(kvs) == 0 {
 		return nil
 	}
-	done := make(chan error, 1)
-	b.ingesting = done
-	go func() { done <- b.s.ingest(kvs) }()
+	prev, sp := b.ingesting, &spill{done: make(chan struct{})}
+	b.ingestPrev, b.ingesting = prev, sp
+	go func() {
+		defer close(sp.done)
+		sp.err = b.s.ingest(kvs, prev)
+	}()
 	return nil
 }
 
-// waitIngest waits for the spill in flight, if any, and returns its error.
+// waitIngest waits for every spill in flight and returns the first error.
 func (b *Batch) waitIngest() error {
-	if b.ingesting == nil {
+	sp := b.ingesting
+	if sp == nil {
 		return nil
 	}
-	err := <-b.ingesting
-	b.ingesting = nil
-	return err
+	<-sp.done
+	b.ingesting, b.ingestPrev = nil, nil
+	return sp.err
 }
 
 // ingest writes kvs (refs and metadata never: they enter a batch only at
-// Commit) as one sorted sstable and ingests it. Ingestion skips Pebble's
-// write-ahead log and memtable, and is durable and atomic when it returns.
-func (s *Store) ingest(kvs []kv) error {
+// Commit) as one sorted sstable and ingests it once the spill prev (if not
+// nil) has ended, failing with prev's error if it failed. Ingestion skips
+// Pebble's write-ahead log and memtable, and is durable and atomic when it
+// returns.
+func (s *Store) ingest(kvs []kv, prev *spill) error {
 	// Keys are content addresses: a key set twice has the same value.
 	slices.SortFunc(kvs, func(a, c kv) int { return bytes.Compare(a.k, c.k) })
 	kvs = slices.CompactFunc(kvs, func(a, c kv) bool { return bytes.Equal(a.k, c.k) })
@@ -74,6 +105,7 @@ func (s *Store) ingest(kvs []kv) error {
 	// them soon, moving their values to compressed blob files: compressing
 	// them here would be done twice.
 	wo.Compression = sstable.NoCompression
+	wo.BlockSize = ingestBlockSize
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo)
 	for _, e := range kvs {
 		if err := w.Set(e.k, e.v); err != nil {
@@ -85,6 +117,12 @@ func (s *Store) ingest(kvs []kv) error {
 	if err := w.Close(); err != nil { // syncs and closes f
 		os.Remove(path)
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if prev != nil {
+		if <-prev.done; prev.err != nil {
+			os.Remove(path)
+			return prev.err
+		}
 	}
 	if err := s.db.Ingest(context.Background(), []string{path}); err != nil {
 		os.Remove(path)
