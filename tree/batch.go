@@ -40,11 +40,11 @@ type Batch struct {
 	// kept across spills (for Batch.node and for the cache after commit)
 	// while they fit in a quarter of the node cache.
 	pendingBytes int
-	bulk         bool       // pending was dropped: the batch is a bulk load
-	ingest       bool       // spill by sstable ingestion (set by NewBuilder)
-	spillKVs     []kv       // with ingest: nodes and blobs not yet spilled
-	ingesting    *spill     // with ingest: the latest spill, if any
-	ingestPrev   *spill     // with ingest: the spill before it
+	bulk         bool   // pending was dropped: the batch is a bulk load
+	ingest       bool   // spill by sstable ingestion (set by NewBuilder)
+	spillKVs     []kv   // with ingest: nodes and blobs not yet spilled
+	ingesting    *spill // with ingest: the latest spill, if any
+	ingestPrev   *spill // with ingest: the spill before it
 	size         int
 	refs         map[string]*node.Hash // nil value: delete
 	expect       map[string]*node.Hash // nil value: must be unset
