@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -186,9 +187,22 @@ func BenchmarkClone(b *testing.B) {
 			fmt.Sscan(v, &opts.BatchNodes)
 		}
 		cpu0 := cpuTime()
+		// ARBOR_CLONE_PROF=path writes a CPU profile of each clone alone
+		// (path.0, path.1, …): go test's -cpuprofile also covers the set-up.
+		var pf *os.File
+		if v := os.Getenv("ARBOR_CLONE_PROF"); v != "" {
+			if pf, err = os.Create(fmt.Sprintf("%s.%d", v, i)); err != nil {
+				b.Fatal(err)
+			}
+			pprof.StartCPUProfile(pf)
+		}
 		b.StartTimer()
 		res, err := Sync(context.Background(), c, opts)
 		b.StopTimer()
+		if pf != nil {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}
 		cpu := cpuTime() - cpu0
 		if err != nil {
 			b.Fatal(err)

@@ -81,61 +81,117 @@ func msgName(t byte) string {
 func knownType(t byte) bool { return msgName(t)[0] != 'u' }
 
 // frame is one decoded frame. Payload aliases the reader's buffer and is
-// valid until the next ReadFrame.
+// valid until the next ReadFrame, unless the reader owns none (own).
 type frame struct {
 	Type    byte
 	Payload []byte
 }
 
 // frameReader reads frames from a byte stream, rejecting oversized ones
-// before allocating.
+// before allocating. It reads the stream in large pieces into a buffer and
+// returns payloads that alias it, so a frame's bytes are copied once, from
+// the stream into the buffer.
 type frameReader struct {
-	r   *bufio.Reader
-	max int
-	buf []byte
-	own bool // give every frame a fresh buffer the caller may keep
+	r     io.Reader
+	max   int
+	buf   []byte // buf[start:end] is read but not yet returned
+	start int
+	end   int
+	err   error // the stream's error, once it returned one
+	// own gives every frame bytes of its own that the caller may keep:
+	// the reader then never reuses a buffer, but starts a new one when a
+	// frame does not fit in the rest of the current one.
+	own bool
 }
 
+// frameReadSize is the size a frameReader's buffer grows to: how much it
+// asks the stream for at a time in a long exchange.
+const frameReadSize = 256 << 10
+
 func newFrameReader(r io.Reader, max int) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	return &frameReader{r: r, max: max}
+}
+
+// fill makes at least n bytes available in buf[start:end], which it may
+// move to a new buffer (own) or to the front of this one. It returns the
+// stream's error if the stream ends first.
+func (fr *frameReader) fill(n int) error {
+	if fr.end-fr.start >= n {
+		return nil
+	}
+	if len(fr.buf)-fr.start < n {
+		// Buffers grow from 4 KiB, so that the many short exchanges stay
+		// small, to frameReadSize for long ones.
+		size := max(n, min(2*len(fr.buf), frameReadSize), 4<<10)
+		var nb []byte
+		if !fr.own && len(fr.buf) >= size {
+			nb = fr.buf
+		} else {
+			nb = make([]byte, size)
+		}
+		fr.end = copy(nb, fr.buf[fr.start:fr.end])
+		fr.buf, fr.start = nb, 0
+	}
+	for fr.end-fr.start < n {
+		if fr.err != nil {
+			return fr.err
+		}
+		k, err := fr.r.Read(fr.buf[fr.end:])
+		fr.end += k
+		if err != nil {
+			fr.err = err
+		}
+	}
+	return nil
 }
 
 // ReadFrame reads the next frame. It returns io.EOF only at a clean frame
 // boundary; a frame cut short gives io.ErrUnexpectedEOF. Malformed headers
 // wrap ErrProtocol and oversized frames ErrFrameTooLarge.
 func (fr *frameReader) ReadFrame() (frame, error) {
-	ver, err := fr.r.ReadByte()
-	if err != nil {
-		return frame{}, err
+	if err := fr.fill(1); err != nil {
+		return frame{}, err // io.EOF here is a clean end
 	}
-	typ, err := fr.r.ReadByte()
-	if err != nil {
+	// Read no further than the header needs: the peer may be waiting for
+	// an answer to this frame before it sends more.
+	if err := fr.fill(2); err != nil {
 		return frame{}, eof(err)
 	}
+	ver, typ := fr.buf[fr.start], fr.buf[fr.start+1]
 	if ver != ProtocolVersion {
 		return frame{}, fmt.Errorf("%w: frame version %d, this arbor speaks %d", ErrProtocol, ver, ProtocolVersion)
 	}
 	if !knownType(typ) {
 		return frame{}, fmt.Errorf("%w: unknown message type 0x%02x", ErrProtocol, typ)
 	}
-	n, err := binary.ReadUvarint(fr.r)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return frame{}, io.ErrUnexpectedEOF
+	var n uint64
+	var w int
+	for have := 3; ; have++ {
+		if err := fr.fill(have); err != nil {
+			return frame{}, eof(err)
 		}
-		return frame{}, fmt.Errorf("%w: %s frame: bad length: %v", ErrProtocol, msgName(typ), err)
+		if n, w = binary.Uvarint(fr.buf[fr.start+2 : fr.start+have]); w != 0 {
+			break
+		}
+		if have == maxHeader {
+			w = -1 // unreachable: ten bytes end or overflow a uvarint
+			break
+		}
+	}
+	if w < 0 {
+		return frame{}, fmt.Errorf("%w: %s frame: bad length", ErrProtocol, msgName(typ))
 	}
 	if n > uint64(fr.max) {
 		return frame{}, fmt.Errorf("%w: %s frame of %d bytes (limit %d)", ErrFrameTooLarge, msgName(typ), n, fr.max)
 	}
-	if fr.own || cap(fr.buf) < int(n) {
-		fr.buf = make([]byte, n)
-	}
-	fr.buf = fr.buf[:n]
-	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
+	hl := 2 + w
+	if err := fr.fill(hl + int(n)); err != nil {
 		return frame{}, eof(err)
 	}
-	return frame{Type: typ, Payload: fr.buf}, nil
+	p0 := fr.start + hl
+	p1 := p0 + int(n)
+	fr.start = p1
+	return frame{Type: typ, Payload: fr.buf[p0:p1:p1]}, nil
 }
 
 func eof(err error) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
@@ -113,4 +114,52 @@ func roundTrip(t *testing.T, in, out []byte) {
 	if len(out) > len(in) {
 		t.Fatalf("re-encoding grew %d → %d bytes", len(in), len(out))
 	}
+}
+
+// FuzzFrameReader checks that how the stream is cut into reads changes
+// nothing: frames read whole from a buffer (each copied at once, since
+// they alias the reader's buffer) equal frames read one byte at a time by
+// an owning reader, whose payloads must stay intact until the end; both
+// end with the same kind of error.
+func FuzzFrameReader(f *testing.F) {
+	f.Add(append(appendFrame(appendFrame(nil, msgNode, node.EmptyLeaf), msgEnd, encodeEnd(1)), ProtocolVersion))
+	f.Add(appendFrame(appendFrame(nil, msgNode, bytes.Repeat([]byte{7}, 9000)), msgEnd, encodeEnd(1)))
+	f.Add([]byte{ProtocolVersion, msgEnd, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const max = 1 << 14
+		type got struct {
+			typ     byte
+			payload []byte
+		}
+		read := func(fr *frameReader, copyNow bool) ([]got, error) {
+			var out []got
+			for {
+				fm, err := fr.ReadFrame()
+				if err != nil {
+					return out, err
+				}
+				p := fm.Payload
+				if copyNow {
+					p = bytes.Clone(p)
+				}
+				out = append(out, got{fm.Type, p})
+			}
+		}
+		whole, err1 := read(newFrameReader(bytes.NewReader(data), max), true)
+		own := newFrameReader(iotest.OneByteReader(bytes.NewReader(data)), max)
+		own.own = true
+		bytewise, err2 := read(own, false)
+		if len(whole) != len(bytewise) {
+			t.Fatalf("%d frames read whole, %d byte by byte", len(whole), len(bytewise))
+		}
+		for i := range whole {
+			if whole[i].typ != bytewise[i].typ || !bytes.Equal(whole[i].payload, bytewise[i].payload) {
+				t.Fatalf("frame %d differs", i)
+			}
+		}
+		same := func(target error) bool { return errors.Is(err1, target) == errors.Is(err2, target) }
+		if !same(io.EOF) || !same(io.ErrUnexpectedEOF) || !same(ErrProtocol) || !same(ErrFrameTooLarge) {
+			t.Fatalf("errors differ: %v / %v", err1, err2)
+		}
+	})
 }
