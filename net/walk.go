@@ -332,7 +332,7 @@ func (sy *syncer) verifyNode(it walkItem, raw []byte) (*node.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: node %s: %w", sy.cl.peer, ErrProtocol, it.h, err)
 	}
-	if got := node.Sum(raw); got != it.h {
+	if got := n.Hash(); got != it.h {
 		return nil, fmt.Errorf("%s: %w: asked for node %s, got bytes hashing to %s", sy.cl.peer, ErrProtocol, it.h, got)
 	}
 	if it.level >= 0 && n.Level() != it.level {

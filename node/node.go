@@ -205,6 +205,7 @@ func Build(level int, entries []Entry) *Node {
 			nd.count += c
 		}
 	}
+	nd.hash = Sum(raw)
 	return nd
 }
 
@@ -232,11 +233,12 @@ type Node struct {
 	level int
 	ents  []span
 	count uint64
-	refs  int // values stored out of line (leaves)
+	refs  int  // values stored out of line (leaves)
+	hash  Hash // Sum(raw), computed once by Decode or Build
 }
 
-// Decode validates b and returns a view of it. It never panics; malformed
-// input gives an error wrapping ErrCorrupt.
+// Decode validates b and returns a view of it, hashing b once for Hash. It
+// never panics; malformed input gives an error wrapping ErrCorrupt.
 func Decode(b []byte) (*Node, error) {
 	if len(b) > MaxNodeSize {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte node limit", ErrCorrupt, len(b), MaxNodeSize)
@@ -308,6 +310,7 @@ func Decode(b []byte) (*Node, error) {
 	if pos != len(b) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(b)-pos)
 	}
+	nd.hash = Sum(b)
 	return nd, nil
 }
 
@@ -331,8 +334,9 @@ func (n *Node) Refs() int { return n.refs }
 // Raw returns the node's encoded bytes. Callers must not modify them.
 func (n *Node) Raw() []byte { return n.raw }
 
-// Hash returns the node's address. It hashes the bytes on every call.
-func (n *Node) Hash() Hash { return Sum(n.raw) }
+// Hash returns the node's address, Sum(Raw()), hashed once when the node was
+// decoded or built.
+func (n *Node) Hash() Hash { return n.hash }
 
 // Level returns 0 for a leaf and the height above the leaves for a branch.
 func (n *Node) Level() int { return n.level }

@@ -260,7 +260,12 @@ func (b *Batch) putBuilt(n *node.Node, near node.Hash) (node.Hash, error) {
 
 // put stores the encoded node raw; n is its view if the caller has one.
 func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error) {
-	h := node.Sum(raw)
+	var h node.Hash
+	if n != nil {
+		h = n.Hash() // hashed when n was decoded or built
+	} else {
+		h = node.Sum(raw)
+	}
 	if h == node.EmptyRoot {
 		return h, nil
 	}

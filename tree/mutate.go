@@ -407,7 +407,7 @@ type builtNode struct {
 // collect hashes n, delta-encodes it and writes it to the worker's own
 // Pebble batch, reading the Batch but never changing it.
 func (p *levelPart) collect(b *Batch, n *node.Node, near node.Hash) node.Hash {
-	h := node.Sum(n.Raw())
+	h := n.Hash()
 	if h == node.EmptyRoot || p.err != nil {
 		return h
 	}

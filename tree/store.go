@@ -515,6 +515,11 @@ func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.N
 	if err != nil {
 		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
 	}
+	if got := n.Hash(); got != h {
+		// Pebble checksums its blocks, so this is a node written under
+		// the wrong key (or a bug), not bit rot: never serve it as h.
+		return nil, fmt.Errorf("store %s: node %s: %w: stored bytes hash to %s", s.dir, h, node.ErrCorrupt, got)
+	}
 	s.cache.addIfGen(h, cached{n: n, delta: stored}, gen)
 	return n, nil
 }

@@ -173,21 +173,25 @@ func (s *Store) readVerified(h node.Hash) (*node.Node, error) {
 		if isDelta(braw) {
 			return nil, fmt.Errorf("delta base %s: %w: stored as a delta", d.base, node.ErrCorrupt)
 		}
-		if got := node.Sum(braw); got != d.base {
-			return nil, fmt.Errorf("delta base %s: %w: bytes hash to %s", d.base, node.ErrCorrupt, got)
-		}
 		base, err := node.Decode(braw)
 		if err != nil {
 			return nil, fmt.Errorf("delta base %s: %w", d.base, err)
+		}
+		if got := base.Hash(); got != d.base {
+			return nil, fmt.Errorf("delta base %s: %w: bytes hash to %s", d.base, node.ErrCorrupt, got)
 		}
 		if raw, err = applyDelta(base, d); err != nil {
 			return nil, err
 		}
 	}
-	if got := node.Sum(raw); got != h {
+	n, err := node.Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	if got := n.Hash(); got != h {
 		return nil, fmt.Errorf("%w: bytes hash to %s", node.ErrCorrupt, got)
 	}
-	return node.Decode(raw)
+	return n, nil
 }
 
 // readStored returns node h's stored bytes: a whole node or a delta.
