@@ -1,6 +1,7 @@
 package net
 
 import (
+	"runtime/trace"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -196,9 +197,18 @@ func BenchmarkClone(b *testing.B) {
 			}
 			pprof.StartCPUProfile(pf)
 		}
+		var tf *os.File
+		if v := os.Getenv("ARBOR_CLONE_TRACE"); v != "" && i == 2 {
+			tf, _ = os.Create(v)
+			trace.Start(tf)
+		}
 		b.StartTimer()
 		res, err := Sync(context.Background(), c, opts)
 		b.StopTimer()
+		if tf != nil {
+			trace.Stop()
+			tf.Close()
+		}
 		if pf != nil {
 			pprof.StopCPUProfile()
 			pf.Close()

@@ -540,15 +540,21 @@ func (sess *session) served(n *node.Node, b bound) error {
 			}
 			continue
 		}
+		c, _ := n.Child(i)
+		if all {
+			// Bounds matter only to a partial scope: one map write, no
+			// merging with an earlier showing.
+			sess.nodes[c] = bound{}
+			continue
+		}
 		clo := b.lo
 		if i > 0 {
 			clo = n.Key(i - 1)
 		}
 		hi, open := childHi(n, i, b.open)
-		if !all && !sess.read.Overlaps(clo, hi) {
+		if !sess.read.Overlaps(clo, hi) {
 			continue // wholly outside the read scope: never served
 		}
-		c, _ := n.Child(i)
 		sess.showNode(c, bound{lo: clo, open: open})
 	}
 	if len(sess.nodes)+len(sess.blobs) > sess.s.opts.MaxShown {

@@ -286,12 +286,15 @@ func Decode(b []byte) (*Node, error) {
 		}
 		prev = key
 		if level == 0 {
-			v, err := DecodeValue(b[p0:p1])
-			if err != nil {
-				return nil, fmt.Errorf("entry %d: %w", i, err)
-			}
-			if v.IsRef {
-				nd.refs++
+			// Inline values, the common case, need only their length checked.
+			if pl == 0 || b[p0] != valueInline || pl-1 > MaxInlineValue {
+				v, err := DecodeValue(b[p0:p1])
+				if err != nil {
+					return nil, fmt.Errorf("entry %d: %w", i, err)
+				}
+				if v.IsRef {
+					nd.refs++
+				}
 			}
 			nd.count++
 		} else {
