@@ -3,6 +3,7 @@ package tree
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -21,14 +22,24 @@ type GCStats struct {
 	DeletedNodes int   // unreachable nodes deleted
 	DeletedBlobs int   // unreachable blobs deleted
 	DeletedBytes int64 // bytes of deleted nodes and blobs
+	LiveBytes    int64 // bytes of the live nodes' and blobs' stored records
+	// RewrittenWhole counts live delta-stored nodes whose base was dead,
+	// which GC stored whole before deleting the base.
+	RewrittenWhole int
+	// Copied reports whether GC copied the live nodes and blobs, which it
+	// does when the garbage is large enough (see gcCopyFraction).
+	Copied bool
 }
 
 // GC deletes every node and value blob that no ref reaches, plus any extra
 // roots given (roots that live sessions pin without a ref), then compacts
 // the freed space. It waits until no batch, iterator, read or PreventGC
-// hold is open, and blocks new ones while it runs. Waiting never blocks
+// hold is open, and blocks new ones while it marks and sweeps; the
+// compaction that follows runs without blocking them. Waiting never blocks
 // them (see lockGC), so a goroutine that holds an iterator may still read
-// and write while a GC waits.
+// and write while a GC waits. A second GC waits until the first has
+// finished, compaction included. Close stops a GC in flight (it returns an
+// error wrapping ErrClosed).
 //
 // The sweep deletes unreachable nodes from the highest level down, and
 // value indexes before chunks, in batches applied in order. So if GC is
@@ -46,13 +57,68 @@ func (s *Store) GCScope(ctx context.Context, sc Scope, extraRoots ...node.Hash) 
 	return s.gcScope(ctx, sc, extraRoots)
 }
 
-func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (GCStats, error) {
-	var st GCStats
+// afterGCUnlock, when set by a test, runs after a GC that deleted something
+// has released the GC lock, before its compaction.
+var afterGCUnlock func()
+
+func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (st GCStats, err error) {
 	done, err := s.use()
 	if err != nil {
 		return st, err
 	}
 	defer done()
+	ctx, stop := s.stopOnClose(ctx)
+	defer stop()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), ErrClosed) {
+			err = fmt.Errorf("%w (gc %s stopped: %v)", ErrClosed, s.dir, err)
+		}
+	}()
+	// One GC at a time: a second one waits here, before it takes the GC
+	// lock, until the first has compacted.
+	select {
+	case s.gcRun <- struct{}{}:
+	case <-ctx.Done():
+		return st, fmt.Errorf("gc %s: wait for another gc: %w", s.dir, ctx.Err())
+	}
+	defer func() { <-s.gcRun }()
+
+	st, err = s.collect(ctx, sc, extraRoots)
+	if err != nil || st.DeletedNodes+st.DeletedBlobs == 0 {
+		return st, err
+	}
+	// The rest only returns space to the file system: batches, reads and
+	// syncs go on meanwhile. The compaction drops the deleted keys (and, if
+	// GC copied, the old versions of the live ones), so that blob files
+	// lose their references and Pebble deletes them.
+	if afterGCUnlock != nil {
+		afterGCUnlock()
+	}
+	if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
+		return st, fmt.Errorf("gc %s: compact: %w", s.dir, err)
+	}
+	s.awaitDeletions(ctx)
+	return st, nil
+}
+
+// stopOnClose returns a context that is also cancelled, with cause
+// ErrClosed, when Close begins. stop releases it.
+func (s *Store) stopOnClose(ctx context.Context) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	ended := make(chan struct{})
+	go func() {
+		select {
+		case <-s.closed:
+			cancel(ErrClosed)
+		case <-ended:
+		}
+	}()
+	return ctx, func() { close(ended); cancel(nil) }
+}
+
+// collect marks and sweeps under the exclusive GC lock.
+func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash) (GCStats, error) {
+	var st GCStats
 	if err := s.lockGC(ctx); err != nil {
 		return st, fmt.Errorf("gc %s: %w", s.dir, err)
 	}
@@ -83,30 +149,12 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 	st.LiveNodes, st.LiveBlobs = len(liveNodes), len(liveBlobs)
 	// Readers that do not hold the GC lock (Store.Node) may cache a node
 	// the sweep is deleting; emptying the cache after the sweep, with a new
-	// generation, keeps the rule that a cached node is a stored node.
+	// generation, and before the lock is released (defers run last in,
+	// first out), keeps the rule that a cached node is a stored node.
 	defer s.cache.invalidate()
 
-	for _, pfx := range []byte{prefixNode, prefixBlob} {
-		live := liveNodes
-		if pfx == prefixBlob {
-			live = liveBlobs
-		}
-		n, bytes, err := s.sweep(ctx, pfx, live)
-		if err != nil {
-			return st, fmt.Errorf("gc %s: sweep: %w", s.dir, err)
-		}
-		if pfx == prefixNode {
-			st.DeletedNodes = n
-		} else {
-			st.DeletedBlobs = n
-		}
-		st.DeletedBytes += bytes
-	}
-	if st.DeletedNodes+st.DeletedBlobs > 0 {
-		if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
-			return st, fmt.Errorf("gc %s: compact: %w", s.dir, err)
-		}
-		s.awaitDeletions(ctx)
+	if err := s.sweep(ctx, liveNodes, liveBlobs, &st); err != nil {
+		return st, fmt.Errorf("gc %s: sweep: %w", s.dir, err)
 	}
 	return st, nil
 }
@@ -254,31 +302,43 @@ func (s *Store) PreventGC() (release func()) {
 	return func() { once.Do(s.gc.RUnlock) }
 }
 
-// sweep deletes the keys under pfx whose hash is not live, dependents
-// before what they depend on: nodes by descending level (deltas before
-// whole nodes within a level), and for blobs value indexes before chunks.
-// Live nodes stored as deltas of a dead base are first rewritten whole. It
-// returns how many it deleted and their bytes.
-func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}) (int, int64, error) {
+// gcCopyFraction decides whether GC copies the live values: it does when
+// the bytes it deletes are at least this fraction of the live bytes (that
+// is, when the garbage is at least a fifth of what the sweep saw). Copying
+// costs a write of the whole live set, so one dead node must not trigger
+// it. Below the threshold the garbage left in Pebble's blob files is at
+// most a fifth of their values, and Pebble's own blob-file rewriting
+// (ValueSeparationPolicy.TargetGarbageRatio 0.25 in pebbleOptions)
+// reclaims blob files once their garbage passes a quarter, in the
+// background.
+const gcCopyFraction = 0.25
+
+// sweep deletes the nodes and blobs that are not live, dependents before
+// what they depend on: nodes by descending level (deltas before whole
+// nodes within a level), then blobs, value indexes before chunks. Live
+// nodes stored as deltas of a dead base are first rewritten whole, and
+// their delta records deleted before anything else. If the dead bytes
+// justify it (gcCopyFraction), the live records are copied first too (see
+// rewriteLive). It fills in st's deletion, copy and rewrite counts.
+func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]struct{}, st *GCStats) error {
 	// Nodes live under two prefixes: whole ones under prefixNode, deltas
-	// under prefixDelta. Both are swept together, so that one order covers
-	// them: dependents before what they depend on.
-	pfxs := []byte{pfx}
-	if pfx == prefixNode {
-		pfxs = []byte{prefixDelta, prefixNode}
-	}
-	// rank orders deletions (keys with their prefix): lower ranks go first.
-	byRank := map[int][][]byte{}
-	// liveDeltas are live nodes stored as deltas: if anything is dead, they
-	// are rewritten whole (their base may be among the dead, and GC copies
-	// every live value anyway) and their delta records deleted first.
-	var liveDeltas []node.Hash
-	var n int
-	var size int64
-	for _, p := range pfxs {
+	// under prefixDelta. Both are ranked together, so that one order
+	// covers them: dependents before what they depend on. Blobs are
+	// deleted after every node (a dead leaf names its value's blobs).
+	// Ranks order deletions (keys with their prefix): lower ranks go first.
+	nodeRanks := map[int][][]byte{}
+	blobRanks := map[int][][]byte{}
+	// rewrite lists live nodes stored as deltas whose base is dead: they
+	// are stored whole, and their delta records deleted, before any base.
+	var rewrite []node.Hash
+	for _, p := range []byte{prefixDelta, prefixNode, prefixBlob} {
+		live, byRank := liveNodes, nodeRanks
+		if p == prefixBlob {
+			live, byRank = liveBlobs, blobRanks
+		}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
 		if err != nil {
-			return 0, 0, err
+			return err
 		}
 		for it.First(); it.Valid(); it.Next() {
 			k := it.Key()
@@ -287,19 +347,35 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 			}
 			h := node.Hash(k[1:])
 			if _, ok := live[h]; ok {
+				// The length needs no read of a separated value.
+				lv := it.LazyValue()
+				st.LiveBytes += int64(lv.Len())
 				if p == prefixDelta {
-					liveDeltas = append(liveDeltas, h)
+					v, err := it.ValueAndErr()
+					if err != nil {
+						break // it.Error reports it
+					}
+					if len(v) < deltaHeader || !isDelta(v) {
+						it.Close()
+						return fmt.Errorf("delta record %s: %w", h, node.ErrCorrupt)
+					}
+					if _, ok := live[node.Hash(v[2:deltaHeader])]; !ok {
+						rewrite = append(rewrite, h)
+					}
 				}
 				continue
 			}
-			v := it.Value()
+			v, err := it.ValueAndErr()
+			if err != nil {
+				break
+			}
 			rank := 1 // blob chunks, and anything unrecognised, last
 			switch {
 			case p != prefixBlob && len(v) >= 2:
 				// Higher levels first; within a level deltas before whole
 				// nodes, so that a sweep cut short never leaves a delta
 				// whose base it deleted (HasNode would vouch for an
-				// unreadable node).
+				// unreadable node). A delta's base has the delta's level.
 				rank = -2 * int(v[1])
 				if p == prefixDelta {
 					rank--
@@ -310,28 +386,52 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 				}
 			}
 			byRank[rank] = append(byRank[rank], bytes.Clone(k))
-			n++
-			size += int64(len(v))
+			if p == prefixBlob {
+				st.DeletedBlobs++
+			} else {
+				st.DeletedNodes++
+			}
+			st.DeletedBytes += int64(len(v))
 		}
 		err = it.Error()
 		it.Close()
 		if err != nil {
-			return 0, 0, err
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
-	if n > 0 {
-		if err := s.rewriteWhole(ctx, liveDeltas); err != nil {
-			return 0, 0, err
-		}
-		skip := make(map[node.Hash]struct{}, len(liveDeltas))
-		for _, h := range liveDeltas {
-			skip[h] = struct{}{}
-			byRank[math.MinInt] = append(byRank[math.MinInt], deltaKey(h)) // now stored whole
-		}
-		if err := s.rewriteLive(ctx, pfx, live, skip); err != nil {
-			return 0, 0, err
-		}
+	if st.DeletedNodes+st.DeletedBlobs == 0 {
+		return nil
 	}
+	// Synced before any deletion: whatever of the deletions survives a
+	// crash comes after these in Pebble's log.
+	if err := s.rewriteWhole(ctx, rewrite); err != nil {
+		return err
+	}
+	st.RewrittenWhole = len(rewrite)
+	skip := make(map[node.Hash]struct{}, len(rewrite))
+	for _, h := range rewrite {
+		skip[h] = struct{}{}
+		nodeRanks[math.MinInt] = append(nodeRanks[math.MinInt], deltaKey(h)) // now stored whole
+	}
+	if float64(st.DeletedBytes) >= gcCopyFraction*float64(st.LiveBytes) {
+		if err := s.rewriteLive(ctx, liveNodes, liveBlobs, skip); err != nil {
+			return err
+		}
+		st.Copied = true
+	}
+	if err := s.deleteRanked(ctx, nodeRanks); err != nil {
+		return err
+	}
+	return s.deleteRanked(ctx, blobRanks)
+}
+
+// deleteRanked deletes the keys of byRank, lower ranks first, in batches
+// of sweepBatchBytes committed in order; the last is committed with the
+// store's durability.
+func (s *Store) deleteRanked(ctx context.Context, byRank map[int][][]byte) error {
 	ranks := make([]int, 0, len(byRank))
 	for r := range byRank {
 		ranks = append(ranks, r)
@@ -342,12 +442,12 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 	for _, r := range ranks {
 		for _, key := range byRank[r] {
 			if err := b.Delete(key, nil); err != nil {
-				return n, size, err
+				return err
 			}
 			s.cache.remove(node.Hash(key[1:]))
 			if b.Len() > sweepBatchBytes {
 				if err := b.Commit(pebble.NoSync); err != nil {
-					return n, size, err
+					return err
 				}
 				b.Close()
 				b = s.db.NewBatch()
@@ -355,12 +455,12 @@ func (s *Store) sweep(ctx context.Context, pfx byte, live map[node.Hash]struct{}
 					afterSweepBatch()
 				}
 				if err := ctx.Err(); err != nil {
-					return n, size, err
+					return err
 				}
 			}
 		}
 	}
-	return n, size, b.Commit(s.wopts)
+	return b.Commit(s.wopts)
 }
 
 // Compact compacts the whole store and waits for the files it made
@@ -399,22 +499,39 @@ func (s *Store) awaitDeletions(ctx context.Context) {
 	}
 }
 
-// rewriteLive writes every live key under pfx again with its value (but
-// those in skip). Node and blob values sit in Pebble blob files (value
-// separation), and a blob file's space returns only when no key refers to
-// it: after a sweep most files still hold a few live values among many dead
-// ones. Writing the live values again moves them to new files, and the
-// compaction that follows drops the old versions, so every old file goes.
-// This makes GC's cost proportional to the live data, like a copying
-// collector, and leaves the store about the size of a fresh build.
-func (s *Store) rewriteLive(ctx context.Context, pfx byte, live, skip map[node.Hash]struct{}) error {
+// rewriteLive writes every live node record (whole and delta) and blob
+// again with its value, but the nodes in skip. Node and blob values sit in
+// Pebble blob files (value separation), and a blob file's space returns
+// only when no key refers to it: after a sweep most files still hold a
+// few live values among many dead ones. Writing the live values again
+// moves them to new files, and the compaction that follows drops the old
+// versions, so every old file goes. This makes such a GC's cost
+// proportional to the live data, like a copying collector, and leaves the
+// store about the size of a fresh build. sweep calls it only when the
+// garbage justifies the copy (gcCopyFraction).
+func (s *Store) rewriteLive(ctx context.Context, liveNodes, liveBlobs, skip map[node.Hash]struct{}) error {
+	b := s.db.NewBatch()
+	defer func() { b.Close() }()
+	for _, p := range []byte{prefixDelta, prefixNode, prefixBlob} {
+		live := liveNodes
+		if p == prefixBlob {
+			live = liveBlobs
+		}
+		if err := s.copyLive(ctx, &b, p, live, skip); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// copyLive adds to *b (see setChunked) a Set of every live key under pfx
+// but those in skip, with its current value.
+func (s *Store) copyLive(ctx context.Context, b **pebble.Batch, pfx byte, live, skip map[node.Hash]struct{}) error {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfx}, UpperBound: []byte{pfx + 1}})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	b := s.db.NewBatch()
-	defer func() { b.Close() }()
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) != 1+node.HashSize {
@@ -424,21 +541,18 @@ func (s *Store) rewriteLive(ctx context.Context, pfx byte, live, skip map[node.H
 		if _, ok := live[h]; !ok {
 			continue
 		}
-		if _, ok := skip[h]; ok {
+		if _, ok := skip[h]; ok && pfx != prefixBlob {
 			continue
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return err
 		}
-		if err := s.setChunked(ctx, &b, k, v); err != nil {
+		if err := s.setChunked(ctx, b, k, v); err != nil {
 			return err
 		}
 	}
-	if err := it.Error(); err != nil {
-		return err
-	}
-	return b.Commit(pebble.NoSync)
+	return it.Error()
 }
 
 // setChunked adds a Set to *b, first committing *b (unsynced) and starting
@@ -459,10 +573,13 @@ func (s *Store) setChunked(ctx context.Context, b **pebble.Batch, k, v []byte) e
 	return ctx.Err()
 }
 
-// rewriteWhole stores the nodes hashes, which are stored as deltas, whole,
-// so that their bases can be deleted. Readers that read a delta just before
+// rewriteWhole stores the nodes hashes, which are stored as deltas of dead
+// bases, whole, so that their bases can be deleted. Readers that read a delta just before
 // its base goes read the node again (Store.undelta).
 func (s *Store) rewriteWhole(ctx context.Context, hashes []node.Hash) error {
+	if len(hashes) == 0 {
+		return nil
+	}
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()
 	for _, h := range hashes {

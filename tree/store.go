@@ -79,7 +79,12 @@ type Store struct {
 	// refsChanged is closed, and replaced, each time a commit moves refs.
 	refsMu      sync.Mutex
 	refsChanged chan struct{}
-	gc          sync.RWMutex // readers and batches hold R; garbage collection holds W
+	gc          sync.RWMutex // readers and batches hold R; garbage collection holds W while it marks and sweeps
+	// gcRun holds one token while a GC runs, from before it takes gc until
+	// its compaction ends, so that two GCs never overlap.
+	gcRun chan struct{}
+	// closed is closed when Close begins; it stops a GC in flight.
+	closed chan struct{}
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -224,7 +229,8 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 		nodeCache = 256 << 20
 	}
 	po.EnsureDefaults()
-	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache)}
+	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache),
+		gcRun: make(chan struct{}, 1), closed: make(chan struct{})}
 	s.drained = sync.NewCond(&s.closeMu)
 	removeIngestLeftovers(dir)
 	if o.NoSync {
@@ -309,8 +315,9 @@ func (quietLogger) Fatalf(format string, args ...interface{}) {
 // Close flushes and closes the store. It waits for operations in flight,
 // including open batches (which must end in Commit or Discard); new
 // operations fail with ErrClosed from the moment Close is called, so a
-// batch still being filled fails fast and can be discarded. Further calls
-// to Close fail with ErrClosed.
+// batch still being filled fails fast and can be discarded. A GC in
+// flight stops at its next check and returns an error wrapping ErrClosed.
+// Further calls to Close fail with ErrClosed.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	if s.closing {
@@ -318,6 +325,7 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closing = true
+	close(s.closed) // a GC in flight stops (a cut-short GC is safe), so this wait is short
 	for s.inflight > 0 {
 		s.drained.Wait()
 	}
