@@ -58,8 +58,8 @@ func (s *Store) GCScope(ctx context.Context, sc Scope, extraRoots ...node.Hash) 
 }
 
 // afterGCUnlock, when set by a test, runs after a GC that deleted something
-// has released the GC lock, before its compaction.
-var afterGCUnlock func()
+// has released the GC lock, before its compaction, with the GC's context.
+var afterGCUnlock func(ctx context.Context)
 
 func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (st GCStats, err error) {
 	done, err := s.use()
@@ -92,7 +92,7 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 	// GC copied, the old versions of the live ones), so that blob files
 	// lose their references and Pebble deletes them.
 	if afterGCUnlock != nil {
-		afterGCUnlock()
+		afterGCUnlock(ctx)
 	}
 	if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
 		return st, fmt.Errorf("gc %s: compact: %w", s.dir, err)
