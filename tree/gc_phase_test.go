@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,6 +89,8 @@ func TestBatchesRunWhileGCCompacts(t *testing.T) {
 	_, model := gcGarbageStore(t, s, 500)
 
 	paused, resume := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(resume) })
+	defer release() // if the test fails early, before Cleanup's Close
 	var calls atomic.Int32
 	afterGCUnlock = func(context.Context) {
 		if calls.Add(1) == 1 {
@@ -143,7 +146,7 @@ func TestBatchesRunWhileGCCompacts(t *testing.T) {
 	}
 	s.gc.RUnlock()
 
-	close(resume)
+	release()
 	r1 := awaitGC(t, gc1, "the first GC")
 	if r1.err != nil || r1.st.DeletedNodes == 0 {
 		t.Fatalf("first GC = %+v, %v; want garbage deleted", r1.st, r1.err)
