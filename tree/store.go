@@ -284,8 +284,10 @@ func pebbleOptions(pc *pebble.Cache) *pebble.Options {
 	// Node and blob values of 256 bytes or more go to blob files, written
 	// once at flush; compactions then move only keys and references. Keys
 	// are hashes, so every compaction overlaps the whole key space and
-	// would otherwise rewrite every node each time. GC copies the live
-	// values to new blob files so that old ones are freed (gc.go).
+	// would otherwise rewrite every node each time. A GC that finds much
+	// garbage copies the live values to new blob files so that old ones
+	// are freed (gc.go); Pebble rewrites blob files whose garbage passes
+	// TargetGarbageRatio in the background, which covers smaller garbage.
 	po.FormatMajorVersion = pebble.FormatValueSeparation
 	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
 		return pebble.ValueSeparationPolicy{
