@@ -558,7 +558,12 @@ func BenchmarkGC(b *testing.B) {
 			settle(b, s.db)
 			before := dirSize(b, s.Dir())
 			t0 := time.Now()
+			// GC holds off batches only until it releases the GC lock,
+			// before its compaction: lockTime is how long writes stall.
+			var lockTime time.Duration
+			afterGCUnlock = func(context.Context) { lockTime = time.Since(t0) }
 			st, err := s.GC(ctx)
+			afterGCUnlock = nil
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -614,7 +619,8 @@ func BenchmarkGC(b *testing.B) {
 			b.ReportMetric(float64(rawSize)/1e6, "pebble-MB")
 			b.ReportMetric(float64(after)/float64(freshSize), "ratio")
 			b.ReportMetric(gcTime.Seconds(), "gc-s")
-			b.Logf("GC %+v in %v; dir %d B before GC, %d after, fresh build %d, raw Pebble %d", st, gcTime, before, after, freshSize, rawSize)
+			b.ReportMetric(lockTime.Seconds(), "locked-s")
+			b.Logf("GC %+v in %v (GC lock held %v); dir %d B before GC, %d after, fresh build %d, raw Pebble %d", st, gcTime, lockTime, before, after, freshSize, rawSize)
 		}
 	})
 }
