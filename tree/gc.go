@@ -26,16 +26,17 @@ type GCStats struct {
 	// RewrittenWhole counts live delta-stored nodes whose base was dead,
 	// which GC stored whole before deleting the base.
 	RewrittenWhole int
-	// Copied reports whether GC copied the live nodes and blobs, which it
-	// does when the garbage is large enough (see gcCopyFraction).
+	// Copied reports whether the garbage was large enough for GC to copy
+	// the live nodes and blobs (see gcCopyFraction), which it does after
+	// the sweep unless stopped first.
 	Copied bool
 }
 
 // GC deletes every node and value blob that no ref reaches, plus any extra
 // roots given (roots that live sessions pin without a ref), then compacts
 // the freed space. It waits until no batch, iterator, read or PreventGC
-// hold is open, and blocks new ones while it marks and sweeps; the
-// compaction that follows runs without blocking them. Waiting never blocks
+// hold is open, and blocks new ones while it marks and sweeps; the copy
+// and compaction that follow run without blocking them. Waiting never blocks
 // them (see lockGC), so a goroutine that holds an iterator may still read
 // and write while a GC waits. A second GC waits until the first has
 // finished, compaction included. Close stops a GC in flight (it returns an
@@ -58,7 +59,8 @@ func (s *Store) GCScope(ctx context.Context, sc Scope, extraRoots ...node.Hash) 
 }
 
 // afterGCUnlock, when set by a test, runs after a GC that deleted something
-// has released the GC lock, before its compaction, with the GC's context.
+// has released the GC lock, before its copy and compaction, with the GC's
+// context.
 var afterGCUnlock func(ctx context.Context)
 
 func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (st GCStats, err error) {
@@ -83,16 +85,24 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 	}
 	defer func() { <-s.gcRun }()
 
-	st, err = s.collect(ctx, sc, extraRoots)
+	var cp *liveCopy
+	st, cp, err = s.collect(ctx, sc, extraRoots)
 	if err != nil || st.DeletedNodes+st.DeletedBlobs == 0 {
 		return st, err
 	}
 	// The rest only returns space to the file system: batches, reads and
-	// syncs go on meanwhile. The compaction drops the deleted keys (and, if
-	// GC copied, the old versions of the live ones), so that blob files
-	// lose their references and Pebble deletes them.
+	// syncs go on meanwhile. The copy writes again, unchanged, records that
+	// were live at the mark; nothing but GC deletes a record, so they are
+	// still stored. The compaction drops the deleted keys (and the old
+	// versions of the copied ones), so that blob files lose their
+	// references and Pebble deletes them.
 	if afterGCUnlock != nil {
 		afterGCUnlock(ctx)
+	}
+	if cp != nil {
+		if err := s.rewriteLive(ctx, cp.nodes, cp.blobs, cp.skip); err != nil {
+			return st, fmt.Errorf("gc %s: copy live values: %w", s.dir, err)
+		}
 	}
 	if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
 		return st, fmt.Errorf("gc %s: compact: %w", s.dir, err)
@@ -116,17 +126,24 @@ func (s *Store) stopOnClose(ctx context.Context) (_ context.Context, stop func()
 	return ctx, func() { close(ended); cancel(nil) }
 }
 
-// collect marks and sweeps under the exclusive GC lock.
-func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash) (GCStats, error) {
+// liveCopy is what a GC copies after its sweep (see rewriteLive): the live
+// nodes and blobs, but the nodes in skip.
+type liveCopy struct {
+	nodes, blobs, skip map[node.Hash]struct{}
+}
+
+// collect marks and sweeps under the exclusive GC lock. If the garbage
+// justifies copying the live values, it returns what to copy.
+func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash) (GCStats, *liveCopy, error) {
 	var st GCStats
 	if err := s.lockGC(ctx); err != nil {
-		return st, fmt.Errorf("gc %s: %w", s.dir, err)
+		return st, nil, fmt.Errorf("gc %s: %w", s.dir, err)
 	}
 	defer s.gc.Unlock()
 
 	refs, err := s.Refs()
 	if err != nil {
-		return st, err
+		return st, nil, err
 	}
 	roots := extraRoots
 	for _, h := range refs {
@@ -143,7 +160,7 @@ func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 			}
 		}
 		if err := mark(ctx, r, liveNodes, liveBlobs); err != nil {
-			return st, fmt.Errorf("gc %s: mark from root %s: %w", s.dir, r, err)
+			return st, nil, fmt.Errorf("gc %s: mark from root %s: %w", s.dir, r, err)
 		}
 	}
 	st.LiveNodes, st.LiveBlobs = len(liveNodes), len(liveBlobs)
@@ -153,10 +170,14 @@ func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 	// first out), keeps the rule that a cached node is a stored node.
 	defer s.cache.invalidate()
 
-	if err := s.sweep(ctx, liveNodes, liveBlobs, &st); err != nil {
-		return st, fmt.Errorf("gc %s: sweep: %w", s.dir, err)
+	skip, err := s.sweep(ctx, liveNodes, liveBlobs, &st)
+	if err != nil {
+		return st, nil, fmt.Errorf("gc %s: sweep: %w", s.dir, err)
 	}
-	return st, nil
+	if !st.Copied {
+		return st, nil, nil
+	}
+	return st, &liveCopy{nodes: liveNodes, blobs: liveBlobs, skip: skip}, nil
 }
 
 func (s *Store) mark(ctx context.Context, root node.Hash, liveNodes, liveBlobs map[node.Hash]struct{}) error {
@@ -317,10 +338,11 @@ const gcCopyFraction = 0.25
 // what they depend on: nodes by descending level (deltas before whole
 // nodes within a level), then blobs, value indexes before chunks. Live
 // nodes stored as deltas of a dead base are first rewritten whole, and
-// their delta records deleted before anything else. If the dead bytes
-// justify it (gcCopyFraction), the live records are copied first too (see
-// rewriteLive). It fills in st's deletion, copy and rewrite counts.
-func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]struct{}, st *GCStats) error {
+// their delta records deleted before anything else. It fills in st's
+// deletion and rewrite counts, and sets st.Copied if the dead bytes
+// justify copying the live records (gcCopyFraction), which the caller
+// then does (rewriteLive) but for the nodes in skip: those just rewritten.
+func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]struct{}, st *GCStats) (skip map[node.Hash]struct{}, err error) {
 	// Nodes live under two prefixes: whole ones under prefixNode, deltas
 	// under prefixDelta. Both are ranked together, so that one order
 	// covers them: dependents before what they depend on. Blobs are
@@ -338,7 +360,7 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 		}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for it.First(); it.Valid(); it.Next() {
 			k := it.Key()
@@ -357,7 +379,7 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 					}
 					if len(v) < deltaHeader || !isDelta(v) {
 						it.Close()
-						return fmt.Errorf("delta record %s: %w", h, node.ErrCorrupt)
+						return nil, fmt.Errorf("delta record %s: %w", h, node.ErrCorrupt)
 					}
 					if _, ok := live[node.Hash(v[2:deltaHeader])]; !ok {
 						rewrite = append(rewrite, h)
@@ -396,36 +418,34 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 		err = it.Error()
 		it.Close()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if st.DeletedNodes+st.DeletedBlobs == 0 {
-		return nil
+		return nil, nil
 	}
 	// Synced before any deletion: whatever of the deletions survives a
 	// crash comes after these in Pebble's log.
 	if err := s.rewriteWhole(ctx, rewrite); err != nil {
-		return err
+		return nil, err
 	}
 	st.RewrittenWhole = len(rewrite)
-	skip := make(map[node.Hash]struct{}, len(rewrite))
+	skip = make(map[node.Hash]struct{}, len(rewrite))
 	for _, h := range rewrite {
 		skip[h] = struct{}{}
 		nodeRanks[math.MinInt] = append(nodeRanks[math.MinInt], deltaKey(h)) // now stored whole
 	}
-	if float64(st.DeletedBytes) >= gcCopyFraction*float64(st.LiveBytes) {
-		if err := s.rewriteLive(ctx, liveNodes, liveBlobs, skip); err != nil {
-			return err
-		}
-		st.Copied = true
-	}
 	if err := s.deleteRanked(ctx, nodeRanks); err != nil {
-		return err
+		return nil, err
 	}
-	return s.deleteRanked(ctx, blobRanks)
+	if err := s.deleteRanked(ctx, blobRanks); err != nil {
+		return nil, err
+	}
+	st.Copied = float64(st.DeletedBytes) >= gcCopyFraction*float64(st.LiveBytes)
+	return skip, nil
 }
 
 // deleteRanked deletes the keys of byRank, lower ranks first, in batches
@@ -507,8 +527,9 @@ func (s *Store) awaitDeletions(ctx context.Context) {
 // moves them to new files, and the compaction that follows drops the old
 // versions, so every old file goes. This makes such a GC's cost
 // proportional to the live data, like a copying collector, and leaves the
-// store about the size of a fresh build. sweep calls it only when the
-// garbage justifies the copy (gcCopyFraction).
+// store about the size of a fresh build. GC calls it only when the
+// garbage justifies the copy (gcCopyFraction), after the sweep and the
+// release of the GC lock: rewriting unchanged records needs no exclusion.
 func (s *Store) rewriteLive(ctx context.Context, liveNodes, liveBlobs, skip map[node.Hash]struct{}) error {
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()

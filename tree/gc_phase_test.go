@@ -465,3 +465,64 @@ func TestInterruptedGCKeepsDeltaBases(t *testing.T) {
 		}
 	}
 }
+
+// TestGCCopyRacesBatches runs a copying GC (large garbage) while another
+// goroutine keeps updating the live tree: the copy and compaction run
+// without the GC lock, and afterwards every tree must read back, every
+// delta must have its base stored whole, and a second GC must find the
+// replaced nodes.
+func TestGCCopyRacesBatches(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, chunker.Config{})
+	_, model := gcGarbageStore(t, s, 20000)
+	stopWrites := make(chan struct{})
+	wrote := make(chan error, 1)
+	var rounds int
+	go func() {
+		r := rand.New(rand.NewPCG(7, 7))
+		for {
+			select {
+			case <-stopWrites:
+				wrote <- nil
+				return
+			default:
+			}
+			var edits []Edit
+			for j := 0; j < 20; j++ {
+				k := fmt.Sprintf("k%06d", r.IntN(20000))
+				v := fmt.Sprintf("round-%d-%s", rounds, k)
+				model[k] = v
+				edits = append(edits, Edit{Key: []byte(k), Value: []byte(v)})
+			}
+			if _, err := s.Update(ctx, "head", edits); err != nil {
+				wrote <- err
+				return
+			}
+			rounds++
+		}
+	}()
+	st, err := s.GC(ctx)
+	close(stopWrites)
+	if werr := <-wrote; werr != nil {
+		t.Fatal(werr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("GC %+v with %d update batches alongside", st, rounds)
+	if !st.Copied {
+		t.Fatalf("GC %+v did not copy: the test checks nothing", st)
+	}
+	storedForms(t, s)
+	head, err := s.Root("head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkContents(t, s, head, model)
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	storedForms(t, s)
+	s.cache.invalidate()
+	checkContents(t, s, head, model)
+}
