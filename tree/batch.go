@@ -45,6 +45,7 @@ type Batch struct {
 	spillKVs     []kv   // with ingest: nodes and blobs not yet spilled
 	ingesting    *spill // with ingest: the latest spill, if any
 	ingestPrev   *spill // with ingest: the spill before it
+	ingested     bool   // a spill was ingested: settle after the commit
 	size         int
 	refs         map[string]*node.Hash // nil value: delete
 	expect       map[string]*node.Hash // nil value: must be unset
@@ -156,6 +157,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 	b.cacheCommitted()
 	if len(b.refs) > 0 {
 		b.s.announceRefs()
+	}
+	if b.ingested {
+		b.s.scheduleSettle()
 	}
 	return nil
 }

@@ -63,6 +63,7 @@ func (b *Batch) startIngest() error {
 	if len(kvs) == 0 {
 		return nil
 	}
+	b.ingested = true
 	prev, sp := b.ingesting, &spill{done: make(chan struct{})}
 	b.ingestPrev, b.ingesting = prev, sp
 	go func() {

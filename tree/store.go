@@ -85,6 +85,8 @@ type Store struct {
 	gcRun chan struct{}
 	// closed is closed when Close begins; it stops a GC in flight.
 	closed chan struct{}
+	// settler moves a bulk load's inline values to blob files (settle.go).
+	settler settler
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -220,6 +222,9 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	pc := pebble.NewCache(cacheSize)
 	defer pc.Unref()
 	po := pebbleOptions(pc)
+	if pebbleOptionsHook != nil {
+		pebbleOptionsHook(po)
+	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: pebble: %w", dir, err)
@@ -301,6 +306,10 @@ func pebbleOptions(pc *pebble.Cache) *pebble.Options {
 	return po
 }
 
+// pebbleOptionsHook, set by tests, adjusts the Pebble options of the
+// stores they open.
+var pebbleOptionsHook func(*pebble.Options)
+
 // memTableSize is Pebble's memtable size. Pebble keeps up to three spent
 // write-ahead logs of about this size for reuse, which counts in a small
 // store's disk use; deltas keep applied batches small enough for 32 MiB.
@@ -327,7 +336,8 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closing = true
-	close(s.closed) // a GC in flight stops (a cut-short GC is safe), so this wait is short
+	close(s.closed) // a GC or settle in flight stops (either is safe cut short), so this wait is short
+	s.stopSettle()
 	for s.inflight > 0 {
 		s.drained.Wait()
 	}
