@@ -111,6 +111,46 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 	return st, nil
 }
 
+// deleteRank orders the deletion of a dead record with prefix p and value
+// v: lower ranks go first. Nodes go from the highest level down, and within
+// a level deltas before whole nodes, so that a sweep cut short never leaves
+// a delta whose base it deleted (HasNode would vouch for an unreadable
+// node); a delta's base has the delta's level. Value indexes go before
+// chunks, and anything unrecognised last.
+func deleteRank(p byte, v []byte) int {
+	switch {
+	case p != prefixBlob && len(v) >= 2:
+		rank := -2 * int(v[1])
+		if p == prefixDelta {
+			rank--
+		}
+		return rank
+	case p == prefixBlob:
+		if _, _, err := node.DecodeValueIndex(v); err == nil {
+			return 0
+		}
+	}
+	return 1
+}
+
+// attributeRank is deleteRank from a separated value's short attribute
+// (shortAttribute); ok is false if the attribute does not tell.
+func attributeRank(p byte, a pebble.ShortAttribute) (rank int, ok bool) {
+	switch {
+	case a == 0:
+		return 0, false
+	case p == prefixBlob:
+		return int(a) - 1, a <= 2 // 1: value index (rank 0), 2: chunk (rank 1)
+	case a == 7:
+		return 0, false // level 6 or above: the value tells which
+	}
+	rank = -2 * (int(a) - 1)
+	if p == prefixDelta {
+		rank--
+	}
+	return rank, true
+}
+
 // stopOnClose returns a context that is also cancelled, with cause
 // ErrClosed, when Close begins. stop releases it.
 func (s *Store) stopOnClose(ctx context.Context) (_ context.Context, stop func()) {
@@ -387,25 +427,20 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 				}
 				continue
 			}
-			v, err := it.ValueAndErr()
-			if err != nil {
-				break
+			// The rank usually comes with the reference to a separated
+			// value (shortAttribute), which saves reading the value back
+			// from its blob file.
+			lv := it.LazyValue()
+			rank, ok := 0, false
+			if lv.Fetcher != nil {
+				rank, ok = attributeRank(p, lv.Fetcher.Attribute.ShortAttribute)
 			}
-			rank := 1 // blob chunks, and anything unrecognised, last
-			switch {
-			case p != prefixBlob && len(v) >= 2:
-				// Higher levels first; within a level deltas before whole
-				// nodes, so that a sweep cut short never leaves a delta
-				// whose base it deleted (HasNode would vouch for an
-				// unreadable node). A delta's base has the delta's level.
-				rank = -2 * int(v[1])
-				if p == prefixDelta {
-					rank--
+			if !ok {
+				v, err := it.ValueAndErr()
+				if err != nil {
+					break
 				}
-			case p == prefixBlob:
-				if _, _, err := node.DecodeValueIndex(v); err == nil {
-					rank = 0
-				}
+				rank = deleteRank(p, v)
 			}
 			byRank[rank] = append(byRank[rank], bytes.Clone(k))
 			if p == prefixBlob {
@@ -413,7 +448,7 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 			} else {
 				st.DeletedNodes++
 			}
-			st.DeletedBytes += int64(len(v))
+			st.DeletedBytes += int64(lv.Len())
 		}
 		err = it.Error()
 		it.Close()

@@ -294,6 +294,7 @@ func pebbleOptions(pc *pebble.Cache) *pebble.Options {
 	// are freed (gc.go); Pebble rewrites blob files whose garbage passes
 	// TargetGarbageRatio in the background, which covers smaller garbage.
 	po.FormatMajorVersion = pebble.FormatValueSeparation
+	po.Experimental.ShortAttributeExtractor = shortAttribute
 	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
 		return pebble.ValueSeparationPolicy{
 			Enabled:               true,
@@ -304,6 +305,29 @@ func pebbleOptions(pc *pebble.Cache) *pebble.Options {
 		}
 	}
 	return po
+}
+
+// shortAttribute is what Pebble keeps of a node or blob value beside the
+// reference to it when it moves the value to a blob file: enough for GC's
+// sweep to order the deletion of a dead record without reading the value
+// back (see deleteRank). For a node or delta record it is the node's level
+// plus one, or 7 for level 6 and above (read the value for the level); for
+// a blob, 1 for a value index and 2 for a chunk. 0, as on values separated
+// before Arbor set attributes, means unknown.
+func shortAttribute(key []byte, _ int, value []byte) (pebble.ShortAttribute, error) {
+	if len(key) == 0 || len(value) < 2 {
+		return 0, nil
+	}
+	switch key[0] {
+	case prefixNode, prefixDelta:
+		return pebble.ShortAttribute(min(int(value[1]), 6) + 1), nil
+	case prefixBlob:
+		if _, _, err := node.DecodeValueIndex(value); err == nil {
+			return 1, nil
+		}
+		return 2, nil
+	}
+	return 0, nil
 }
 
 // pebbleOptionsHook, set by tests, adjusts the Pebble options of the
