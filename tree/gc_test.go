@@ -91,18 +91,7 @@ func TestInterruptedGCKeepsSubtreesComplete(t *testing.T) {
 		if has, _ := s.HasNode(root); !has {
 			t.Fatal("built root missing")
 		}
-		gctx, cancel := context.WithCancel(ctx)
-		batches := 0
-		afterSweepBatch = func() {
-			if batches++; batches == stopAfter {
-				cancel()
-			}
-		}
-		_, err := s.GC(gctx)
-		cancel()
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("stop after %d batches: GC = %v, want cancelled mid-sweep", stopAfter, err)
-		}
+		gcCutShort(t, s, stopAfter)
 		checked := 0
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixNode}, UpperBound: []byte{prefixNode + 1}})
 		if err != nil {
@@ -207,5 +196,23 @@ func TestCompactKeepsContents(t *testing.T) {
 	s.Close()
 	if err := s.Compact(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Compact on a closed store: %v, want ErrClosed", err)
+	}
+}
+
+// gcCutShort runs a GC on s that is cancelled after its first stopAfter
+// sweep batches, and fails the test unless it stopped mid-sweep.
+func gcCutShort(t *testing.T, s *Store, stopAfter int) {
+	t.Helper()
+	gctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	batches := 0
+	afterSweepBatch = func() {
+		if batches++; batches == stopAfter {
+			cancel()
+		}
+	}
+	defer func() { afterSweepBatch = nil }()
+	if _, err := s.GC(gctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stop after %d batches: GC = %v, want cancelled mid-sweep", stopAfter, err)
 	}
 }
