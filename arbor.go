@@ -361,6 +361,15 @@ func (db *DB) Scope() (scope.Scope, error) {
 	return sc, nil
 }
 
+// Settle finishes, now, what a bulk load (an initial clone, an Import into
+// an empty store) leaves to the background: moving the nodes it wrote
+// inline in Pebble's sstables to blob files, which keeps later lookups and
+// walks fast. An open DB does it on its own about a second after the load,
+// and when it is opened unsettled; a short-lived program that bulk-loads
+// calls Settle before Close (the CLI does). It does nothing on a settled
+// store.
+func (db *DB) Settle(ctx context.Context) error { return db.store.Settle(ctx) }
+
 // GCStats is the result of GC.
 type GCStats = tree.GCStats
 

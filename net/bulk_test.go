@@ -94,11 +94,31 @@ func TestBulkCloneIngests(t *testing.T) {
 	}
 	ts, stop := serveStore(t, st, dir, nil)
 	defer stop()
-	c := openStore(t, filepath.Join(dir, "client"), chunker.Config{})
+	// The client settles only when told to, so that the test sees the
+	// state the clone leaves.
+	c, err := tree.Open(filepath.Join(dir, "client"), &tree.Options{NoSync: true, SettleDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
 	res := mustSync(t, c, ts.opts(alice))
 	if *bulk != 1 || res.BytesReceived < 33<<20 {
 		t.Fatalf("%d bulk loads, %d bytes received", *bulk, res.BytesReceived)
+	}
+	checkConverged(t, ts, c)
+	// The ingested clone awaits its settle (which the command line runs
+	// before exiting); after it, the store still holds the same tree.
+	if u, err := c.Unsettled(); err != nil || !u {
+		t.Fatalf("after a bulk clone: unsettled = %v, %v", u, err)
+	}
+	if err := c.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := c.Unsettled(); err != nil || u {
+		t.Fatalf("after Settle: unsettled = %v, %v", u, err)
+	}
+	if _, err := c.Verify(ctx, root); err != nil {
+		t.Fatal(err)
 	}
 	checkConverged(t, ts, c)
 }

@@ -142,6 +142,14 @@ func (b *Batch) Commit(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.ingested {
+		// Pebble moves ingested nodes to blob files only when this store
+		// settles (settle.go): mark it unsettled with the commit.
+		b.s.settler.gen.Add(1)
+		if err := b.pb.Set(metaKey(metaUnsettled), []byte{1}, nil); err != nil {
+			return err
+		}
+	}
 	for name, h := range b.refs {
 		if h == nil {
 			if err := b.pb.Delete(refKey(name), nil); err != nil {

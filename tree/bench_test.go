@@ -219,7 +219,7 @@ func BenchmarkBuild(b *testing.B) {
 						b.StopTimer()
 						t = time.Now()
 						s.stopSettle()
-						if _, err := s.settle(context.Background()); err != nil {
+						if _, err := s.settle(context.Background(), true); err != nil {
 							b.Fatal(err)
 						}
 						settle += time.Since(t)

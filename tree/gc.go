@@ -532,10 +532,7 @@ func (s *Store) Compact(ctx context.Context) error {
 	// Settle a bulk load now rather than later: move its inline values to
 	// blob files (settle.go), so that this compaction drops their copies.
 	s.stopSettle()
-	s.settler.run.Lock()
-	_, err = s.rewriteInline(ctx)
-	s.settler.run.Unlock()
-	if err != nil {
+	if _, err := s.settle(ctx, true); err != nil {
 		return fmt.Errorf("compact %s: settle: %w", s.dir, err)
 	}
 	if err := s.db.Flush(); err != nil {

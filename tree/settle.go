@@ -2,7 +2,10 @@ package tree
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -23,49 +26,59 @@ import (
 // settle writes those inline node and blob values again through an ordinary
 // write, whose flush moves them to blob files, then compacts, which drops
 // the inline versions. Values are content addressed, so writing one again
-// changes nothing a reader sees. A commit that ingested schedules a settle
-// settleDelay later, in the background (scheduleSettle); Compact settles
-// first, at once.
+// changes nothing a reader sees. A commit that ingested marks the store
+// unsettled and schedules a settle Options.SettleDelay later, in the background
+// (scheduleSettle); Open schedules one for a store it finds marked;
+// Settle settles at once, and so does Compact.
 
 // valueSepMin is the value size from which Pebble separates values (see
 // pebbleOptions).
 const valueSepMin = 256
 
-// settleDelay is how long after a bulk load's commit its settle starts: a
-// bulk load is often followed at once by more work on the same data (a
-// sync's commit, the first reads), which it should not compete with. Each
-// further bulk commit postpones it. A variable for tests.
-var settleDelay = time.Second
+// defaultSettleDelay is Options.SettleDelay's default: a bulk load is
+// often followed at once by more work on the same data (a sync's commit,
+// the first reads), which its settle should not compete with.
+const defaultSettleDelay = time.Second
 
 // settler schedules and serialises a store's settles.
 type settler struct {
 	mu    sync.Mutex
 	timer *time.Timer
-	run   sync.Mutex // held while a settle runs
+	run   sync.Mutex   // held while a settle runs
+	gen   atomic.Int64 // counts commits that ingested
 }
 
-// scheduleSettle arranges a settle settleDelay from now, in the background.
+// A store that a bulk load left unsettled says so in its metadata
+// (metaUnsettled, written by the ingesting commit), so that a process that
+// exits before its settle ran (a command-line clone or import) leaves the
+// settle to the next Open, or to Settle.
+
+// scheduleSettle arranges a settle s.settleDelay from now, in the
+// background, unless background settles are off.
 func (s *Store) scheduleSettle() {
+	if s.settleDelay < 0 {
+		return
+	}
 	s.settler.mu.Lock()
 	defer s.settler.mu.Unlock()
 	if s.settler.timer != nil {
-		s.settler.timer.Reset(settleDelay)
+		s.settler.timer.Reset(s.settleDelay)
 		return
 	}
-	s.settler.timer = time.AfterFunc(settleDelay, func() {
+	s.settler.timer = time.AfterFunc(s.settleDelay, func() {
 		s.settler.mu.Lock()
 		s.settler.timer = nil
 		s.settler.mu.Unlock()
 		ctx, stop := s.stopOnClose(context.Background())
 		defer stop()
 		// A settle that fails (the store closing, a full disk) only leaves
-		// values inline: reads stay correct, and the next one retries.
-		_, _ = s.settle(ctx)
+		// values inline: reads stay correct, and the store stays marked.
+		_, _ = s.settle(ctx, false)
 	})
 }
 
-// stopSettle cancels a scheduled settle (Close calls it; one already
-// running stops with the store's close signal).
+// stopSettle cancels a scheduled settle (one already running stops with
+// the store's close signal).
 func (s *Store) stopSettle() {
 	s.settler.mu.Lock()
 	defer s.settler.mu.Unlock()
@@ -75,10 +88,37 @@ func (s *Store) stopSettle() {
 	}
 }
 
+// Settle settles a store that a bulk load (an initial clone, an import)
+// left unsettled, now, instead of in the background: it moves the nodes
+// that the load left inline in sstables to blob files, so that later
+// lookups and walks read keys rather than whole nodes. It does nothing on
+// a settled store. An open store settles on its own about a second after
+// a bulk load, and when it is opened unsettled; call Settle before exiting
+// from a short-lived process that bulk-loaded, or to wait for it.
+func (s *Store) Settle(ctx context.Context) error {
+	s.stopSettle()
+	if _, err := s.settle(ctx, false); err != nil {
+		return fmt.Errorf("settle %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Unsettled reports whether a bulk load left the store unsettled (see
+// Settle).
+func (s *Store) Unsettled() (bool, error) {
+	_, err := s.getMeta(metaUnsettled)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // settle writes the store's inline node and blob values of valueSepMin
 // bytes or more again, so that they move to blob files, and compacts the
-// inline versions away. It returns how many values it wrote.
-func (s *Store) settle(ctx context.Context) (int, error) {
+// inline versions away; then it clears the store's unsettled mark unless a
+// bulk load committed meanwhile. Unless force, it does nothing on a store
+// that is not marked. It returns how many values it wrote.
+func (s *Store) settle(ctx context.Context, force bool) (int, error) {
 	s.settler.run.Lock()
 	defer s.settler.run.Unlock()
 	done, err := s.use()
@@ -86,14 +126,32 @@ func (s *Store) settle(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer done()
+	gen := s.settler.gen.Load()
+	marked, err := s.Unsettled()
+	if err != nil {
+		return 0, err
+	}
+	if !marked && !force {
+		return 0, nil
+	}
 	n, err := s.rewriteInline(ctx)
-	if err != nil || n == 0 {
+	if err != nil {
 		return n, err
 	}
-	if err := s.db.Flush(); err != nil {
-		return n, err
+	if n > 0 {
+		if err := s.db.Flush(); err != nil {
+			return n, err
+		}
+		if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
+			return n, err
+		}
 	}
-	return n, s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true) // 'b' < 'd' < 'n'
+	if marked && s.settler.gen.Load() == gen {
+		if err := s.db.Delete(metaKey(metaUnsettled), s.wopts); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // rewriteInline is settle's write. It holds off GC, as a batch does: GC

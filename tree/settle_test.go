@@ -71,11 +71,8 @@ func TestSettleMovesInlineValues(t *testing.T) {
 		po.L0StopWritesThreshold = 10000
 	}
 	t.Cleanup(func() { pebbleOptionsHook = nil })
-	old := settleDelay
-	settleDelay = time.Hour // settled by hand below
-	t.Cleanup(func() { settleDelay = old })
 	dir := t.TempDir()
-	s, err := Open(dir, &Options{Chunker: smallConfig, NoSync: true})
+	s, err := Open(dir, &Options{Chunker: smallConfig, NoSync: true, SettleDelay: -1}) // settled by hand below
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +81,7 @@ func TestSettleMovesInlineValues(t *testing.T) {
 	if before == 0 {
 		t.Fatal("a bulk load with compactions off left no value inline")
 	}
-	n, err := s.settle(context.Background())
+	n, err := s.settle(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +94,7 @@ func TestSettleMovesInlineValues(t *testing.T) {
 	if _, err := s.Verify(context.Background(), root); err != nil {
 		t.Fatal(err)
 	}
-	s = reopen(t, s, dir)
+	s = reopen(t, s, dir, -1)
 	defer s.Close()
 	if _, err := s.Verify(context.Background(), root); err != nil {
 		t.Fatal(err)
@@ -105,53 +102,100 @@ func TestSettleMovesInlineValues(t *testing.T) {
 	if left := inlineValues(t, s); left != 0 {
 		t.Errorf("%d values inline after reopening", left)
 	}
+	if unsettled(t, s) {
+		t.Error("the store is still marked unsettled after settling")
+	}
 }
 
-// reopen closes s and opens dir again, closing it at the end of the test.
-func reopen(t *testing.T, s *Store, dir string) *Store {
+// unsettled reports whether s carries the unsettled mark.
+func unsettled(t *testing.T, s *Store) bool {
 	t.Helper()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s2, err := Open(dir, &Options{Chunker: smallConfig, NoSync: true})
+	u, err := s.Unsettled()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s2
+	return u
+}
+
+// TestUnsettledStoreSettlesLater: a process that bulk-loads and closes
+// before its settle ran leaves the store marked; the next Open settles it
+// in the background, and Settle settles at once (and is a no-op after).
+func TestUnsettledStoreSettlesLater(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{Chunker: smallConfig, NoSync: true, SettleDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulkLoad(t, s, 3000)
+	if !unsettled(t, s) {
+		t.Fatal("a bulk load's commit did not mark the store unsettled")
+	}
+
+	s = reopen(t, s, dir, 10*time.Millisecond) // settles on its own
+	deadline := time.Now().Add(20 * time.Second)
+	for unsettled(t, s) || inlineValues(t, s) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("reopened store not settled after 20 s (%d values inline)", inlineValues(t, s))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	s = reopen(t, s, dir, -1)
+	defer s.Close()
+	root := bulkLoad(t, s, 2000)
+	if !unsettled(t, s) {
+		t.Fatal("second bulk load did not mark the store")
+	}
+	if err := s.Settle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if unsettled(t, s) || inlineValues(t, s) > 0 {
+		t.Fatalf("after Settle: marked %v, %d values inline", unsettled(t, s), inlineValues(t, s))
+	}
+	if err := s.Settle(context.Background()); err != nil { // nothing to do
+		t.Fatal(err)
+	}
+	if _, err := s.Verify(context.Background(), root); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestBulkCommitSchedulesSettle: after a bulk load's commit, the store
 // settles on its own; Compact settles at once; Close stops a settle that
 // has not started without error.
 func TestBulkCommitSchedulesSettle(t *testing.T) {
-	old := settleDelay
-	t.Cleanup(func() { settleDelay = old })
+	open := func(delay time.Duration) *Store {
+		s, err := Open(t.TempDir(), &Options{Chunker: smallConfig, NoSync: true, SettleDelay: delay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 
-	settleDelay = 10 * time.Millisecond
-	s := openTest(t, smallConfig)
+	s := open(10 * time.Millisecond)
 	bulkLoad(t, s, 3000)
 	deadline := time.Now().Add(20 * time.Second)
-	for inlineValues(t, s) > 0 {
+	for unsettled(t, s) || inlineValues(t, s) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d values still inline 20 s after the bulk commit", inlineValues(t, s))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	settleDelay = time.Hour
-	s2 := openTest(t, smallConfig)
+	s2 := open(-1)
 	root := bulkLoad(t, s2, 3000)
 	if err := s2.Compact(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if left := inlineValues(t, s2); left != 0 {
-		t.Errorf("%d values inline after Compact", left)
+	if left := inlineValues(t, s2); left != 0 || unsettled(t, s2) {
+		t.Errorf("after Compact: %d values inline, marked %v", left, unsettled(t, s2))
 	}
 	if _, err := s2.Verify(context.Background(), root); err != nil {
 		t.Fatal(err)
 	}
 
-	s3 := openTest(t, smallConfig)
+	s3 := open(time.Hour)
 	bulkLoad(t, s3, 1000) // schedules a settle an hour away
 	if err := s3.Close(); err != nil {
 		t.Fatal(err)
@@ -162,4 +206,17 @@ func TestBulkCommitSchedulesSettle(t *testing.T) {
 	if pending {
 		t.Error("Close left a settle scheduled")
 	}
+}
+
+// reopen closes s and opens dir again with the given SettleDelay.
+func reopen(t *testing.T, s *Store, dir string, settleDelay time.Duration) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(dir, &Options{Chunker: smallConfig, NoSync: true, SettleDelay: settleDelay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s2
 }

@@ -44,6 +44,9 @@ const (
 	prefixDelta = 'd'
 
 	metaConfig = "chunker-config"
+	// metaUnsettled marks a store that a bulk load left unsettled
+	// (settle.go).
+	metaUnsettled = "unsettled"
 )
 
 // Options configure a Store. The zero value is usable.
@@ -63,6 +66,10 @@ type Options struct {
 	PebbleCacheSize int64
 	// MustExist makes Open fail instead of creating a new store.
 	MustExist bool
+	// SettleDelay is how long after a bulk load (an initial clone) the
+	// store starts to settle it in the background (see Store.Settle).
+	// Zero means one second; negative means never in the background.
+	SettleDelay time.Duration
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -86,7 +93,8 @@ type Store struct {
 	// closed is closed when Close begins; it stops a GC in flight.
 	closed chan struct{}
 	// settler moves a bulk load's inline values to blob files (settle.go).
-	settler settler
+	settler     settler
+	settleDelay time.Duration // Options.SettleDelay with its default
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -237,6 +245,10 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache),
 		gcRun: make(chan struct{}, 1), closed: make(chan struct{})}
 	s.drained = sync.NewCond(&s.closeMu)
+	s.settleDelay = o.SettleDelay
+	if s.settleDelay == 0 {
+		s.settleDelay = defaultSettleDelay
+	}
 	removeIngestLeftovers(dir)
 	if o.NoSync {
 		s.wopts = pebble.NoSync
@@ -262,6 +274,9 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: %w (store %+v, options %+v)", dir, ErrConfigMismatch, s.cfg, o.Chunker.WithDefaults())
 		}
+	}
+	if _, err := s.getMeta(metaUnsettled); err == nil {
+		s.scheduleSettle() // a bulk load's process ended before it settled
 	}
 	return s, nil
 }

@@ -183,6 +183,11 @@ func (c syncCmd) Run(e *env) error {
 			err = fmt.Errorf("sync: partial replica does not verify: %w", verr)
 		}
 	}
+	if err == nil {
+		// This process ends here: settle a clone now rather than leave
+		// it to the next open.
+		err = db.Settle(ctx)
+	}
 	if c.JSON {
 		out := syncJSON(res)
 		if err != nil {
