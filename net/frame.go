@@ -132,7 +132,7 @@ func (fr *frameReader) fill(n int) error {
 		fr.end = copy(nb, fr.buf[fr.start:fr.end])
 		fr.buf, fr.start = nb, 0
 	}
-	for fr.end-fr.start < n {
+	for empty := 0; fr.end-fr.start < n; {
 		if fr.err != nil {
 			return fr.err
 		}
@@ -140,6 +140,11 @@ func (fr *frameReader) fill(n int) error {
 		fr.end += k
 		if err != nil {
 			fr.err = err
+		}
+		if k > 0 {
+			empty = 0
+		} else if empty++; empty >= 100 && fr.err == nil {
+			fr.err = io.ErrNoProgress // a reader that returns nothing, again and again
 		}
 	}
 	return nil

@@ -163,3 +163,21 @@ func FuzzFrameReader(f *testing.F) {
 		}
 	})
 }
+
+// zeroReader returns nothing and no error, forever.
+type zeroReader struct{}
+
+func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+
+// TestFrameReaderNoProgress: a stream that returns nothing, again and
+// again, ends the read with io.ErrNoProgress instead of spinning.
+func TestFrameReaderNoProgress(t *testing.T) {
+	if _, err := newFrameReader(zeroReader{}, 1<<10).ReadFrame(); !errors.Is(err, io.ErrNoProgress) {
+		t.Fatalf("ReadFrame = %v, want io.ErrNoProgress", err)
+	}
+	// Cut short inside a frame, the same.
+	r := io.MultiReader(bytes.NewReader([]byte{ProtocolVersion, msgNode, 10, 1, 2}), zeroReader{})
+	if _, err := newFrameReader(r, 1<<10).ReadFrame(); !errors.Is(err, io.ErrNoProgress) {
+		t.Fatalf("ReadFrame = %v, want io.ErrNoProgress", err)
+	}
+}

@@ -522,8 +522,14 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 func (w *walker) put(ctx context.Context, n *node.Node, parent *pendingNode) error {
 	w.startBulk(len(n.Raw()))
 	for {
-		// The node was decoded and hash-checked on arrival (verifyNode) and
-		// owns its frame's buffer: store it as it is.
+		// The node was decoded and hash-checked on arrival (verifyNode).
+		// Its bytes lie in a buffer shared with the frames around it; a
+		// bulk load writes them out and drops them, but an ordinary
+		// batch's nodes go on to the node cache, which must not keep a
+		// whole buffer for each node (it charges a node's own size).
+		if !w.bulk {
+			n = n.Clone()
+		}
 		if _, err := w.b.PutDecoded(n); err != nil {
 			return err
 		}

@@ -330,6 +330,14 @@ func uvarint(b []byte) (uint64, int) {
 	return v, n
 }
 
+// Clone returns a copy of n that owns its bytes: for keeping a node that
+// was decoded from a larger buffer without keeping the whole buffer.
+func (n *Node) Clone() *Node {
+	c := *n
+	c.raw = bytes.Clone(n.raw)
+	return &c
+}
+
 // Refs returns how many of a leaf's values are stored out of line, as value
 // blobs (0 for a branch): a leaf without any needs no blob lookups.
 func (n *Node) Refs() int { return n.refs }

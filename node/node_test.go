@@ -294,3 +294,26 @@ func TestBuildMatchesDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestCloneOwnsItsBytes: a clone equals its node but shares no bytes with
+// the buffer the node was decoded from.
+func TestCloneOwnsItsBytes(t *testing.T) {
+	buf := make([]byte, 1<<16)
+	raw := Encode(0, []Entry{leafEntry("a", "1"), leafEntry("b", "2")})
+	copy(buf[100:], raw)
+	n, err := Decode(buf[100 : 100+len(raw) : 100+len(raw)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := n.Clone()
+	if !reflect.DeepEqual(c, n) {
+		t.Fatalf("clone differs: %+v vs %+v", c, n)
+	}
+	clear(buf)
+	if c.Hash() != Sum(raw) || !bytes.Equal(c.Raw(), raw) || string(c.Key(1)) != "b" {
+		t.Fatal("clone changed with the buffer its node was decoded from")
+	}
+	if cap(c.Raw()) >= 2*len(raw)+64 {
+		t.Fatalf("clone keeps %d bytes for a %d-byte node", cap(c.Raw()), len(raw))
+	}
+}

@@ -90,6 +90,12 @@ func (b *Batch) waitIngest() error {
 // Pebble's write-ahead log and memtable, and is durable and atomic when it
 // returns.
 func (s *Store) ingest(kvs []kv, prev *spill) error {
+	if prev != nil {
+		// Never end before the spill before this one, even on an early
+		// error: waiters (Commit, Discard) wait for the latest spill only,
+		// and must not return while an older one still uses the store.
+		defer func() { <-prev.done }()
+	}
 	// Keys are content addresses: a key set twice has the same value.
 	slices.SortFunc(kvs, func(a, c kv) int { return bytes.Compare(a.k, c.k) })
 	kvs = slices.CompactFunc(kvs, func(a, c kv) bool { return bytes.Equal(a.k, c.k) })

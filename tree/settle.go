@@ -54,27 +54,42 @@ type settler struct {
 // settle to the next Open, or to Settle.
 
 // scheduleSettle arranges a settle s.settleDelay from now, in the
-// background, unless background settles are off.
+// background, unless background settles are off or the store is closing.
+// A later call replaces an earlier one that has not started.
 func (s *Store) scheduleSettle() {
 	if s.settleDelay < 0 {
 		return
 	}
 	s.settler.mu.Lock()
 	defer s.settler.mu.Unlock()
-	if s.settler.timer != nil {
-		s.settler.timer.Reset(s.settleDelay)
-		return
+	select {
+	case <-s.closed:
+		return // Close has stopped settles (stopSettle runs after this)
+	default:
 	}
-	s.settler.timer = time.AfterFunc(s.settleDelay, func() {
+	if s.settler.timer != nil {
+		s.settler.timer.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(s.settleDelay, func() {
+		// settler.mu is held until t is recorded, so this check sees it;
+		// a timer that was replaced or stopped meanwhile does nothing.
 		s.settler.mu.Lock()
-		s.settler.timer = nil
+		current := s.settler.timer == t
+		if current {
+			s.settler.timer = nil
+		}
 		s.settler.mu.Unlock()
+		if !current {
+			return
+		}
 		ctx, stop := s.stopOnClose(context.Background())
 		defer stop()
 		// A settle that fails (the store closing, a full disk) only leaves
 		// values inline: reads stay correct, and the store stays marked.
 		_, _ = s.settle(ctx, false)
 	})
+	s.settler.timer = t
 }
 
 // stopSettle cancels a scheduled settle (one already running stops with

@@ -530,10 +530,10 @@ func (s *Store) Refs() (map[string]node.Hash, error) {
 }
 
 // Node returns the node with hash h. The empty tree's root is always present.
-// Malformed stored bytes, and a node rebuilt from a delta that does not hash
-// to h, give an error wrapping node.ErrCorrupt; a missing node wraps
-// node.ErrNotFound. A node stored whole is not re-hashed on every read
-// (Verify does that); the sync client hashes every node it receives.
+// Malformed stored bytes, and stored or rebuilt bytes that do not hash to h,
+// give an error wrapping node.ErrCorrupt; a missing node wraps
+// node.ErrNotFound. Every node read from disk is hashed (decoding does it);
+// cached nodes were hashed when they were read or written.
 func (s *Store) Node(ctx context.Context, h node.Hash) (*node.Node, error) {
 	return s.node(ctx, h, true)
 }
