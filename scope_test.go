@@ -159,8 +159,9 @@ func syncPair(t *testing.T, fill func(*arbor.Batch)) (serverDB, db *arbor.DB, op
 }
 
 // TestFollowPartialReplicaIdles: a partial replica that follows a server
-// syncs when something changes and not otherwise (its head and base agree
-// after a sync, so Follow does not loop).
+// syncs when something in its scope changes and not otherwise: not when
+// idle (its head and base agree after a sync, so Follow does not loop),
+// and not when the server changes records outside its scope.
 func TestFollowPartialReplicaIdles(t *testing.T) {
 	ctx := context.Background()
 	serverDB, db, opts := syncPair(t, func(b *arbor.Batch) {
@@ -194,6 +195,29 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the change in scope", func() bool { v, err := db.Get(ctx, []byte("b/0001")); return err == nil && string(v) == "w" })
+
+	// Changes outside the scope are not announced to it: no sync.
+	before = count()
+	for i := range 5 {
+		if err := serverDB.Put(ctx, []byte(fmt.Sprintf("a/%04d", i)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := serverDB.Delete(ctx, []byte(fmt.Sprintf("c/%04d", 4*i+2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := count(); n != before {
+		t.Fatalf("changes outside the scope made the partial follower sync %d times", n-before)
+	}
+	// The next change in scope still arrives, on top of them.
+	if err := serverDB.Put(ctx, []byte("b/0005"), []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next change in scope", func() bool { v, err := db.Get(ctx, []byte("b/0005")); return err == nil && string(v) == "z" })
+	if n := count(); n != before+1 {
+		t.Errorf("%d syncs for one change in scope", n-before)
+	}
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)

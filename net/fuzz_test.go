@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
 )
 
 // FuzzFrameDecoder feeds arbitrary bytes to the frame reader and every
@@ -28,7 +29,8 @@ func FuzzFrameDecoder(f *testing.F) {
 		appendFrame(nil, msgGetChange, getChanges{}.encode()),
 		appendFrame(nil, msgChange, change{Key: []byte("k"), New: &node.Value{IsRef: true, Size: 5000}}.encode(nil)),
 		appendFrame(nil, msgEnd, encodeEnd(3)),
-		appendFrame(nil, msgWatch, encodeWatch(10*time.Second)),
+		appendFrame(nil, msgWatch, encodeWatch(10*time.Second, scope.Scope{})),
+		appendFrame(nil, msgWatch, encodeWatch(10*time.Second, scope.Prefixes([]byte("a/")))),
 		appendFrame(nil, msgRoot, node.EmptyRoot[:]),
 		{ProtocolVersion, msgGetNodes, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		{2, msgHello, 0},
@@ -90,7 +92,7 @@ func FuzzFrameDecoder(f *testing.F) {
 			case msgEnd:
 				decodeEnd(p)
 			case msgWatch:
-				if hb, err := decodeWatch(p); err == nil && (hb < minHeartbeat || hb > maxHeartbeat) {
+				if hb, _, _, err := decodeWatch(p); err == nil && (hb < minHeartbeat || hb > maxHeartbeat) {
 					t.Fatalf("heartbeat %v outside [%v, %v]", hb, minHeartbeat, maxHeartbeat)
 				}
 			case msgRoot:

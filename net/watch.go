@@ -9,35 +9,55 @@ import (
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
 	"github.com/arbor-sync/arbor/tree"
 )
 
 // Live change notifications. A client that wants to hear of server changes
-// opens a Watch exchange: one Watch frame (the heartbeat interval it wants),
-// answered by a Root frame with the server's root at once, another each
-// time the root moves, and the same root again every heartbeat while
-// nothing changes (so that a silent server and a dead link are told apart
-// within the client's read timeout). The exchange lasts until either side
-// closes the connection. Root changes coalesce: a client that reads slowly
-// gets the latest root, not every intermediate one.
+// opens a Watch exchange: one Watch frame (the heartbeat interval it wants,
+// and optionally the scope it replicates), answered by a Root frame with the
+// server's root at once, another each time the root moves, and the same
+// root again every heartbeat while nothing changes (so that a silent server
+// and a dead link are told apart within the client's read timeout). The
+// exchange lasts until either side closes the connection. Root changes
+// coalesce: a client that reads slowly gets the latest root, not every
+// intermediate one.
+//
+// A watcher with a partial scope (its token's read scope, narrowed by the
+// scope it sent) hears only of moves that change a record in that scope:
+// the server diffs the last root it announced against the new one within
+// the scope, and a move that changes nothing there is not announced (the
+// heartbeat repeats the last announced root). A partial replica that
+// follows a busy server therefore syncs only when its own records change.
 
 const (
 	minHeartbeat = 100 * time.Millisecond
 	maxHeartbeat = 5 * time.Minute
 )
 
-func encodeWatch(heartbeat time.Duration) []byte {
-	return binary.AppendUvarint(nil, uint64(heartbeat.Milliseconds()))
+// encodeWatch encodes a Watch payload: the heartbeat in milliseconds, then
+// the watcher's scope if it names one (sc not empty).
+func encodeWatch(heartbeat time.Duration, sc scope.Scope) []byte {
+	b := binary.AppendUvarint(nil, uint64(heartbeat.Milliseconds()))
+	if sc.IsEmpty() {
+		return b // the zero Scope: no scope named
+	}
+	return appendScope(b, sc)
 }
 
-func decodeWatch(p []byte) (time.Duration, error) {
+// decodeWatch decodes a Watch payload; hasScope is false when it names no
+// scope (the watcher takes its token's).
+func decodeWatch(p []byte) (hb time.Duration, sc scope.Scope, hasScope bool, err error) {
 	d := newDec(msgWatch, p)
 	ms := d.uvarint("heartbeat")
-	if err := d.done(); err != nil {
-		return 0, err
+	if d.err == nil && len(d.b) > 0 {
+		sc, hasScope = decodeScope(d), true
 	}
-	hb := time.Duration(min(ms, uint64(maxHeartbeat/time.Millisecond))) * time.Millisecond
-	return min(max(hb, minHeartbeat), maxHeartbeat), nil
+	if err := d.done(); err != nil {
+		return 0, scope.Scope{}, false, err
+	}
+	hb = time.Duration(min(ms, uint64(maxHeartbeat/time.Millisecond))) * time.Millisecond
+	return min(max(hb, minHeartbeat), maxHeartbeat), sc, hasScope, nil
 }
 
 func decodeRoot(p []byte) (node.Hash, error) {
@@ -48,9 +68,14 @@ func decodeRoot(p []byte) (node.Hash, error) {
 
 // watch serves a Watch exchange until the session ends.
 func (sess *session) watch(ctx context.Context, ex *exchange, p []byte) error {
-	hb, err := decodeWatch(p)
+	hb, sc, hasScope, err := decodeWatch(p)
 	if err != nil {
 		return err
+	}
+	if !hasScope {
+		sc = sess.read
+	} else {
+		sc = sc.Intersect(sess.read)
 	}
 	s := sess.s
 	tick := time.NewTicker(hb)
@@ -65,7 +90,7 @@ func (sess *session) watch(ctx context.Context, ex *exchange, p []byte) error {
 		if err != nil {
 			return err
 		}
-		if first || root != sent {
+		if first || (root != sent && touches(ctx, s.store, sent, root, sc)) {
 			if err := ex.send(msgRoot, root[:]); err != nil {
 				return err
 			}
@@ -92,11 +117,26 @@ func (sess *session) watch(ctx context.Context, ex *exchange, p []byte) error {
 	}
 }
 
+// touches reports whether moving from root from to root to changes a
+// record in sc. It errs on the side of yes: a root it cannot read (one
+// garbage collection has removed) counts as a change.
+func touches(ctx context.Context, s *tree.Store, from, to node.Hash, sc scope.Scope) bool {
+	if sc.IsAll() {
+		return true
+	}
+	for _, err := range diffScope(ctx, s, from, to, sc) {
+		_ = err // a change, or an error: either way, announce
+		return true
+	}
+	return false
+}
+
 // Watch reports the server's root to fn: once at once, then each time it
 // moves (intermediate roots may be skipped), until ctx ends (Watch then
 // returns nil), fn returns an error (which Watch returns), or the
 // connection fails. Watch needs a valid token of any scope; it transfers no
-// records.
+// records. With a partial scope (opts.Scope, or the token's read scope) it
+// reports only moves that change a record in that scope.
 func Watch(ctx context.Context, opts ClientOptions, fn func(root node.Hash) error) error {
 	opts.defaults()
 	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit})
@@ -110,7 +150,7 @@ func Watch(ctx context.Context, opts ClientOptions, fn func(root node.Hash) erro
 	}
 	// Heartbeats well inside the read timeout, so a live but idle server
 	// never looks dead.
-	if err := ex.send(msgWatch, encodeWatch(opts.IOTimeout/3)); err != nil {
+	if err := ex.send(msgWatch, encodeWatch(opts.IOTimeout/3, opts.Scope)); err != nil {
 		return err
 	}
 	if err := ex.closeSend(); err != nil {
@@ -151,10 +191,11 @@ type FollowOptions struct {
 }
 
 // Follow keeps store in sync with the server until ctx ends, when it
-// returns nil. It syncs at once, then again each time the server's root
-// moves away from the last root they agreed on (it watches the server for
-// that) and each time a local commit leaves the store's head different from
-// its base (local changes to push). Failed syncs and lost connections are
+// returns nil. It syncs at once, then again each time the server announces
+// a root the store is not at (it watches the server, in the store's scope:
+// a partial replica hears only of changes to its records) and each time a
+// local commit leaves the store's head different from its base (local
+// changes to push). Failed syncs and lost connections are
 // retried with exponential backoff; errors no retry can fix (a refused
 // token, a certificate that does not match, a different chunker config)
 // end Follow with that error.
@@ -167,17 +208,26 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// Watch the scope the store replicates, so that a partial replica
+	// hears only of changes to its own records.
+	wopts := opts
+	if wopts.Scope.IsEmpty() {
+		sc, err := StoredScope(store)
+		if err != nil {
+			return err
+		}
+		wopts.Scope = sc
+	}
 
 	// The watcher records the server's latest root and wakes the loop.
 	var (
 		serverRoot = make(chan node.Hash, 1)
-		latest     node.Hash
-		known      bool
+		announced  node.Hash // the last root the watcher reported
 	)
 	go func() {
 		backoff := fo.MinBackoff
 		for ctx.Err() == nil {
-			err := Watch(ctx, opts, func(root node.Hash) error {
+			err := Watch(ctx, wopts, func(root node.Hash) error {
 				backoff = fo.MinBackoff
 				select {
 				case <-serverRoot:
@@ -213,11 +263,13 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 			continue
 		}
 		backoff = fo.MinBackoff
-		// Only roots reported from now on count (the channel keeps the
-		// latest report not yet read, which may be newer than what this
-		// sync saw).
-		known = false
-		// Wait for a reason to sync again.
+		// Wait for a reason to sync again: local changes, or a newly
+		// announced root that this store is not at. Only a change of
+		// announcement counts: the server repeats the last one as a
+		// heartbeat, and for a partial scope it does not announce moves
+		// outside the scope, so a sync may leave the base past the last
+		// announced root.
+		changed := false
 		for {
 			local := store.RefsChanged()
 			base, _, err := store.Ref(BaseRef)
@@ -228,12 +280,15 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 			if err != nil {
 				return err
 			}
-			if head != base || (known && latest != base) {
+			if head != base || changed {
 				break
 			}
 			select {
-			case latest = <-serverRoot:
-				known = true
+			case r := <-serverRoot:
+				if r != announced {
+					announced = r
+					changed = r != base
+				}
 			case <-local:
 			case <-ctx.Done():
 				return followEnd(ctx)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
 	"github.com/arbor-sync/arbor/tree"
 )
 
@@ -193,18 +194,60 @@ func TestWatchFrameDecoding(t *testing.T) {
 		ms   uint64
 		want time.Duration
 	}{{0, minHeartbeat}, {50, minHeartbeat}, {1500, 1500 * time.Millisecond}, {1 << 62, maxHeartbeat}} {
-		got, err := decodeWatch(encodeWatch(time.Duration(tc.ms) * time.Millisecond))
+		got, _, has, err := decodeWatch(encodeWatch(time.Duration(tc.ms)*time.Millisecond, scope.Scope{}))
 		if tc.ms == 1<<62 {
-			got, err = decodeWatch(append([]byte(nil), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f))
+			got, _, has, err = decodeWatch(append([]byte(nil), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f))
 		}
-		if err != nil || got != tc.want {
-			t.Errorf("heartbeat %d ms decodes to %v, %v; want %v", tc.ms, got, err, tc.want)
+		if err != nil || got != tc.want || has {
+			t.Errorf("heartbeat %d ms decodes to %v (scope %v), %v; want %v", tc.ms, got, has, err, tc.want)
 		}
 	}
-	if _, err := decodeWatch([]byte{1, 2}); !errors.Is(err, ErrProtocol) {
-		t.Errorf("trailing bytes: %v, want ErrProtocol", err)
+	for _, sc := range []scope.Scope{scope.Prefixes([]byte("a/")), scope.Prefixes([]byte("a/"), []byte("m/")), scope.All} {
+		hb, got, has, err := decodeWatch(encodeWatch(2*time.Second, sc))
+		if err != nil || hb != 2*time.Second || !has || !got.Equal(sc) {
+			t.Errorf("scope %v decodes to %v (named %v), heartbeat %v, %v", sc, got, has, hb, err)
+		}
+	}
+	if _, _, _, err := decodeWatch([]byte{1, 2}); !errors.Is(err, ErrProtocol) {
+		t.Errorf("a malformed scope: %v, want ErrProtocol", err)
 	}
 	if _, err := decodeRoot(make([]byte, 15)); !errors.Is(err, ErrProtocol) {
 		t.Errorf("short root: %v, want ErrProtocol", err)
+	}
+}
+
+// TestWatchPartialReadScope: a watcher whose token reads only part of the
+// keys hears of moves that change records it can read, and of no others.
+func TestWatchPartialReadScope(t *testing.T) {
+	ts := startServer(t, smallChunks, func(o *ServerOptions) {
+		o.Tokens = append(o.Tokens, Token{Token: "tok-carol-0123456789", ClientID: "carol", Read: pfx("key-0001")})
+	})
+	put(t, ts.store, 0, 300, 1)
+	opts := ts.opts(alice)
+	opts.Token = "tok-carol-0123456789"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reports := make(chan node.Hash, 16)
+	go Watch(ctx, opts, func(r node.Hash) error { reports <- r; return nil })
+	next := func(within time.Duration) (node.Hash, bool) {
+		select {
+		case r := <-reports:
+			return r, true
+		case <-time.After(within):
+			return node.Hash{}, false
+		}
+	}
+	if r, ok := next(10 * time.Second); !ok || r != ref(t, ts.store, HeadRef) {
+		t.Fatalf("initial report %s, %v", r.Short(), ok)
+	}
+	put(t, ts.store, 200, 250, 2) // key-000200..key-000249: outside key-0001*
+	edit(t, ts.store, tree.Edit{Key: rec(5), Delete: true})
+	if r, ok := next(500 * time.Millisecond); ok {
+		t.Fatalf("a move outside the read scope was reported: %s", r.Short())
+	}
+	want := edit(t, ts.store, tree.Edit{Key: rec(150), Value: []byte("in scope")}) // key-000150
+	if r, ok := next(10 * time.Second); !ok || r != want {
+		t.Fatalf("a move in the read scope: reported %s (%v), want %s", r.Short(), ok, want.Short())
 	}
 }
