@@ -36,11 +36,12 @@ const (
 )
 
 // encodeWatch encodes a Watch payload: the heartbeat in milliseconds, then
-// the watcher's scope if it names one (sc not empty).
+// the watcher's scope if it names one (sc neither empty nor All; a server
+// that predates scopes in Watch accepts a payload without one).
 func encodeWatch(heartbeat time.Duration, sc scope.Scope) []byte {
 	b := binary.AppendUvarint(nil, uint64(heartbeat.Milliseconds()))
-	if sc.IsEmpty() {
-		return b // the zero Scope: no scope named
+	if sc.IsEmpty() || sc.IsAll() {
+		return b // no scope named: the token's (which All would not narrow)
 	}
 	return appendScope(b, sc)
 }
@@ -218,12 +219,12 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 		}
 		wopts.Scope = sc
 	}
+	if wopts.Scope.IsAll() {
+		wopts.Scope = scope.Scope{} // the token's scope: name none
+	}
 
 	// The watcher records the server's latest root and wakes the loop.
-	var (
-		serverRoot = make(chan node.Hash, 1)
-		announced  node.Hash // the last root the watcher reported
-	)
+	serverRoot := make(chan node.Hash, 1)
 	go func() {
 		backoff := fo.MinBackoff
 		for ctx.Err() == nil {
@@ -246,6 +247,18 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 	}()
 
 	backoff := fo.MinBackoff
+	// trigger is the announced root that set off the sync about to run
+	// (zero for another reason: the start, local changes, a retry); seen
+	// is the one that set off the last good sync. A repeat of seen (the
+	// server's heartbeat) needs no sync. Any other announced root the
+	// store is not at does, even one announced before: roots are content
+	// addressed, so the server may move back to an earlier one after a
+	// push of ours (A, ours, A again); and for a partial scope the server
+	// announces only moves that change the scope, so after a push of ours
+	// it may still be repeating an older root. A sync for another reason
+	// therefore forgets seen, and the heartbeat that follows costs at most
+	// one sync that finds nothing.
+	var trigger, seen node.Hash
 	for {
 		res, err := Sync(ctx, store, opts)
 		if ctx.Err() != nil {
@@ -254,7 +267,9 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 		if fo.OnSync != nil {
 			fo.OnSync(res, err)
 		}
-		if err != nil && !errors.Is(err, ErrRootMismatch) {
+		if err != nil && !(errors.Is(err, ErrRootMismatch) && reachedServer(store, res)) {
+			// A root mismatch that the repair walk fixed is a good sync;
+			// one it did not fix is retried like any failure.
 			if permanent(err) {
 				return err
 			}
@@ -263,13 +278,9 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 			continue
 		}
 		backoff = fo.MinBackoff
-		// Wait for a reason to sync again: local changes, or a newly
-		// announced root that this store is not at. Only a change of
-		// announcement counts: the server repeats the last one as a
-		// heartbeat, and for a partial scope it does not announce moves
-		// outside the scope, so a sync may leave the base past the last
-		// announced root.
-		changed := false
+		seen, trigger = trigger, node.Hash{}
+		// Wait for a reason to sync again: local changes, or an announced
+		// root this store is not at (see above).
 		for {
 			local := store.RefsChanged()
 			base, _, err := store.Ref(BaseRef)
@@ -280,14 +291,13 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 			if err != nil {
 				return err
 			}
-			if head != base || changed {
+			if head != base || !trigger.IsZero() {
 				break
 			}
 			select {
 			case r := <-serverRoot:
-				if r != announced {
-					announced = r
-					changed = r != base
+				if r != base && r != seen {
+					trigger = r
 				}
 			case <-local:
 			case <-ctx.Done():
@@ -295,6 +305,16 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 			}
 		}
 	}
+}
+
+// reachedServer reports whether a sync that returned res left store's base
+// at the server's root (a root mismatch repaired by its walk does).
+func reachedServer(store *tree.Store, res *SyncResult) bool {
+	if res == nil {
+		return false
+	}
+	base, ok, err := store.Ref(BaseRef)
+	return err == nil && ok && base == res.ServerRoot
 }
 
 // followEnd returns nil when Follow's caller ended it, else why it ended.

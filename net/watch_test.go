@@ -3,6 +3,7 @@ package net
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -204,7 +205,8 @@ func TestWatchFrameDecoding(t *testing.T) {
 	}
 	for _, sc := range []scope.Scope{scope.Prefixes([]byte("a/")), scope.Prefixes([]byte("a/"), []byte("m/")), scope.All} {
 		hb, got, has, err := decodeWatch(encodeWatch(2*time.Second, sc))
-		if err != nil || hb != 2*time.Second || !has || !got.Equal(sc) {
+		named := !sc.IsAll() // All is the token's scope: not named
+		if err != nil || hb != 2*time.Second || has != named || (named && !got.Equal(sc)) {
 			t.Errorf("scope %v decodes to %v (named %v), heartbeat %v, %v", sc, got, has, hb, err)
 		}
 	}
@@ -249,5 +251,42 @@ func TestWatchPartialReadScope(t *testing.T) {
 	want := edit(t, ts.store, tree.Edit{Key: rec(150), Value: []byte("in scope")}) // key-000150
 	if r, ok := next(10 * time.Second); !ok || r != want {
 		t.Fatalf("a move in the read scope: reported %s (%v), want %s", r.Short(), ok, want.Short())
+	}
+}
+
+// TestFollowServerReturnsToEarlierRoot: roots are content addressed, so a
+// server may move back to a root it announced before (a follower pushes a
+// change, another writer undoes it); the follower must still sync to it.
+func TestFollowServerReturnsToEarlierRoot(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	a := put(t, ts.store, 0, 100, 1)
+	c := openStore(t, t.TempDir(), smallChunks)
+	opts := ts.opts(alice)
+	opts.IOTimeout = 600 * time.Millisecond // heartbeats every 200 ms
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Follow(ctx, c, opts, FollowOptions{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	}()
+	at := func(h node.Hash) func() bool {
+		return func() bool { b, _, _ := c.Ref(BaseRef); return b == h }
+	}
+	eventually(t, "the clone", at(a))
+	for round := range 5 {
+		// Our change reaches the server...
+		edit(t, c, tree.Edit{Key: rec(7), Value: []byte(fmt.Sprint("ours ", round))})
+		eventually(t, "our push", func() bool {
+			v := get(t, ts.store, ref(t, ts.store, HeadRef), rec(7))
+			return v != nil && *v == fmt.Sprint("ours ", round) && at(ref(t, ts.store, HeadRef))()
+		})
+		// ...and another writer restores the old value: root a again.
+		if back := edit(t, ts.store, tree.Edit{Key: rec(7), Value: val(7, 1)}); back != a {
+			t.Fatalf("restoring the value gave root %s, want %s", back.Short(), a.Short())
+		}
+		eventually(t, "the follower back at the earlier root", at(a))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

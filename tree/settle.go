@@ -161,9 +161,16 @@ func (s *Store) settle(ctx context.Context, force bool) (int, error) {
 			return n, err
 		}
 	}
-	if marked && s.settler.gen.Load() == gen {
-		if err := s.db.Delete(metaKey(metaUnsettled), s.wopts); err != nil {
-			return n, err
+	if marked {
+		// Under the commit lock, which an ingesting commit holds while it
+		// counts itself and writes the mark, so that a load committed
+		// after this settle's rewrite keeps its mark.
+		s.commit.Lock()
+		defer s.commit.Unlock()
+		if s.settler.gen.Load() == gen {
+			if err := s.db.Delete(metaKey(metaUnsettled), s.wopts); err != nil {
+				return n, err
+			}
 		}
 	}
 	return n, nil
