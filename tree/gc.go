@@ -532,7 +532,7 @@ func (s *Store) Compact(ctx context.Context) error {
 	// Settle a bulk load now rather than later: move its inline values to
 	// blob files (settle.go), so that this compaction drops their copies.
 	s.stopSettle()
-	if _, err := s.settle(ctx, true); err != nil {
+	if _, err := s.settleThen(ctx, true, false); err != nil { // the compaction below drops the inline copies
 		return fmt.Errorf("compact %s: settle: %w", s.dir, err)
 	}
 	if err := s.db.Flush(); err != nil {

@@ -134,6 +134,12 @@ func (s *Store) Unsettled() (bool, error) {
 // bulk load committed meanwhile. Unless force, it does nothing on a store
 // that is not marked. It returns how many values it wrote.
 func (s *Store) settle(ctx context.Context, force bool) (int, error) {
+	return s.settleThen(ctx, force, true)
+}
+
+// settleThen is settle; compact false leaves the compaction of the
+// rewritten values to the caller (Compact, which compacts everything next).
+func (s *Store) settleThen(ctx context.Context, force, compact bool) (int, error) {
 	s.settler.run.Lock()
 	defer s.settler.run.Unlock()
 	done, err := s.use()
@@ -157,8 +163,10 @@ func (s *Store) settle(ctx context.Context, force bool) (int, error) {
 		if err := s.db.Flush(); err != nil {
 			return n, err
 		}
-		if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
-			return n, err
+		if compact {
+			if err := s.db.Compact(ctx, []byte{prefixBlob}, []byte{prefixNode + 1}, true); err != nil { // 'b' < 'd' < 'n'
+				return n, err
+			}
 		}
 	}
 	if marked {
