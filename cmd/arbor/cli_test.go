@@ -236,13 +236,24 @@ func startServer(t *testing.T, db, tokens string) (addr, fp string) {
 	return addr, fp
 }
 
-func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
+// serveTwoClients imports records (TSV) into a server store, serves it
+// with the tokens file's lines, and returns the store paths of the server
+// and of two clients (not yet created), the address and the fingerprint.
+func serveTwoClients(t *testing.T, tokenLines, records string) (srv, a, b, addr, fp string) {
+	t.Helper()
 	dir := t.TempDir()
-	srv, a, b := filepath.Join(dir, "srv"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	srv, a, b = filepath.Join(dir, "srv"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	tokens := filepath.Join(dir, "tokens")
-	os.WriteFile(tokens, []byte("# clients\ntok-a laptop-a\ntok-b laptop-b\n"), 0o600)
-	mustRun(t, "k1\tv1\nk2\tv2\nk3\tv3\n", "--db", srv, "import", "-")
-	addr, fp := startServer(t, srv, tokens)
+	if err := os.WriteFile(tokens, []byte(tokenLines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, records, "--db", srv, "import", "-")
+	addr, fp = startServer(t, srv, tokens)
+	return srv, a, b, addr, fp
+}
+
+func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
+	srv, a, b, addr, fp := serveTwoClients(t, "# clients\ntok-a laptop-a\ntok-b laptop-b\n", "k1\tv1\nk2\tv2\nk3\tv3\n")
 	syncArgs := func(db, tok string) []string {
 		return []string{"--db", db, "sync", "--server", addr, "--token", tok, "--fingerprint", fp}
 	}
@@ -289,7 +300,7 @@ func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
 		t.Fatalf("wrong token: exit %d, stderr %q", r.code, r.stderr)
 	}
 	bad := strings.Repeat("ab", 32)
-	if r := runArbor(t, "", "--db", filepath.Join(dir, "c"), "sync", "--server", addr, "--token", "tok-a", "--fingerprint", bad); r.code == 0 || !strings.Contains(r.stderr, "not trusted") {
+	if r := runArbor(t, "", "--db", filepath.Join(filepath.Dir(a), "c"), "sync", "--server", addr, "--token", "tok-a", "--fingerprint", bad); r.code == 0 || !strings.Contains(r.stderr, "not trusted") {
 		t.Fatalf("wrong fingerprint: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// The server holds its store: a second opener is refused clearly.
@@ -340,12 +351,7 @@ func TestCLIPartialSync(t *testing.T) {
 // run on it, each sync prints one JSON line, and an interrupt ends it with
 // exit 0.
 func TestCLISyncWatch(t *testing.T) {
-	dir := t.TempDir()
-	srv, a, b := filepath.Join(dir, "srv"), filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	tokens := filepath.Join(dir, "tokens")
-	os.WriteFile(tokens, []byte("tok-a mirror\ntok-b writer\n"), 0o600)
-	mustRun(t, "k1\tv1\n", "--db", srv, "import", "-")
-	addr, fp := startServer(t, srv, tokens)
+	_, a, b, addr, fp := serveTwoClients(t, "tok-a mirror\ntok-b writer\n", "k1\tv1\n")
 
 	cmd, stdout, stderr := startArbor(t, "--db", a, "sync", "--watch", "--json", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
 	type syncLine struct {
