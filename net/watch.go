@@ -125,9 +125,8 @@ func touches(ctx context.Context, s *tree.Store, from, to node.Hash, sc scope.Sc
 	if sc.IsAll() {
 		return true
 	}
-	for _, err := range diffScope(ctx, s, from, to, sc) {
-		_ = err // a change, or an error: either way, announce
-		return true
+	for range diffScope(ctx, s, from, to, sc) {
+		return true // a change, or an error: either way, announce
 	}
 	return false
 }
