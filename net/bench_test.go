@@ -239,7 +239,16 @@ func BenchmarkClone(b *testing.B) {
 		}
 		got := float64(res.BytesReceived) / res.Duration.Seconds()
 		cpu0 = cpuTime()
+		var rpf *os.File
+		if v := os.Getenv("ARBOR_RAW_PROF"); v != "" {
+			rpf, _ = os.Create(fmt.Sprintf("%s.%d", v, i))
+			pprof.StartCPUProfile(rpf)
+		}
 		r := rawQUIC(b, res.BytesReceived, nil)
+		if rpf != nil {
+			pprof.StopCPUProfile()
+			rpf.Close()
+		}
 		if r > raw {
 			raw, rawCPU = r, cpuTime()-cpu0
 		}
@@ -253,6 +262,7 @@ func BenchmarkClone(b *testing.B) {
 		rawFile = max(rawFile, rf)
 		f.Close()
 		os.Remove(f.Name())
+		b.Logf("clone %d: %.0f MB/s, %d ms CPU; raw %.0f MB/s: ratio %.3f", i, got/1e6, cpu.Milliseconds(), r/1e6, got/r)
 		ratios = append(ratios, got/r)
 		fileRatios = append(fileRatios, got/rf)
 		b.StartTimer()

@@ -54,9 +54,9 @@ type ClientOptions struct {
 	IOTimeout time.Duration
 	// MaxFrame is the largest frame accepted or sent. Default 16 MiB.
 	MaxFrame int
-	// Parallel is how many node requests a walk keeps in flight. Default 4.
+	// Parallel is how many node requests a walk keeps in flight. Default 2.
 	Parallel int
-	// BatchNodes is how many nodes one walk request asks for. Default 1024.
+	// BatchNodes is how many nodes one walk request asks for. Default 4096.
 	BatchNodes int
 	// ForceWalk makes Sync ignore a retained base and walk the server's
 	// tree (for a suspicious client, and for tests and benchmarks).
@@ -83,10 +83,10 @@ func (o *ClientOptions) defaults() {
 		o.MaxFrame = DefaultMaxFrame
 	}
 	if o.Parallel <= 0 {
-		o.Parallel = 4
+		o.Parallel = 2
 	}
 	if o.BatchNodes <= 0 {
-		o.BatchNodes = 1024
+		o.BatchNodes = 4096
 	}
 	if o.BatchNodes > maxRequestHashes {
 		o.BatchNodes = maxRequestHashes

@@ -189,7 +189,7 @@ func (w *walker) run(ctx context.Context) error {
 	defer cancel()
 	results := make(chan walkResult, sy.opts.Parallel)
 	inflight := 0
-	for {
+	fill := func() {
 		for inflight < sy.opts.Parallel {
 			items := w.take(sy.opts.BatchNodes)
 			if items == nil {
@@ -198,6 +198,9 @@ func (w *walker) run(ctx context.Context) error {
 			inflight++
 			go func() { results <- sy.fetchNodes(ctx, items) }()
 		}
+	}
+	for {
+		fill()
 		if inflight == 0 {
 			return w.flushLeaves(ctx)
 		}
@@ -206,6 +209,10 @@ func (w *walker) run(ctx context.Context) error {
 		if r.err != nil {
 			return r.err
 		}
+		// Ask for more before storing this result, if the frontier has
+		// more: the server and the network then work while this
+		// goroutine stores.
+		fill()
 		for i, n := range r.nodes {
 			if err := w.process(ctx, r.items[i], n); err != nil {
 				return err

@@ -99,19 +99,19 @@ func (b *Batch) Commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := b.waitIngest(); err != nil {
-		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
-	}
 	// The last part of a bulk load goes in with the commit, through the
 	// write-ahead log if it is small; a large one is one more spill, which
-	// costs a few fsyncs but writes its nodes once rather than twice.
+	// costs a few fsyncs but writes its nodes once rather than twice. Its
+	// caller waits for it with nothing else to do, so it is written in
+	// parallel parts, while the spill before it (if any) is still
+	// finishing.
 	if b.ingest && b.size >= ingestTailMin {
-		if err := b.startIngest(); err != nil {
+		if err := b.startIngest(tailParts); err != nil {
 			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
 		}
-		if err := b.waitIngest(); err != nil {
-			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
-		}
+	}
+	if err := b.waitIngest(); err != nil {
+		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
 	}
 	for _, e := range b.spillKVs {
 		if err := b.pb.Set(e.k, e.v, nil); err != nil {
@@ -400,7 +400,7 @@ func (b *Batch) maybeSpill() error {
 		return nil
 	}
 	if b.ingest {
-		if err := b.startIngest(); err != nil {
+		if err := b.startIngest(1); err != nil {
 			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
 		}
 	} else {

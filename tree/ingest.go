@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
@@ -28,6 +31,10 @@ type kv struct{ k, v []byte }
 // ingestTailMin is the least a bulk load's last part must be to be
 // ingested at Commit rather than written through the write-ahead log.
 var ingestTailMin = 4 << 20
+
+// tailParts is how many sstables a bulk load's last part is written as,
+// side by side: one per CPU, up to 4.
+var tailParts = min(runtime.GOMAXPROCS(0), 4)
 
 // ingestBlockSize is the data block size of ingested sstables. Their values
 // are whole nodes of a few KiB, so Pebble's default of 4 KiB would make a
@@ -50,7 +57,7 @@ type spill struct {
 // once but ingests it only after the spill before it, since a later spill
 // may hold the parents of an earlier one's nodes, and a stored node must
 // always have its subtree stored.
-func (b *Batch) startIngest() error {
+func (b *Batch) startIngest(parts int) error {
 	if prev := b.ingestPrev; prev != nil {
 		<-prev.done
 		b.ingestPrev = nil
@@ -68,7 +75,7 @@ func (b *Batch) startIngest() error {
 	b.ingestPrev, b.ingesting = prev, sp
 	go func() {
 		defer close(sp.done)
-		sp.err = b.s.ingest(kvs, prev)
+		sp.err = b.s.ingest(kvs, prev, parts)
 	}()
 	return nil
 }
@@ -85,11 +92,11 @@ func (b *Batch) waitIngest() error {
 }
 
 // ingest writes kvs (refs and metadata never: they enter a batch only at
-// Commit) as one sorted sstable and ingests it once the spill prev (if not
-// nil) has ended, failing with prev's error if it failed. Ingestion skips
-// Pebble's write-ahead log and memtable, and is durable and atomic when it
-// returns.
-func (s *Store) ingest(kvs []kv, prev *spill) error {
+// Commit) as sorted sstables, parts of them written side by side, and
+// ingests them together once the spill prev (if not nil) has ended,
+// failing with prev's error if it failed. Ingestion skips Pebble's
+// write-ahead log and memtable, and is durable and atomic when it returns.
+func (s *Store) ingest(kvs []kv, prev *spill, parts int) error {
 	if prev != nil {
 		// Never end before the spill before this one, even on an early
 		// error: waiters (Commit, Discard) wait for the latest spill only,
@@ -100,12 +107,54 @@ func (s *Store) ingest(kvs []kv, prev *spill) error {
 	slices.SortFunc(kvs, func(a, c kv) int { return bytes.Compare(a.k, c.k) })
 	kvs = slices.CompactFunc(kvs, func(a, c kv) bool { return bytes.Equal(a.k, c.k) })
 
+	// Consecutive runs of sorted keys make sstables that do not overlap
+	// one another, so one Ingest takes them all.
+	parts = max(1, min(parts, len(kvs)))
+	paths := make([]string, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		part := kvs[len(kvs)*i/parts : len(kvs)*(i+1)/parts]
+		if i == parts-1 {
+			paths[i], errs[i] = s.writeSSTable(part)
+			break
+		}
+		wg.Go(func() { paths[i], errs[i] = s.writeSSTable(part) })
+	}
+	wg.Wait()
+	removeAll := func() {
+		for _, p := range paths {
+			if p != "" {
+				os.Remove(p)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		removeAll()
+		return err
+	}
+	if prev != nil {
+		if <-prev.done; prev.err != nil {
+			removeAll()
+			return prev.err
+		}
+	}
+	if err := s.db.Ingest(context.Background(), paths); err != nil {
+		removeAll()
+		return fmt.Errorf("ingest %s: %w", strings.Join(paths, ", "), err)
+	}
+	return nil // Pebble linked the files in and removed paths
+}
+
+// writeSSTable writes sorted kvs as a synced sstable to be ingested and
+// returns its path. On error it leaves no file.
+func (s *Store) writeSSTable(kvs []kv) (string, error) {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	path := filepath.Join(s.dir, ingestPrefix+hex.EncodeToString(rnd[:])+".sst")
 	f, err := s.popts.FS.Create(path, "")
 	if err != nil {
-		return err
+		return "", err
 	}
 	wo := s.popts.MakeWriterOptions(0, s.db.TableFormat())
 	// Node keys are hashes, so ingested tables overlap and Pebble compacts
@@ -118,24 +167,14 @@ func (s *Store) ingest(kvs []kv, prev *spill) error {
 		if err := w.Set(e.k, e.v); err != nil {
 			w.Close()
 			os.Remove(path)
-			return fmt.Errorf("write %s: %w", path, err)
+			return "", fmt.Errorf("write %s: %w", path, err)
 		}
 	}
 	if err := w.Close(); err != nil { // syncs and closes f
 		os.Remove(path)
-		return fmt.Errorf("write %s: %w", path, err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	if prev != nil {
-		if <-prev.done; prev.err != nil {
-			os.Remove(path)
-			return prev.err
-		}
-	}
-	if err := s.db.Ingest(context.Background(), []string{path}); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("ingest %s: %w", path, err)
-	}
-	return nil // Pebble linked the file in and removed path
+	return path, nil
 }
 
 // removeIngestLeftovers deletes sstables a crash left before ingestion.

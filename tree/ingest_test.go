@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,5 +92,57 @@ func TestFailedSpillWaitsForTheOneBefore(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBulkTailIngestedInParts: the last part of a bulk load, written at
+// Commit, goes in as several non-overlapping sstables written side by side
+// (while the spill before it may still be finishing), in one ingestion; the
+// store then holds exactly the model, also after a reopen.
+func TestBulkTailIngestedInParts(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		spillBytes int
+		wantSpills uint64 // ingestions before the tail's, at least
+	}{
+		{"tail only", 8 << 20, 0},
+		{"after spills", 96 << 10, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			oldSpill, oldTail, oldParts := ingestSpillBytes, ingestTailMin, tailParts
+			ingestSpillBytes, ingestTailMin, tailParts = tc.spillBytes, 16<<10, 3
+			t.Cleanup(func() { ingestSpillBytes, ingestTailMin, tailParts = oldSpill, oldTail, oldParts })
+			dir := t.TempDir()
+			s, err := Open(dir, &Options{Chunker: smallConfig, SettleDelay: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			model := map[string]string{}
+			for i := range 3000 {
+				model[fmt.Sprintf("k%05d", i)] = fmt.Sprintf("value-%d-%s", i, bytes.Repeat([]byte{'v'}, i%90))
+			}
+			root := build(t, s, model)
+			ingests := s.db.Metrics().Ingest.Count
+			var tables uint64
+			for _, l := range s.db.Metrics().Levels {
+				tables += l.TablesIngested
+			}
+			if ingests < tc.wantSpills+1 || tables != ingests+2 {
+				t.Fatalf("%d ingestions of %d sstables, want at least %d ingestions, the last of 3 sstables",
+					ingests, tables, tc.wantSpills+1)
+			}
+			checkContents(t, s, root, model)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = Open(dir, &Options{Chunker: smallConfig, SettleDelay: -1}); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			checkContents(t, s, root, model)
+			if _, err := s.Verify(context.Background(), root); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
