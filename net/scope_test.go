@@ -157,9 +157,10 @@ func TestScopedNodeRequestRefused(t *testing.T) {
 		t.Fatalf("Welcome read scope %s", cl.w.Read)
 	}
 	sy := &syncer{cl: cl, opts: ClientOptions{IOTimeout: 5e9}}
-	r := sy.fetchNodes(context.Background(), []walkItem{{h: outside, level: rn.Level() - 1}})
-	if r.err == nil || !errors.Is(r.err, ErrProtocol) {
-		t.Fatalf("out-of-scope node: err = %v, want refusal", r.err)
+	var got int
+	err = sy.fetchNodes(context.Background(), []walkItem{{h: outside, level: rn.Level() - 1}}, func(r walkResult) { got += len(r.nodes) })
+	if err == nil || !errors.Is(err, ErrProtocol) || got != 0 {
+		t.Fatalf("out-of-scope node: err = %v and %d nodes, want refusal", err, got)
 	}
 }
 

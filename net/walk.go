@@ -40,9 +40,12 @@ type walkItem struct {
 	parent *pendingNode
 }
 
+// walkResult is a chunk of a fetch's verified nodes, or (done) the end of
+// the fetch with its error.
 type walkResult struct {
 	items []walkItem
 	nodes []*node.Node // verified against items
+	done  bool
 	err   error
 }
 
@@ -185,34 +188,43 @@ func (w *walker) take(n int) []walkItem {
 
 func (w *walker) run(ctx context.Context) error {
 	sy := w.sy
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx) // also releases fetchers blocked in emit
 	defer cancel()
 	results := make(chan walkResult, sy.opts.Parallel)
+	emit := func(r walkResult) {
+		select {
+		case results <- r:
+		case <-ctx.Done():
+		}
+	}
 	inflight := 0
-	fill := func() {
+	for {
 		for inflight < sy.opts.Parallel {
 			items := w.take(sy.opts.BatchNodes)
 			if items == nil {
 				break
 			}
 			inflight++
-			go func() { results <- sy.fetchNodes(ctx, items) }()
+			go func() { emit(walkResult{err: sy.fetchNodes(ctx, items, emit), done: true}) }()
 		}
-	}
-	for {
-		fill()
 		if inflight == 0 {
 			return w.flushLeaves(ctx)
 		}
-		r := <-results
-		inflight--
-		if r.err != nil {
-			return r.err
+		var r walkResult
+		select {
+		case r = <-results:
+		case <-ctx.Done():
+			return ctx.Err() // fetchers drop what they emit from now on
 		}
-		// Ask for more before storing this result, if the frontier has
-		// more: the server and the network then work while this
-		// goroutine stores.
-		fill()
+		if r.done {
+			// Ask for more at once, before storing anything: the server
+			// and the network then work while this goroutine stores.
+			inflight--
+			if r.err != nil {
+				return r.err
+			}
+			continue
+		}
 		for i, n := range r.nodes {
 			if err := w.process(ctx, r.items[i], n); err != nil {
 				return err
@@ -232,9 +244,14 @@ func (w *walker) run(ctx context.Context) error {
 	}
 }
 
-// fetchNodes requests items' nodes in one exchange.
-func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
-	r := walkResult{items: items}
+// walkChunkNodes is how many verified nodes a fetch hands to the walker at
+// a time: a large response is stored while the rest of it arrives.
+const walkChunkNodes = 256
+
+// fetchNodes requests items' nodes in one exchange and hands them, verified,
+// to emit in chunks as they arrive (a node whose delta failed to verify
+// comes last, fetched again whole). It returns the exchange's error.
+func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(walkResult)) error {
 	hs := make([]nodeReq, len(items))
 	for i, it := range items {
 		hs[i] = nodeReq{Hash: it.h, Hint: it.hint}
@@ -244,63 +261,66 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 	}
 	ex, err := sy.cl.open(ctx)
 	if err != nil {
-		r.err = err
-		return r
+		return err
 	}
 	if err := ex.send(msgGetNodes, encodeNodeReqs(hs)); err != nil {
-		r.err = err
-		return r
+		return err
 	}
 	if err := ex.closeSend(); err != nil {
-		r.err = err
-		return r
+		return err
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
-	r.nodes = make([]*node.Node, 0, len(hs))
-	var retry []int
+	var chunk walkResult
+	add := func(it walkItem, n *node.Node) {
+		if chunk.nodes == nil {
+			k := min(walkChunkNodes, len(items))
+			chunk = walkResult{items: make([]walkItem, 0, k), nodes: make([]*node.Node, 0, k)}
+		}
+		chunk.items = append(chunk.items, it)
+		chunk.nodes = append(chunk.nodes, n)
+		if len(chunk.nodes) == walkChunkNodes {
+			emit(chunk)
+			chunk = walkResult{}
+		}
+	}
+	var retry []walkItem
 	for i := range hs {
 		f, err := ex.recv(msgNode, msgNodeDelta)
 		if err != nil {
-			r.err = err
-			return r
+			return err
 		}
 		if f.Type == msgNode {
 			n, err := sy.verifyNode(items[i], f.Payload)
 			if err != nil {
-				r.err = err
-				return r
+				return err
 			}
-			r.nodes = append(r.nodes, n)
+			add(items[i], n)
 			continue
 		}
 		if hs[i].Hint.IsZero() {
-			r.err = fmt.Errorf("%s: %w: delta for node %s without a hint", sy.cl.peer, ErrProtocol, hs[i].Hash)
-			return r
+			return fmt.Errorf("%s: %w: delta for node %s without a hint", sy.cl.peer, ErrProtocol, hs[i].Hash)
 		}
 		hn, err := sy.store.Node(ctx, hs[i].Hint)
 		if err != nil {
 			// The local hint node is gone or damaged (a lost or suspicious
 			// store): ask again for the whole node.
 			sy.log.Warn("arbor sync: hint node unreadable; fetching the whole node", "node", items[i].h.String(), "hint", hs[i].Hint.String(), "err", err)
-			retry = append(retry, i)
-			r.nodes = append(r.nodes, nil)
+			retry = append(retry, items[i])
 			continue
 		}
 		raw, err := applyNodeDelta(f.Payload, hn)
 		if err != nil {
-			r.err = fmt.Errorf("%s: node %s: %w", sy.cl.peer, hs[i].Hash, err)
-			return r
+			return fmt.Errorf("%s: node %s: %w", sy.cl.peer, hs[i].Hash, err)
 		}
 		n, err := sy.verifyNode(items[i], raw)
 		if err != nil {
 			// Either the server lied or the local hint node is corrupt:
 			// ask again for the whole node, which settles it.
 			sy.log.Warn("arbor sync: node delta did not verify; fetching the whole node", "node", items[i].h.String(), "hint", items[i].hint.String(), "err", err)
-			retry = append(retry, i)
-			r.nodes = append(r.nodes, nil)
+			retry = append(retry, items[i])
 			continue
 		}
-		r.nodes = append(r.nodes, n)
+		add(items[i], n)
 	}
 	f, err := ex.recv(msgEnd)
 	if err == nil {
@@ -312,24 +332,19 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem) walkResult {
 	if err == nil {
 		err = ex.expectEOF()
 	}
-	if err != nil || len(retry) == 0 {
-		r.err = err
-		return r
+	if err != nil {
+		return err
 	}
-	again := make([]walkItem, len(retry))
-	for k, i := range retry {
-		again[k] = items[i]
-		again[k].hint = node.Hash{}
+	if chunk.nodes != nil {
+		emit(chunk)
 	}
-	r2 := sy.fetchNodes(ctx, again)
-	if r2.err != nil {
-		r.err = r2.err
-		return r
+	if len(retry) == 0 {
+		return nil
 	}
-	for k, i := range retry {
-		r.nodes[i] = r2.nodes[k]
+	for k := range retry {
+		retry[k].hint = node.Hash{}
 	}
-	return r
+	return sy.fetchNodes(ctx, retry, emit)
 }
 
 // verifyNode checks a received node against what was asked for: it must
