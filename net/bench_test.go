@@ -195,7 +195,9 @@ func BenchmarkClone(b *testing.B) {
 		cpu0 := cpuTime()
 		// ARBOR_CLONE_PROF=path writes a CPU profile of each clone alone
 		// (path.0, path.1, …): go test's -cpuprofile also covers the set-up.
+		// ARBOR_RAW_PROF=path does the same for the raw streams.
 		// ARBOR_CLONE_TRACE=path writes an execution trace of the third.
+		// ARBOR_PHASES=1 prints the clone's progress with timestamps.
 		var pf, tf *os.File
 		if v := os.Getenv("ARBOR_CLONE_PROF"); v != "" {
 			if pf, err = os.Create(fmt.Sprintf("%s.%d", v, i)); err != nil {
@@ -208,6 +210,16 @@ func BenchmarkClone(b *testing.B) {
 				b.Fatal(err)
 			}
 			trace.Start(tf)
+		}
+		if os.Getenv("ARBOR_PHASES") != "" {
+			t0 := time.Now()
+			last := ""
+			opts.Progress = func(p Progress) {
+				if p.Phase != last || p.Nodes%8192 < 256 {
+					fmt.Fprintf(os.Stderr, "%7.1fms %s nodes=%d\n", float64(time.Since(t0).Microseconds())/1000, p.Phase, p.Nodes)
+				}
+				last = p.Phase
+			}
 		}
 		b.StartTimer()
 		res, err := Sync(context.Background(), c, opts)

@@ -3,6 +3,7 @@ package net
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/arbor-sync/arbor/node"
@@ -244,9 +245,14 @@ func (w *walker) run(ctx context.Context) error {
 	}
 }
 
-// walkChunkNodes is how many verified nodes a fetch hands to the walker at
-// a time: a large response is stored while the rest of it arrives.
-const walkChunkNodes = 256
+// A fetch hands its verified nodes to the walker in chunks of at most
+// walkChunkNodes nodes or about walkChunkBytes: a large response is stored
+// while the rest of it arrives, and the first branches of a level let the
+// walker ask for the level below before the last ones arrive.
+const (
+	walkChunkNodes = 256
+	walkChunkBytes = 256 << 10
+)
 
 // fetchNodes requests items' nodes in one exchange and hands them, verified,
 // to emit in chunks as they arrive (a node whose delta failed to verify
@@ -271,6 +277,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
 	var chunk walkResult
+	chunkBytes := 0
 	add := func(it walkItem, n *node.Node) {
 		if chunk.nodes == nil {
 			k := min(walkChunkNodes, len(items))
@@ -278,9 +285,9 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 		}
 		chunk.items = append(chunk.items, it)
 		chunk.nodes = append(chunk.nodes, n)
-		if len(chunk.nodes) == walkChunkNodes {
+		if chunkBytes += len(n.Raw()); len(chunk.nodes) == walkChunkNodes || chunkBytes >= walkChunkBytes {
 			emit(chunk)
-			chunk = walkResult{}
+			chunk, chunkBytes = walkResult{}, 0
 		}
 	}
 	var retry []walkItem
@@ -403,21 +410,25 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	}
 	// Look up, in one read of the store, every child the loop below will
 	// ask about: a lookup per child costs a fresh Pebble iterator each.
-	var ask []node.Hash
+	ask := make([]node.Hash, 0, n.Len())
+	askAt := make([]int, 0, n.Len())
 	for i := 0; i < n.Len(); i++ {
 		c, _ := n.Child(i)
 		if sy.opts.ForceWalk || hintFor(i) != c || c.IsZero() {
 			ask = append(ask, c)
+			askAt = append(askAt, i)
 		}
 	}
 	held, err := sy.store.HasNodes(ask)
 	if err != nil {
 		return err
 	}
-	heldNode := make(map[node.Hash]bool, len(ask))
-	for k, c := range ask {
-		heldNode[c] = held[k]
+	heldAt := make([]bool, n.Len())
+	for k, i := range askAt {
+		heldAt[i] = held[k]
 	}
+	below := n.Level() - 1
+	w.frontier[below] = slices.Grow(w.frontier[below], n.Len())
 	for i := 0; i < n.Len(); i++ {
 		c, cnt := n.Child(i)
 		clo := it.lo
@@ -436,7 +447,7 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 		hint := hintFor(i)
 		ok := !sy.opts.ForceWalk && hint == c && !c.IsZero()
 		if !ok {
-			ok = heldNode[c]
+			ok = heldAt[i]
 		}
 		if ok && sy.partial {
 			// A held node was pruned for the interval it had then; deletions
@@ -457,7 +468,7 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			continue
 		}
 		p.missing++
-		w.frontier[n.Level()-1] = append(w.frontier[n.Level()-1], walkItem{h: c, hint: hint, level: n.Level() - 1, lo: clo, open: open, parent: p})
+		w.frontier[below] = append(w.frontier[below], walkItem{h: c, hint: hint, level: below, lo: clo, open: open, parent: p})
 	}
 	if p.missing == 0 {
 		return w.put(ctx, n, it.parent)

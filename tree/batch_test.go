@@ -432,3 +432,29 @@ func TestHasNodesMatchesHasNode(t *testing.T) {
 		t.Fatalf("%d of %d hashes present: the test needs both kinds", present, len(hs))
 	}
 }
+
+// TestHasNodesEmptyAndDeltaStores: a store with no node at all answers
+// from one seek per key prefix, and a node stored only as a delta is found
+// whether or not any node is stored whole.
+func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
+	s := openTest(t, smallConfig)
+	absent := node.Sum([]byte("absent"))
+	got, err := s.HasNodes([]node.Hash{node.EmptyRoot, absent})
+	if err != nil || !got[0] || got[1] {
+		t.Fatalf("empty store: HasNodes = %v, %v; want [true false]", got, err)
+	}
+	var keys []Edit
+	for i := 0; i < 20; i++ {
+		keys = append(keys, Edit{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")})
+	}
+	b := apply(t, s, node.EmptyRoot, keys)                                      // a leaf, whole
+	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}}) // a delta of it
+	if ok, _ := s.has(nodeKey(x)); ok {
+		t.Fatal("the edited leaf was stored whole: the test no longer covers deltas")
+	}
+	s.cache.invalidate()
+	got, err = s.HasNodes([]node.Hash{x, absent, b})
+	if err != nil || !got[0] || got[1] || !got[2] {
+		t.Fatalf("HasNodes = %v, %v; want [true false true]", got, err)
+	}
+}

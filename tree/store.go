@@ -673,15 +673,25 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, i := range ask {
-		key := nodeKey(hs[i])
-		out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	// A store holding no node at all (an initial clone asks about every
+	// child of every branch it fetches) answers with one seek per prefix.
+	holds := func(prefix byte) bool { return it.SeekGE([]byte{prefix}) && len(it.Key()) > 0 && it.Key()[0] == prefix }
+	var key [1 + node.HashSize]byte
+	if holds(prefixNode) {
+		key[0] = prefixNode
+		for _, i := range ask {
+			copy(key[1:], hs[i][:])
+			out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
+		}
 	}
 	// Then the ones not stored whole, as deltas.
-	for _, i := range ask {
-		if !out[i] {
-			key := deltaKey(hs[i])
-			out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	if holds(prefixDelta) {
+		key[0] = prefixDelta
+		for _, i := range ask {
+			if !out[i] {
+				copy(key[1:], hs[i][:])
+				out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
+			}
 		}
 	}
 	if err := it.Close(); err != nil {
