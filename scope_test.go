@@ -226,3 +226,62 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFollowWatchesAWidenedScope: a follower that replicates its store's
+// scope hears of changes in the part another sync added to that scope
+// while it ran (its watch restarts with the new scope), and not only of
+// changes in the scope it started with.
+func TestFollowWatchesAWidenedScope(t *testing.T) {
+	ctx := context.Background()
+	serverDB, db, opts := syncPair(t, func(b *arbor.Batch) {
+		for i := range 100 {
+			b.Put([]byte(fmt.Sprintf("%c/%04d", 'a'+i%2, i)), []byte("v"))
+		}
+	})
+	narrow := opts
+	narrow.Scope = scope.Prefixes([]byte("b/"))
+	if _, err := db.Sync(ctx, narrow); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	syncs := 0
+	count := func() int { mu.Lock(); defer mu.Unlock(); return syncs }
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { // follows the store's scope: opts names none
+		done <- db.Follow(fctx, opts, arbor.FollowOptions{OnSync: func(_ *arbor.SyncResult, err error) {
+			if err != nil {
+				t.Errorf("sync: %v", err)
+			}
+			mu.Lock()
+			syncs++
+			mu.Unlock()
+		}})
+	}()
+	waitFor(t, "the follower's first sync", func() bool { return count() > 0 })
+	time.Sleep(300 * time.Millisecond) // let its watch start with scope b/
+
+	wide := opts
+	wide.Scope = scope.Prefixes([]byte("a/"), []byte("b/"))
+	if _, err := db.Sync(ctx, wide); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := db.Get(ctx, []byte("a/0000")); err != nil || string(v) != "v" {
+		t.Fatalf("widening sync: a/0000 = %q, %v", v, err)
+	}
+	time.Sleep(300 * time.Millisecond) // the follower notices the new scope
+	if err := serverDB.Put(ctx, []byte("a/0000"), []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the change in the added part of the scope", func() bool {
+		v, err := db.Get(ctx, []byte("a/0000"))
+		return err == nil && string(v) == "w"
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/arbor-sync/arbor/node"
@@ -209,17 +210,35 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Watch the scope the store replicates, so that a partial replica
-	// hears only of changes to its own records.
-	wopts := opts
-	if wopts.Scope.IsEmpty() {
-		sc, err := StoredScope(store)
+	// hears only of changes to its own records: opts.Scope if set (every
+	// sync of Follow's names it), else the scope the store holds, which
+	// another sync may change meanwhile; the loop below then restarts the
+	// watch with the new one.
+	watchScope := func() (scope.Scope, error) {
+		if !opts.Scope.IsEmpty() {
+			return opts.Scope, nil
+		}
+		return StoredScope(store)
+	}
+	var (
+		wmu     sync.Mutex
+		watched scope.Scope        // the scope of the watch running now
+		restart context.CancelFunc // ends that watch
+	)
+	// Both sides read the scope under wmu, so a watch never starts with a
+	// scope older than the last rewatch saw.
+	rewatch := func() error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		sc, err := watchScope()
 		if err != nil {
 			return err
 		}
-		wopts.Scope = sc
-	}
-	if wopts.Scope.IsAll() {
-		wopts.Scope = scope.Scope{} // the token's scope: name none
+		if restart != nil && !sc.Equal(watched) {
+			restart()
+			restart = nil
+		}
+		return nil
 	}
 
 	// The watcher records the server's latest root and wakes the loop.
@@ -227,7 +246,22 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 	go func() {
 		backoff := fo.MinBackoff
 		for ctx.Err() == nil {
-			err := Watch(ctx, wopts, func(root node.Hash) error {
+			wctx, wcancel := context.WithCancel(ctx)
+			wmu.Lock()
+			sc, err := watchScope()
+			watched, restart = sc, wcancel
+			wmu.Unlock()
+			if err != nil {
+				wcancel()
+				cancel(err)
+				return
+			}
+			wopts := opts
+			wopts.Scope = sc
+			if sc.IsAll() {
+				wopts.Scope = scope.Scope{} // the token's scope: name none
+			}
+			err = Watch(wctx, wopts, func(root node.Hash) error {
 				backoff = fo.MinBackoff
 				select {
 				case <-serverRoot:
@@ -236,6 +270,11 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 				serverRoot <- root
 				return nil
 			})
+			rescoped := wctx.Err() != nil && ctx.Err() == nil
+			wcancel()
+			if rescoped {
+				continue // the store's scope changed: watch the new one now
+			}
 			if permanent(err) {
 				cancel(err)
 				return
@@ -278,6 +317,9 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 		}
 		backoff = fo.MinBackoff
 		seen, trigger = trigger, node.Hash{}
+		if err := rewatch(); err != nil {
+			return err
+		}
 		// Wait for a reason to sync again: local changes, or an announced
 		// root this store is not at (see above).
 		for {
@@ -299,6 +341,10 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 					trigger = r
 				}
 			case <-local:
+				// Another sync may have changed the store's scope.
+				if err := rewatch(); err != nil {
+					return err
+				}
 			case <-ctx.Done():
 				return followEnd(ctx)
 			}
