@@ -51,7 +51,8 @@
 //
 // Memory is bounded on both sides: records and nodes are streamed and
 // applied in batches; a walk fetches the lowest pending level first, so at
-// most Parallel × BatchNodes nodes and their pending parents are held (a
+// most Parallel × BatchNodes nodes (8192 by default, some 32 MiB of typical
+// leaves) and their pending parents are held (a
 // large initial clone, stored as a bulk load, also buffers its nodes for
 // sstable ingestion: two 32 MiB spills, and up to a quarter of the node
 // cache of them); a push is bounded by ServerOptions.MaxPushBytes.

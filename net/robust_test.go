@@ -1,6 +1,7 @@
 package net
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/tree"
@@ -419,5 +421,69 @@ func TestForceWalkRepairsMissingNode(t *testing.T) {
 	}
 	if _, err := c.Verify(context.Background(), ref(t, c, BaseRef)); err != nil {
 		t.Fatalf("forced walk (path %s) left the store broken: %v", res.Path, err)
+	}
+}
+
+// TestWalkLargeResponses: walks whose responses span many chunks (default
+// options, hundreds of leaves per level, some with out-of-line values, and
+// deltas against the client's old nodes) store exactly the nodes they do
+// not hold, fetch every value, and converge; a walker that stores slowly
+// never holds up the server (fetchers queue chunks instead of waiting).
+func TestWalkLargeResponses(t *testing.T) {
+	ts := startServer(t, smallChunks, nil)
+	big := func(i, ver int) []byte { return bytes.Repeat([]byte{byte(i), byte(ver)}, node.MaxInlineValue) }
+	var edits []tree.Edit
+	for i := range 12000 {
+		v := val(i, 1)
+		if i%97 == 0 {
+			v = big(i, 1)
+		}
+		edits = append(edits, tree.Edit{Key: rec(i), Value: v})
+	}
+	edit(t, ts.store, edits...)
+	c := openStore(t, t.TempDir(), smallChunks)
+	defer c.Close()
+	slow := 0
+	walkHook = func(int, int) {
+		if slow++; slow%4 == 0 {
+			time.Sleep(10 * time.Millisecond) // a slow store: chunks queue up
+		}
+	}
+	defer func() { walkHook = nil }()
+	first := mustSync(t, c, ts.opts(alice))
+	checkConverged(t, ts, c)
+	t.Logf("clone: %d nodes in %d chunks", first.NodesFetched, slow)
+
+	edits = edits[:0]
+	for i := 0; i < 12000; i += 23 {
+		v := val(i, 2)
+		if i%3 == 0 {
+			v = big(i, 2)
+		}
+		edits = append(edits, tree.Edit{Key: rec(i), Value: v})
+	}
+	edit(t, ts.store, edits...)
+	all := reachable(t, ts.store, ref(t, ts.store, HeadRef))
+	held := countHeld(t, c, all)
+	opts := ts.opts(alice)
+	opts.ForceWalk = true
+	res := mustSync(t, c, opts)
+	if res.NodesFetched != len(all)-held || res.NodesFetched < 2*walkChunkNodes {
+		t.Fatalf("walk fetched %d nodes; %d in tree, %d held (want several chunks' worth)", res.NodesFetched, len(all), held)
+	}
+	checkConverged(t, ts, c)
+	for _, i := range []int{0, 23 * 3, 97} {
+		want := string(val(i, 1))
+		if i%23 == 0 {
+			want = string(val(i, 2))
+			if i%3 == 0 {
+				want = string(big(i, 2))
+			}
+		} else if i%97 == 0 {
+			want = string(big(i, 1))
+		}
+		if got := get(t, c, ref(t, c, HeadRef), rec(i)); got == nil || *got != want {
+			t.Fatalf("record %d: got %v", i, got != nil)
+		}
 	}
 }

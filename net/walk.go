@@ -41,13 +41,10 @@ type walkItem struct {
 	parent *pendingNode
 }
 
-// walkResult is a chunk of a fetch's verified nodes, or (done) the end of
-// the fetch with its error.
+// walkResult is a chunk of a fetch's verified nodes.
 type walkResult struct {
 	items []walkItem
 	nodes []*node.Node // verified against items
-	done  bool
-	err   error
 }
 
 // walker fetches the server's tree under a root, level by level, skipping
@@ -189,40 +186,69 @@ func (w *walker) take(n int) []walkItem {
 
 func (w *walker) run(ctx context.Context) error {
 	sy := w.sy
-	ctx, cancel := context.WithCancel(ctx) // also releases fetchers blocked in emit
+	ctx, cancel := context.WithCancel(ctx) // also stops the fetchers on an early return
 	defer cancel()
-	results := make(chan walkResult, sy.opts.Parallel)
-	emit := func(r walkResult) {
-		select {
-		case results <- r:
-		case <-ctx.Done():
+	// Fetchers never wait for the walker: a fetcher that stopped reading
+	// its stream would stall the server's writes to it (and could use up
+	// the connection's flow-control window that GetBlobs needs). Their
+	// chunks queue without bound; memory stays bounded by Parallel ×
+	// BatchNodes nodes, which the frames hold anyway. The end of each
+	// exchange comes on its own channel, so the next request goes out as
+	// soon as a response has arrived, not once it has been stored.
+	q := &chunkQueue{ready: make(chan struct{}, 1)}
+	finished := make(chan error, sy.opts.Parallel)
+	inflight := 0
+	// flushLeaves fetches the value blobs of waiting leaves in one
+	// exchange; it runs when an exchange ends, when many leaves wait, and
+	// at the end, rather than for every chunk.
+	ended := false
+	collect := func() error {
+		for {
+			select {
+			case err := <-finished:
+				inflight--
+				ended = true
+				if err != nil {
+					return err
+				}
+			default:
+				return nil
+			}
 		}
 	}
-	inflight := 0
 	for {
+		if err := collect(); err != nil {
+			return err
+		}
+		if ended || len(w.leaves) >= walkLeafBatch {
+			ended = false
+			if err := w.flushLeaves(ctx); err != nil {
+				return err
+			}
+		}
 		for inflight < sy.opts.Parallel {
 			items := w.take(sy.opts.BatchNodes)
 			if items == nil {
 				break
 			}
 			inflight++
-			go func() { emit(walkResult{err: sy.fetchNodes(ctx, items, emit), done: true}) }()
+			go func() { finished <- sy.fetchNodes(ctx, items, q.push) }()
 		}
-		if inflight == 0 {
-			return w.flushLeaves(ctx)
-		}
-		var r walkResult
-		select {
-		case r = <-results:
-		case <-ctx.Done():
-			return ctx.Err() // fetchers drop what they emit from now on
-		}
-		if r.done {
-			// Ask for more at once, before storing anything: the server
-			// and the network then work while this goroutine stores.
-			inflight--
-			if r.err != nil {
-				return r.err
+		r, ok := q.pop()
+		if !ok {
+			if inflight == 0 {
+				return w.flushLeaves(ctx)
+			}
+			select {
+			case err := <-finished:
+				inflight--
+				ended = true
+				if err != nil {
+					return err
+				}
+			case <-q.ready:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 			continue
 		}
@@ -230,9 +256,6 @@ func (w *walker) run(ctx context.Context) error {
 			if err := w.process(ctx, r.items[i], n); err != nil {
 				return err
 			}
-		}
-		if err := w.flushLeaves(ctx); err != nil {
-			return err
 		}
 		if walkHook != nil {
 			f := 0
@@ -243,6 +266,40 @@ func (w *walker) run(ctx context.Context) error {
 		}
 		sy.progress("walk")
 	}
+}
+
+// walkLeafBatch is how many leaves may wait for their value blobs before
+// the walker fetches them, even in the middle of an exchange.
+const walkLeafBatch = 1024
+
+// chunkQueue passes fetched chunks from the fetchers to the walker without
+// ever blocking a fetcher.
+type chunkQueue struct {
+	mu     sync.Mutex
+	chunks []walkResult
+	ready  chan struct{} // holds a token after a push
+}
+
+func (q *chunkQueue) push(r walkResult) {
+	q.mu.Lock()
+	q.chunks = append(q.chunks, r)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *chunkQueue) pop() (walkResult, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.chunks) == 0 {
+		return walkResult{}, false
+	}
+	r := q.chunks[0]
+	q.chunks[0] = walkResult{}
+	q.chunks = q.chunks[1:]
+	return r, true
 }
 
 // A fetch hands its verified nodes to the walker in chunks of at most
@@ -308,6 +365,9 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 			return fmt.Errorf("%s: %w: delta for node %s without a hint", sy.cl.peer, ErrProtocol, hs[i].Hash)
 		}
 		hn, err := sy.store.Node(ctx, hs[i].Hint)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err() // the walk has ended
+		}
 		if err != nil {
 			// The local hint node is gone or damaged (a lost or suspicious
 			// store): ask again for the whole node.

@@ -433,9 +433,8 @@ func TestHasNodesMatchesHasNode(t *testing.T) {
 	}
 }
 
-// TestHasNodesEmptyAndDeltaStores: a store with no node at all answers
-// from one seek per key prefix, and a node stored only as a delta is found
-// whether or not any node is stored whole.
+// TestHasNodesEmptyAndDeltaStores: a store with no node holds none of the
+// hashes asked about, and a node stored only as a delta is found.
 func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 	s := openTest(t, smallConfig)
 	absent := node.Sum([]byte("absent"))

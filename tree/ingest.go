@@ -51,12 +51,12 @@ type spill struct {
 }
 
 // startIngest hands the batch's unspilled nodes and blobs to a goroutine
-// that writes them as one sorted sstable and ingests it, so that the next
-// nodes are built meanwhile (as Pebble flushes memtables in the
-// background). Up to two spills are in flight: each writes its sstable at
-// once but ingests it only after the spill before it, since a later spill
-// may hold the parents of an earlier one's nodes, and a stored node must
-// always have its subtree stored.
+// that writes them as sorted sstables (parts of them, side by side) and
+// ingests them, so that the next nodes are built meanwhile (as Pebble
+// flushes memtables in the background). Up to two spills are in flight:
+// each writes its sstables at once but ingests them only after the spill
+// before it, since a later spill may hold the parents of an earlier one's
+// nodes, and a stored node must always have its subtree stored.
 func (b *Batch) startIngest(parts int) error {
 	if prev := b.ingestPrev; prev != nil {
 		<-prev.done

@@ -673,25 +673,18 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A store holding no node at all (an initial clone asks about every
-	// child of every branch it fetches) answers with one seek per prefix.
-	holds := func(prefix byte) bool { return it.SeekGE([]byte{prefix}) && len(it.Key()) > 0 && it.Key()[0] == prefix }
 	var key [1 + node.HashSize]byte
-	if holds(prefixNode) {
-		key[0] = prefixNode
-		for _, i := range ask {
-			copy(key[1:], hs[i][:])
-			out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
-		}
+	key[0] = prefixNode
+	for _, i := range ask {
+		copy(key[1:], hs[i][:])
+		out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
 	}
 	// Then the ones not stored whole, as deltas.
-	if holds(prefixDelta) {
-		key[0] = prefixDelta
-		for _, i := range ask {
-			if !out[i] {
-				copy(key[1:], hs[i][:])
-				out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
-			}
+	key[0] = prefixDelta
+	for _, i := range ask {
+		if !out[i] {
+			copy(key[1:], hs[i][:])
+			out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
 		}
 	}
 	if err := it.Close(); err != nil {
