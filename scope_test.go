@@ -185,7 +185,11 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 		}})
 	}()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return syncs }
-	waitFor(t, "the partial clone", func() bool { v, err := db.Get(ctx, []byte("b/0001")); return err == nil && string(v) == "v" })
+	// The data shows as soon as the sync commits; OnSync runs after.
+	waitFor(t, "the partial clone", func() bool {
+		v, err := db.Get(ctx, []byte("b/0001"))
+		return err == nil && string(v) == "v" && count() > 0
+	})
 	before := count()
 	time.Sleep(500 * time.Millisecond) // nothing changes: no sync may happen
 	if n := count(); n != before {
@@ -194,7 +198,10 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 	if err := serverDB.Put(ctx, []byte("b/0001"), []byte("w")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the change in scope", func() bool { v, err := db.Get(ctx, []byte("b/0001")); return err == nil && string(v) == "w" })
+	waitFor(t, "the change in scope", func() bool {
+		v, err := db.Get(ctx, []byte("b/0001"))
+		return err == nil && string(v) == "w" && count() > before
+	})
 
 	// Changes outside the scope are not announced to it: no sync.
 	before = count()
@@ -214,7 +221,11 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 	if err := serverDB.Put(ctx, []byte("b/0005"), []byte("z")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the next change in scope", func() bool { v, err := db.Get(ctx, []byte("b/0005")); return err == nil && string(v) == "z" })
+	waitFor(t, "the next change in scope", func() bool {
+		v, err := db.Get(ctx, []byte("b/0005"))
+		return err == nil && string(v) == "z" && count() > before
+	})
+	time.Sleep(200 * time.Millisecond) // room for an extra sync to show
 	if n := count(); n != before+1 {
 		t.Errorf("%d syncs for one change in scope", n-before)
 	}
