@@ -170,21 +170,7 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 		}
 	})
 	opts.Scope = scope.Prefixes([]byte("b/"))
-	var mu sync.Mutex
-	syncs := 0
-	fctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- db.Follow(fctx, opts, arbor.FollowOptions{OnSync: func(_ *arbor.SyncResult, err error) {
-			if err != nil {
-				t.Errorf("sync: %v", err)
-			}
-			mu.Lock()
-			syncs++
-			mu.Unlock()
-		}})
-	}()
-	count := func() int { mu.Lock(); defer mu.Unlock(); return syncs }
+	count, stop := startFollow(t, db, opts)
 	// The data shows as soon as the sync commits; OnSync runs after.
 	waitFor(t, "the partial clone", func() bool {
 		v, err := db.Get(ctx, []byte("b/0001"))
@@ -229,8 +215,7 @@ func TestFollowPartialReplicaIdles(t *testing.T) {
 	if n := count(); n != before+1 {
 		t.Errorf("%d syncs for one change in scope", n-before)
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Verify(ctx); err != nil {
@@ -254,21 +239,7 @@ func TestFollowWatchesAWidenedScope(t *testing.T) {
 	if _, err := db.Sync(ctx, narrow); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	syncs := 0
-	count := func() int { mu.Lock(); defer mu.Unlock(); return syncs }
-	fctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { // follows the store's scope: opts names none
-		done <- db.Follow(fctx, opts, arbor.FollowOptions{OnSync: func(_ *arbor.SyncResult, err error) {
-			if err != nil {
-				t.Errorf("sync: %v", err)
-			}
-			mu.Lock()
-			syncs++
-			mu.Unlock()
-		}})
-	}()
+	count, stop := startFollow(t, db, opts) // follows the store's scope: opts names none
 	waitFor(t, "the follower's first sync", func() bool { return count() > 0 })
 	time.Sleep(300 * time.Millisecond) // let its watch start with scope b/
 
@@ -288,11 +259,33 @@ func TestFollowWatchesAWidenedScope(t *testing.T) {
 		v, err := db.Get(ctx, []byte("a/0000"))
 		return err == nil && string(v) == "w"
 	})
-	stop()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startFollow runs db.Follow with opts until stop, which returns Follow's
+// error; count reports how many syncs it has finished (each failed one
+// also fails the test).
+func startFollow(t *testing.T, db *arbor.DB, opts arbor.SyncOptions) (count func() int, stop func() error) {
+	var mu sync.Mutex
+	syncs := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Follow(ctx, opts, arbor.FollowOptions{OnSync: func(_ *arbor.SyncResult, err error) {
+			if err != nil {
+				t.Errorf("sync: %v", err)
+			}
+			mu.Lock()
+			syncs++
+			mu.Unlock()
+		}})
+	}()
+	count = func() int { mu.Lock(); defer mu.Unlock(); return syncs }
+	stop = func() error { cancel(); return <-done }
+	return count, stop
 }

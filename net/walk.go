@@ -202,13 +202,16 @@ func (w *walker) run(ctx context.Context) error {
 	// exchange; it runs when an exchange ends, when many leaves wait, and
 	// at the end, rather than for every chunk.
 	ended := false
+	end := func(err error) error {
+		inflight--
+		ended = true
+		return err
+	}
 	collect := func() error {
 		for {
 			select {
 			case err := <-finished:
-				inflight--
-				ended = true
-				if err != nil {
+				if err := end(err); err != nil {
 					return err
 				}
 			default:
@@ -241,9 +244,7 @@ func (w *walker) run(ctx context.Context) error {
 			}
 			select {
 			case err := <-finished:
-				inflight--
-				ended = true
-				if err != nil {
+				if err := end(err); err != nil {
 					return err
 				}
 			case <-q.ready:
