@@ -56,6 +56,7 @@ type walker struct {
 	count    int  // nodes in b
 	pending  int  // branches waiting for their children
 	clone    bool // an initial clone into an empty store, nothing stored yet
+	empty    bool // the store held no node when the walk began
 	bulk     bool // b is a bulk load (startBulk), committed at the end
 	com      *committer
 	frontier [node.MaxLevel + 1][]walkItem
@@ -80,6 +81,14 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 		return err
 	}
 	w := &walker{sy: sy, b: b, com: newCommitter(ctx)}
+	// A tree holds no node twice (its nodes' key ranges differ), so in a
+	// store that holds no node yet, no child the walk meets is held.
+	if held, err := sy.store.HoldsNodes(); err != nil {
+		b.Discard()
+		return err
+	} else {
+		w.empty = !held
+	}
 	// An initial clone into a store that holds no tree yet may be stored
 	// as a bulk load (see startBulk).
 	w.clone = !sy.hasBase && sy.head0 == node.EmptyRoot
@@ -480,9 +489,12 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			askAt = append(askAt, i)
 		}
 	}
-	held, err := sy.store.HasNodes(ask)
-	if err != nil {
-		return err
+	held := make([]bool, len(ask))
+	if !w.empty {
+		var err error
+		if held, err = sy.store.HasNodes(ask); err != nil {
+			return err
+		}
 	}
 	heldAt := make([]bool, n.Len())
 	for k, i := range askAt {

@@ -324,7 +324,7 @@ func (b *Batch) store(h node.Hash, raw []byte, n *node.Node, d []byte) error {
 	b.pendingBytes += len(raw)
 	b.size += len(stored)
 	if b.ingest {
-		b.spillKVs = append(b.spillKVs, kv{nodeKey(h), raw})
+		b.spillKVs = append(b.spillKVs, kv{key, raw}) // never a delta: d is nil
 	} else if err := b.pb.Set(key, stored, nil); err != nil {
 		return err
 	}

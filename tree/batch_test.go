@@ -434,13 +434,17 @@ func TestHasNodesMatchesHasNode(t *testing.T) {
 }
 
 // TestHasNodesEmptyAndDeltaStores: a store with no node holds none of the
-// hashes asked about, and a node stored only as a delta is found.
+// hashes asked about (and HoldsNodes says so), and a node stored only as a
+// delta is found.
 func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 	s := openTest(t, smallConfig)
 	absent := node.Sum([]byte("absent"))
 	got, err := s.HasNodes([]node.Hash{node.EmptyRoot, absent})
 	if err != nil || !got[0] || got[1] {
 		t.Fatalf("empty store: HasNodes = %v, %v; want [true false]", got, err)
+	}
+	if holds, err := s.HoldsNodes(); err != nil || holds {
+		t.Fatalf("empty store: HoldsNodes = %v, %v", holds, err)
 	}
 	var keys []Edit
 	for i := 0; i < 20; i++ {
@@ -452,6 +456,9 @@ func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 		t.Fatal("the edited leaf was stored whole: the test no longer covers deltas")
 	}
 	s.cache.invalidate()
+	if holds, err := s.HoldsNodes(); err != nil || !holds {
+		t.Fatalf("HoldsNodes = %v, %v after storing a tree", holds, err)
+	}
 	got, err = s.HasNodes([]node.Hash{x, absent, b})
 	if err != nil || !got[0] || got[1] || !got[2] {
 		t.Fatalf("HasNodes = %v, %v; want [true false true]", got, err)

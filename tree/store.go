@@ -643,6 +643,31 @@ func (s *Store) Nodes(ctx context.Context, hashes []node.Hash) ([]*node.Node, er
 	return out, nil
 }
 
+// HoldsNodes reports whether the store holds any node at all, whole or as a
+// delta. A walk into a store that holds none (an initial clone) need not
+// ask which of a node's children it holds.
+func (s *Store) HoldsNodes() (bool, error) {
+	done, err := s.use()
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	for _, p := range []byte{prefixNode, prefixDelta} {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+		if err != nil {
+			return false, err
+		}
+		found := it.First()
+		if err := it.Close(); err != nil {
+			return false, err
+		}
+		if found {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // HasNode reports whether the node with hash h is stored.
 func (s *Store) HasNode(h node.Hash) (bool, error) {
 	if h == node.EmptyRoot || s.cache.get(h) != nil {
