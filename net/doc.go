@@ -54,8 +54,8 @@
 // most Parallel × BatchNodes nodes (8192 by default, some 32 MiB of typical
 // leaves) and their pending parents are held (a
 // large initial clone, stored as a bulk load, also buffers its nodes for
-// sstable ingestion: two 32 MiB spills, and up to a quarter of the node
-// cache of them); a push is bounded by ServerOptions.MaxPushBytes.
+// sstable ingestion: up to three 32 MiB spills, the one filling and two
+// being written); a push is bounded by ServerOptions.MaxPushBytes.
 //
 // The server keeps recently published roots as refs "retain/<seq>" and pins
 // the roots live sessions use; collect garbage with Server.GC, which keeps

@@ -41,6 +41,7 @@ type Batch struct {
 	// while they fit in a quarter of the node cache.
 	pendingBytes int
 	bulk         bool   // pending was dropped: the batch is a bulk load
+	load         bool   // BulkLoad: nodes are written out, never read back, so never kept in pending
 	ingest       bool   // spill by sstable ingestion (set by NewBuilder)
 	spillKVs     []kv   // with ingest: nodes and blobs not yet spilled
 	ingesting    *spill // with ingest: the latest spill, if any
@@ -315,13 +316,14 @@ func (b *Batch) adopt(bn builtNode) {
 // store writes node h (raw, decoded as n if not nil) to the batch, as the
 // delta d if d is not nil.
 func (b *Batch) store(h node.Hash, raw []byte, n *node.Node, d []byte) error {
-	p := &pendingNode{raw: raw, n: n, delta: d}
 	key, stored := nodeKey(h), raw
 	if d != nil {
 		key, stored = deltaKey(h), d
 	}
-	b.pending[h] = p
-	b.pendingBytes += len(raw)
+	if !b.load {
+		b.pending[h] = &pendingNode{raw: raw, n: n, delta: d}
+		b.pendingBytes += len(raw)
+	}
 	b.size += len(stored)
 	if b.ingest {
 		b.spillKVs = append(b.spillKVs, kv{key, raw}) // never a delta: d is nil

@@ -9,8 +9,11 @@ package tree
 // spill, nodes ingested before Commit are unreferenced until the commit
 // moves a ref to them, so a crash leaves only garbage; spills are ingested
 // in order, one at a time, and Commit waits for the last before writing the
-// rest with the batch's refs and metadata.
+// rest with the batch's refs and metadata. The batch keeps no reference to
+// the nodes it has written out, so nodes put into it cannot be read back
+// through it (by Apply or a Builder on the same batch) before Commit.
 func (b *Batch) BulkLoad() {
 	b.ingest = true
 	b.bulk = true
+	b.load = true
 }
