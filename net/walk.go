@@ -83,12 +83,12 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 	w := &walker{sy: sy, b: b, com: newCommitter(ctx)}
 	// A tree holds no node twice (its nodes' key ranges differ), so in a
 	// store that holds no node yet, no child the walk meets is held.
-	if held, err := sy.store.HoldsNodes(); err != nil {
+	held, err := sy.store.HoldsNodes()
+	if err != nil {
 		b.Discard()
 		return err
-	} else {
-		w.empty = !held
 	}
+	w.empty = !held
 	// An initial clone into a store that holds no tree yet may be stored
 	// as a bulk load (see startBulk).
 	w.clone = !sy.hasBase && sy.head0 == node.EmptyRoot
@@ -207,9 +207,10 @@ func (w *walker) run(ctx context.Context) error {
 	q := &chunkQueue{ready: make(chan struct{}, 1)}
 	finished := make(chan error, sy.opts.Parallel)
 	inflight := 0
-	// flushLeaves fetches the value blobs of waiting leaves in one
-	// exchange; it runs when an exchange ends, when many leaves wait, and
-	// at the end, rather than for every chunk.
+	// ended: an exchange ended since the last flushLeaves, which fetches
+	// the value blobs of waiting leaves in one exchange; it runs when an
+	// exchange ends, when many leaves wait, and at the end, rather than for
+	// every chunk.
 	ended := false
 	end := func(err error) error {
 		inflight--
