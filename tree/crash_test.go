@@ -38,6 +38,12 @@ const (
 	crashGenKey  = "gen"
 	crashKeys    = 3000
 	crashGCEvery = 15 // the child collects garbage every this many generations
+	// Every crashBulkEvery-th generation is written as a bulk load: the
+	// whole generation rebuilt by a Builder whose batch ingests sstables
+	// (spills, then a tail in parallel parts), so kills also land between
+	// and during ingestions. History independence makes its root the one
+	// Update would give.
+	crashBulkEvery = 5
 	commitLog    = "committed.log"
 )
 
@@ -103,6 +109,9 @@ func TestCrashChild(t *testing.T) {
 	// Rewrite leaf levels with two goroutines, each writing its nodes
 	// ahead of the commit, so kills also land between those writes.
 	parallelMinEdits = 16
+	// Small bulk-load spills and tails, so a bulk generation ingests
+	// several sstables before its commit and its tail in parts.
+	ingestSpillBytes, ingestTailMin, tailParts = 96<<10, 16<<10, 2
 	ctx := context.Background()
 	s, err := Open(filepath.Join(dir, "store"), &Options{NoSync: !sync, CacheSize: 1 << 20})
 	if err != nil {
@@ -124,7 +133,11 @@ func TestCrashChild(t *testing.T) {
 	}
 	for {
 		g++
-		if _, err := s.Update(ctx, crashRef, genEdits(seed, g)); err != nil {
+		if g%crashBulkEvery == 0 {
+			if err := bulkGeneration(ctx, s, genEdits(seed, g)); err != nil {
+				t.Fatalf("bulk generation %d: %v", g, err)
+			}
+		} else if _, err := s.Update(ctx, crashRef, genEdits(seed, g)); err != nil {
 			t.Fatalf("generation %d: %v", g, err)
 		}
 		// A write to the page cache survives SIGKILL: once this line is in
@@ -138,6 +151,59 @@ func TestCrashChild(t *testing.T) {
 			}
 		}
 	}
+}
+
+// bulkGeneration applies edits to the crash ref's records by rebuilding the
+// whole tree with a Builder (an ingesting bulk load) and moving the ref to
+// it in the same commit.
+func bulkGeneration(ctx context.Context, s *Store, edits []Edit) error {
+	root, err := s.Root(crashRef)
+	if err != nil {
+		return err
+	}
+	recs := map[string][]byte{}
+	it := s.NewIterator(ctx, root, Range{})
+	for it.Next() {
+		v, err := s.ReadValue(ctx, it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		recs[string(it.Key())] = v
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, e := range edits {
+		if e.Delete {
+			delete(recs, string(e.Key))
+		} else {
+			recs[string(e.Key)] = e.Value
+		}
+	}
+	keys := make([]string, 0, len(recs))
+	for k := range recs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b, err := s.NewBatch()
+	if err != nil {
+		return err
+	}
+	bl := b.NewBuilder(ctx)
+	for _, k := range keys {
+		if err := bl.Add([]byte(k), recs[k]); err != nil {
+			b.Discard()
+			return err
+		}
+	}
+	r, err := bl.Finish()
+	if err != nil {
+		b.Discard()
+		return err
+	}
+	b.SetRef(crashRef, r)
+	return b.Commit(ctx)
 }
 
 // readCommitLog returns the last generation the child reported committed
@@ -197,7 +263,7 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	model := &crashModel{seed: seed, recs: map[string]string{}}
 	verified := 0 // the generation the last check found
-	var lost, lastLines, deltas int
+	var lost, lastLines, deltas, bulk, midIngest int
 	for it := 0; it < iters; it++ {
 		var out bytes.Buffer
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
@@ -245,8 +311,21 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 			t.Fatal(err)
 		}
 		lastLines = lines
-		found, nd := checkCrashedStore(t, ctx, filepath.Join(dir, "store"), model, sync)
+		// Sstables a bulk generation was writing when the kill came: Open
+		// removes them.
+		if ents, err := os.ReadDir(filepath.Join(dir, "store")); err == nil {
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), ingestPrefix) {
+					midIngest++
+					break
+				}
+			}
+		}
+		found, nd, unsettled := checkCrashedStore(t, ctx, filepath.Join(dir, "store"), model, sync)
 		deltas += nd
+		if unsettled {
+			bulk++
+		}
 		switch {
 		case found > reported+1:
 			t.Fatalf("iteration %d: store holds generation %d, but the child had committed only up to %d", it, found, reported)
@@ -267,12 +346,16 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 		lastLines = 1
 		verified = found
 	}
-	t.Logf("%d kills, reached generation %d, %d unsynced generations lost, %d delta-stored nodes seen", iters, verified, lost, deltas)
+	t.Logf("%d kills, reached generation %d, %d unsynced generations lost, %d delta-stored nodes seen, %d stores reopened after a bulk generation (%d killed while writing an sstable to ingest)",
+		iters, verified, lost, deltas, bulk, midIngest)
 	if verified == 0 {
 		t.Fatalf("the child never committed a generation")
 	}
 	if iters >= 10 && deltas == 0 {
 		t.Fatalf("no reopened store held a delta-stored node: the kills did not exercise deltas")
+	}
+	if iters >= 10 && bulk == 0 {
+		t.Fatalf("no reopened store followed a bulk generation: the kills did not exercise ingestion")
 	}
 }
 
@@ -280,7 +363,7 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 // compares its records with the generation the head names. It returns
 // that generation and how many nodes the store holds as deltas (each with
 // its base stored whole, which storedForms checks).
-func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashModel, sync bool) (int, int) {
+func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashModel, sync bool) (gen, deltas int, unsettled bool) {
 	t.Helper()
 	// Before the first commit the kill may come while the child creates
 	// the store: then it need not exist yet.
@@ -293,6 +376,11 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 			t.Fatalf("close: %v", err)
 		}
 	}()
+	// A bulk generation's commit marks the store unsettled until its
+	// background settle, which the child seldom lives to finish.
+	if unsettled, err = s.Unsettled(); err != nil {
+		t.Fatal(err)
+	}
 	root, err := s.Root(crashRef)
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +453,6 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 			t.Fatalf("generation %d: head %s, bulk build of its records %s (%v)", g, root, want, err)
 		}
 	}
-	_, deltas := storedForms(t, s)
-	return g, deltas
+	_, deltas = storedForms(t, s)
+	return g, deltas, unsettled
 }
