@@ -44,7 +44,7 @@ const (
 	// and during ingestions. History independence makes its root the one
 	// Update would give.
 	crashBulkEvery = 5
-	commitLog    = "committed.log"
+	commitLog      = "committed.log"
 )
 
 // genEdits returns the edits that turn generation g-1 into g: puts and
