@@ -161,7 +161,7 @@ func bulkGeneration(ctx context.Context, s *Store, edits []Edit) error {
 	if err != nil {
 		return err
 	}
-	recs := map[string][]byte{}
+	recs := map[string]string{}
 	it := s.NewIterator(ctx, root, Range{})
 	for it.Next() {
 		v, err := s.ReadValue(ctx, it.Value())
@@ -169,7 +169,7 @@ func bulkGeneration(ctx context.Context, s *Store, edits []Edit) error {
 			it.Close()
 			return err
 		}
-		recs[string(it.Key())] = v
+		recs[string(it.Key())] = string(v)
 	}
 	if err := it.Close(); err != nil {
 		return err
@@ -178,32 +178,11 @@ func bulkGeneration(ctx context.Context, s *Store, edits []Edit) error {
 		if e.Delete {
 			delete(recs, string(e.Key))
 		} else {
-			recs[string(e.Key)] = e.Value
+			recs[string(e.Key)] = string(e.Value)
 		}
 	}
-	keys := make([]string, 0, len(recs))
-	for k := range recs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	b, err := s.NewBatch()
-	if err != nil {
-		return err
-	}
-	bl := b.NewBuilder(ctx)
-	for _, k := range keys {
-		if err := bl.Add([]byte(k), recs[k]); err != nil {
-			b.Discard()
-			return err
-		}
-	}
-	r, err := bl.Finish()
-	if err != nil {
-		b.Discard()
-		return err
-	}
-	b.SetRef(crashRef, r)
-	return b.Commit(ctx)
+	_, err = buildModel(ctx, s, recs, crashRef)
+	return err
 }
 
 // readCommitLog returns the last generation the child reported committed

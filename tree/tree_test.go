@@ -45,6 +45,16 @@ func apply(t testing.TB, s *Store, root node.Hash, edits []Edit) node.Hash {
 
 func build(t testing.TB, s *Store, model map[string]string) node.Hash {
 	t.Helper()
+	r, err := buildModel(context.Background(), s, model, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// buildModel bulk-builds model's records with a Builder in one batch and
+// commits it, moving ref (unless empty) to the new root in the same commit.
+func buildModel(ctx context.Context, s *Store, model map[string]string, ref string) (node.Hash, error) {
 	keys := make([]string, 0, len(model))
 	for k := range model {
 		keys = append(keys, k)
@@ -52,22 +62,24 @@ func build(t testing.TB, s *Store, model map[string]string) node.Hash {
 	sort.Strings(keys)
 	b, err := s.NewBatch()
 	if err != nil {
-		t.Fatal(err)
+		return node.Hash{}, err
 	}
-	bl := b.NewBuilder(context.Background())
+	bl := b.NewBuilder(ctx)
 	for _, k := range keys {
 		if err := bl.Add([]byte(k), []byte(model[k])); err != nil {
-			t.Fatal(err)
+			b.Discard()
+			return node.Hash{}, err
 		}
 	}
 	r, err := bl.Finish()
 	if err != nil {
-		t.Fatal(err)
+		b.Discard()
+		return node.Hash{}, err
 	}
-	if err := b.Commit(context.Background()); err != nil {
-		t.Fatal(err)
+	if ref != "" {
+		b.SetRef(ref, r)
 	}
-	return r
+	return r, b.Commit(ctx)
 }
 
 // checkContents asserts that the tree at root holds exactly model.
