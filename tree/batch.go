@@ -397,6 +397,9 @@ func (b *Batch) maybeSpill() error {
 	limit := spillBytes
 	if b.ingest {
 		limit = ingestSpillBytes
+		if b.s.bulkSpill > 0 {
+			limit = b.s.bulkSpill
+		}
 	}
 	if b.size < limit {
 		return nil

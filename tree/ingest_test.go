@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arbor-sync/arbor/node"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -144,5 +145,53 @@ func TestBulkTailIngestedInParts(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestBulkSpillBytesOption: Options.BulkSpillBytes sets a bulk load's
+// spill size, so its blobs reach the store (ingested) before Commit, one
+// sstable per spill.
+func TestBulkSpillBytesOption(t *testing.T) {
+	for _, tc := range []struct {
+		spill     int
+		wantEarly bool // the first blob is stored before Commit
+	}{{0, false}, {64 << 10, true}} {
+		s, err := Open(t.TempDir(), &Options{NoSync: true, SettleDelay: -1, BulkSpillBytes: tc.spill})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.NewBatch()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.BulkLoad()
+		var hs []node.Hash
+		for i := range 8 {
+			h, err := b.PutBlob(bytes.Repeat([]byte{byte(i)}, 40<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs = append(hs, h)
+		}
+		// Spills are ingested on their own goroutine: wait for them.
+		if err := b.waitIngest(); err != nil {
+			t.Fatal(err)
+		}
+		early, err := s.HasBlob(hs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if early != tc.wantEarly {
+			t.Fatalf("BulkSpillBytes %d: first blob stored before Commit = %v", tc.spill, early)
+		}
+		if err := b.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if ok, err := s.HasBlob(h); err != nil || !ok {
+				t.Fatalf("BulkSpillBytes %d: blob %s after Commit: %v, %v", tc.spill, h, ok, err)
+			}
+		}
+		s.Close()
 	}
 }

@@ -70,6 +70,13 @@ type Options struct {
 	// store starts to settle it in the background (see Store.Settle).
 	// Zero means one second; negative means never in the background.
 	SettleDelay time.Duration
+	// BulkSpillBytes is the size of a bulk load's spills (Batch.BulkLoad,
+	// a Builder's batch, an initial clone): each is written as a sorted
+	// sstable and ingested while the load goes on. A load holds about
+	// three spills in memory (one filling, two being written), and a load
+	// killed midway keeps what it ingested. Zero means 32 MiB: smaller
+	// spills cost more fsyncs and compaction.
+	BulkSpillBytes int
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -95,6 +102,7 @@ type Store struct {
 	// settler moves a bulk load's inline values to blob files (settle.go).
 	settler     settler
 	settleDelay time.Duration // Options.SettleDelay with its default
+	bulkSpill   int           // Options.BulkSpillBytes; zero: ingestSpillBytes
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -245,6 +253,7 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache),
 		gcRun: make(chan struct{}, 1), closed: make(chan struct{})}
 	s.drained = sync.NewCond(&s.closeMu)
+	s.bulkSpill = o.BulkSpillBytes
 	s.settleDelay = o.SettleDelay
 	if s.settleDelay == 0 {
 		s.settleDelay = defaultSettleDelay
