@@ -58,15 +58,7 @@ func TestFailedSpillWaitsForTheOneBefore(t *testing.T) {
 	ingestSpillBytes = 64 << 10
 	t.Cleanup(func() { ingestSpillBytes = old })
 
-	s, err := Open(t.TempDir(), &Options{NoSync: true, SettleDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.NewBatch()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.BulkLoad()
+	s, b := openBulkLoad(t, 0)
 	for i := range 2 { // two spills: the first held at its fsync, the second failing
 		if _, err := b.PutBlob(bytes.Repeat([]byte{byte(i)}, 70<<10)); err != nil {
 			t.Fatal(err)
@@ -81,7 +73,7 @@ func TestFailedSpillWaitsForTheOneBefore(t *testing.T) {
 		mu.Unlock()
 		close(fs.gate)
 	}()
-	err = b.Commit(context.Background())
+	err := b.Commit(context.Background())
 	mu.Lock()
 	early := !released
 	mu.Unlock()
@@ -156,15 +148,7 @@ func TestBulkSpillBytesOption(t *testing.T) {
 		spill     int
 		wantEarly bool // the first blob is stored before Commit
 	}{{0, false}, {64 << 10, true}} {
-		s, err := Open(t.TempDir(), &Options{NoSync: true, SettleDelay: -1, BulkSpillBytes: tc.spill})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := s.NewBatch()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.BulkLoad()
+		s, b := openBulkLoad(t, tc.spill)
 		var hs []node.Hash
 		for i := range 8 {
 			h, err := b.PutBlob(bytes.Repeat([]byte{byte(i)}, 40<<10))
@@ -194,4 +178,20 @@ func TestBulkSpillBytesOption(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+// openBulkLoad opens a new NoSync store that never settles in the
+// background, with Options.BulkSpillBytes spill, and starts a bulk load.
+func openBulkLoad(t *testing.T, spill int) (*Store, *Batch) {
+	t.Helper()
+	s, err := Open(t.TempDir(), &Options{NoSync: true, SettleDelay: -1, BulkSpillBytes: spill})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.NewBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.BulkLoad()
+	return s, b
 }
