@@ -75,7 +75,7 @@ type Options struct {
 	// sstable and ingested while the load goes on. A load holds about
 	// three spills in memory (one filling, two being written), and a load
 	// killed midway keeps what it ingested. Zero means 32 MiB: smaller
-	// spills cost more fsyncs and compaction.
+	// spills cost more fsyncs and compaction. Negative means the default too.
 	BulkSpillBytes int
 }
 
