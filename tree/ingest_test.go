@@ -141,8 +141,8 @@ func TestBulkTailIngestedInParts(t *testing.T) {
 }
 
 // TestBulkSpillBytesOption: Options.BulkSpillBytes sets a bulk load's
-// spill size, so its blobs reach the store (ingested) before Commit, one
-// sstable per spill.
+// spill size: with a small one, the first blobs are ingested (stored)
+// before Commit; with the default, nothing is before Commit.
 func TestBulkSpillBytesOption(t *testing.T) {
 	for _, tc := range []struct {
 		spill     int
