@@ -33,6 +33,7 @@ const (
 	msgGetBlobs  byte = 0x12 // client → server: value blob hashes to fetch
 	msgBlob      byte = 0x13 // server → client: one value blob
 	msgNodeDelta byte = 0x14 // server → client: one node as a delta against a hint node
+	msgGetTree   byte = 0x15 // client → server: roots of subtrees to stream whole
 	msgPush      byte = 0x20 // client → server: one local change
 	msgPushDone  byte = 0x21 // server → client: push outcome
 	msgGetChange byte = 0x30 // client → server: changes between two roots
@@ -60,6 +61,8 @@ func msgName(t byte) string {
 		return "Blob"
 	case msgNodeDelta:
 		return "NodeDelta"
+	case msgGetTree:
+		return "GetTree"
 	case msgPush:
 		return "Push"
 	case msgPushDone:

@@ -151,6 +151,18 @@ func TestHostileClients(t *testing.T) {
 			st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs([]nodeReq{{Hash: node.Sum([]byte("secret"))}})))
 			st.Close()
 		}, codeForbidden},
+		{"subtree never shown", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgGetTree, encodeHashes([]node.Hash{node.Sum([]byte("secret"))})))
+			st.Close()
+		}, codeForbidden},
+		{"subtree request malformed", func(t *testing.T, qc *quic.Conn) {
+			rawHello(t, qc, good)
+			st, _ := qc.OpenStreamSync(context.Background())
+			st.Write(appendFrame(nil, msgGetTree, []byte{3, 1, 2}))
+			st.Close()
+		}, codeProtocol},
 		{"blob never shown", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
@@ -287,69 +299,117 @@ func fakeServer(t *testing.T, handle func(qc *quic.Conn, hello hello, ex *exchan
 // TestLyingServer: a client verifies everything a server sends.
 func TestLyingServer(t *testing.T) {
 	real := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+	// serve answers the client's one request of type want on a new
+	// stream with frames, and reports whether the request came.
+	serve := func(qc *quic.Conn, want byte, frames ...frame) {
+		st, err := qc.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		var c counters
+		ex := newExchange(st, &c, 5*time.Second, DefaultMaxFrame, "test client")
+		if _, err := ex.recv(want); err != nil {
+			ex.fail(err) // an Error frame the client does not expect: not ErrProtocol
+			return
+		}
+		for _, f := range frames {
+			ex.send(f.Type, f.Payload)
+		}
+		ex.closeSend()
+	}
+	welcomeTo := func(ex *exchange, h hello, root []byte) {
+		ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(root), Config: h.Config, RootNode: root}.encode())
+		ex.closeSend()
+	}
+	branchAt := func(level int, children ...[]byte) []byte {
+		var es []node.Entry
+		for i, c := range children {
+			es = append(es, node.Entry{Key: []byte{'k', byte(i)}, Payload: node.AppendChildPayload(nil, node.Sum(c), 1)})
+		}
+		return node.Encode(level, es)
+	}
+	branchOver := func(children ...[]byte) []byte { return branchAt(1, children...) }
+	// A leaf with an out-of-line value of one chunk.
+	chunk := bytes.Repeat([]byte("c"), 2*node.MaxInlineValue)
+	index := node.EncodeValueIndex([]node.Chunk{{Hash: node.Sum(chunk), Size: uint32(len(chunk))}})
+	refLeaf := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.Sum(index), uint64(len(chunk))).AppendPayload(nil)}})
+	other := node.Encode(0, []node.Entry{{Key: []byte("z"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+
 	tests := []struct {
 		name   string
+		byNode bool // the client walks node by node (GetNodes), as one that holds a tree does, not by subtree streams
 		handle func(qc *quic.Conn, h hello, ex *exchange)
 		want   error
 	}{
-		{"root node with the wrong hash", func(qc *quic.Conn, h hello, ex *exchange) {
+		{"root node with the wrong hash", false, func(qc *quic.Conn, h hello, ex *exchange) {
 			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum([]byte("other")), Config: h.Config, RootNode: real}.encode())
 			ex.closeSend()
 		}, ErrProtocol},
-		{"corrupt root node", func(qc *quic.Conn, h hello, ex *exchange) {
+		{"corrupt root node", false, func(qc *quic.Conn, h hello, ex *exchange) {
 			bad := append([]byte(nil), real...)
 			bad[len(bad)-1] ^= 0xff
 			bad = append(bad, 1)
 			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(bad), Config: h.Config, RootNode: bad}.encode())
 			ex.closeSend()
 		}, ErrProtocol},
-		{"oversized frame", func(qc *quic.Conn, h hello, ex *exchange) {
+		{"oversized frame", false, func(qc *quic.Conn, h hello, ex *exchange) {
 			ex.st.Write([]byte{ProtocolVersion, msgWelcome, 0xff, 0xff, 0xff, 0xff, 0x0f})
 			ex.st.Close()
 		}, ErrFrameTooLarge},
-		{"unknown message", func(qc *quic.Conn, h hello, ex *exchange) {
+		{"unknown message", false, func(qc *quic.Conn, h hello, ex *exchange) {
 			ex.st.Write([]byte{ProtocolVersion, 0x66, 0})
 			ex.st.Close()
 		}, ErrProtocol},
-		{"wrong node in walk", func(qc *quic.Conn, h hello, ex *exchange) {
-			br := node.Encode(1, []node.Entry{{Key: []byte("k"), Payload: node.AppendChildPayload(nil, node.Sum([]byte("child")), 1)}})
-			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(br), Config: h.Config, RootNode: br}.encode())
-			ex.closeSend()
-			st, err := qc.AcceptStream(context.Background())
-			if err != nil {
-				return
-			}
-			var c counters
-			ex2 := newExchange(st, &c, 5*time.Second, DefaultMaxFrame, "test client")
-			ex2.recv(msgGetNodes)
-			ex2.send(msgNode, real)
-			ex2.send(msgEnd, encodeEnd(1))
-			ex2.closeSend()
+		{"wrong node in walk", true, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(node.EmptyLeaf))
+			serve(qc, msgGetNodes, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
-		{"delta without a hint", func(qc *quic.Conn, h hello, ex *exchange) {
-			br := node.Encode(1, []node.Entry{{Key: []byte("k"), Payload: node.AppendChildPayload(nil, node.Sum(real), 1)}})
-			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(br), Config: h.Config, RootNode: br}.encode())
-			ex.closeSend()
-			st, err := qc.AcceptStream(context.Background())
-			if err != nil {
-				return
-			}
-			var c counters
-			ex2 := newExchange(st, &c, 5*time.Second, DefaultMaxFrame, "test client")
-			ex2.recv(msgGetNodes)
-			ex2.send(msgNodeDelta, []byte{0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'})
-			ex2.send(msgEnd, encodeEnd(1))
-			ex2.closeSend()
+		{"delta without a hint", true, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(real))
+			serve(qc, msgGetNodes, frame{msgNodeDelta, []byte{0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'}}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
-		{"server hangs", func(qc *quic.Conn, h hello, ex *exchange) {}, nil},
+		{"wrong node in subtree stream", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(node.EmptyLeaf))
+			serve(qc, msgGetTree, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)})
+		}, ErrProtocol},
+		{"subtree stream cut short", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			mid := branchOver(real, other)
+			welcomeTo(ex, h, branchAt(2, mid))
+			serve(qc, msgGetTree, frame{msgNode, mid}, frame{msgNode, real}, frame{msgEnd, encodeEnd(2)})
+		}, ErrProtocol},
+		{"subtree stream's count lies", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(real))
+			serve(qc, msgGetTree, frame{msgNode, real}, frame{msgEnd, encodeEnd(2)})
+		}, ErrProtocol},
+		{"subtree stream goes on after its end", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(real))
+			serve(qc, msgGetTree, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)}, frame{msgNode, other})
+		}, ErrProtocol},
+		{"value blob that is not the value's", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(refLeaf))
+			serve(qc, msgGetTree, frame{msgNode, refLeaf}, frame{msgBlob, index}, frame{msgBlob, []byte("not the chunk")}, frame{msgEnd, encodeEnd(1)})
+		}, ErrProtocol},
+		{"value index that is not one", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			bad := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.Sum(chunk), uint64(len(chunk))).AppendPayload(nil)}})
+			welcomeTo(ex, h, branchOver(bad))
+			serve(qc, msgGetTree, frame{msgNode, bad}, frame{msgBlob, chunk}, frame{msgEnd, encodeEnd(1)})
+		}, ErrProtocol},
+		{"value blobs missing", false, func(qc *quic.Conn, h hello, ex *exchange) {
+			welcomeTo(ex, h, branchOver(refLeaf))
+			serve(qc, msgGetTree, frame{msgNode, refLeaf}, frame{msgEnd, encodeEnd(1)})
+		}, ErrProtocol},
+		{"server hangs", false, func(qc *quic.Conn, h hello, ex *exchange) {}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, fp := fakeServer(t, tt.handle)
 			c := openStore(t, t.TempDir(), smallChunks)
 			defer c.Close()
+			walkStreams = !tt.byNode
+			defer func() { walkStreams = true }()
 			opts := ClientOptions{Server: addr, Token: "t", Fingerprint: fp, IOTimeout: 500 * time.Millisecond}
 			_, err := Sync(context.Background(), c, opts)
+			t.Log(err)
 			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}

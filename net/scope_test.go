@@ -164,6 +164,45 @@ func TestScopedNodeRequestRefused(t *testing.T) {
 	}
 }
 
+// TestScopedTreeRequestRefused: a subtree stream is for sessions that may
+// read every key; a scoped one is refused even a subtree it was shown.
+func TestScopedTreeRequestRefused(t *testing.T) {
+	ts := startServer(t, smallChunks, func(o *ServerOptions) {
+		o.Tokens = append(o.Tokens, Token{Token: "tok-carol-0123456789", ClientID: "carol", Read: pfx("key-0001")})
+	})
+	put(t, ts.store, 0, 1000, 1)
+	root := ref(t, ts.store, HeadRef)
+	rn, err := ts.store.Node(context.Background(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside, _ := rn.Child(0) // holds key-000100: shown with the root
+	for _, tok := range []string{"tok-carol-0123456789", alice} {
+		cl, err := dial(context.Background(), ClientOptions{Server: ts.addr, Fingerprint: ts.fp, IOTimeout: 5e9, MaxFrame: DefaultMaxFrame},
+			ts.fp, hello{Token: tok, Flags: flagWalk, Config: smallChunks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sy := &syncer{cl: cl, opts: ClientOptions{IOTimeout: 5e9}}
+		var got int
+		err = sy.fetchTrees(context.Background(), []walkItem{{h: inside, level: rn.Level() - 1}}, func(r walkResult) error {
+			got += len(r.nodes)
+			return nil
+		})
+		cl.close()
+		if tok == alice {
+			// The same request from a session that reads everything.
+			if err != nil || got < 2 {
+				t.Fatalf("unscoped: err = %v, %d nodes", err, got)
+			}
+			continue
+		}
+		if err == nil || !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "read scope") || got != 0 {
+			t.Fatalf("scoped subtree request: err = %v and %d nodes, want refusal", err, got)
+		}
+	}
+}
+
 // TestValidateHook: the embedder's validation rejects one change with a
 // reason that reaches the client; the other changes commit.
 func TestValidateHook(t *testing.T) {

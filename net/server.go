@@ -619,7 +619,7 @@ func (sess *session) handle(ctx context.Context, ex *exchange) error {
 }
 
 func (sess *session) handle1(ctx context.Context, ex *exchange) error {
-	f, err := ex.recv(msgGetNodes, msgGetBlobs, msgPush, msgGetChange, msgWatch)
+	f, err := ex.recv(msgGetNodes, msgGetTree, msgGetBlobs, msgPush, msgGetChange, msgWatch)
 	if err != nil {
 		return err
 	}
@@ -633,6 +633,8 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 	switch f.Type {
 	case msgGetNodes:
 		return sess.getNodes(ctx, ex, f.Payload)
+	case msgGetTree:
+		return sess.getTree(ctx, ex, f.Payload)
 	case msgGetBlobs:
 		return sess.getBlobs(ctx, ex, f.Payload)
 	case msgGetChange:
@@ -691,6 +693,103 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 		return err
 	}
 	return ex.flush()
+}
+
+// getTree streams the whole subtree under each requested node, depth first
+// in key order: a node, then its children's subtrees, left to right; a
+// leaf's out-of-line values follow it, each as its value index and then
+// the index's chunks. The client knows from each node which hashes come
+// next and checks everything against them, so nothing under a requested
+// node needs to be shown and taken one by one as GetNodes and GetBlobs do:
+// that bookkeeping, and a request and a round trip per level, are what a
+// clone saves. Only a session that may read every key is served (a partial
+// one walks node by node, pruned to its scope).
+func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error {
+	hs, err := decodeHashes(msgGetTree, p, maxRequestHashes)
+	if err != nil {
+		return err
+	}
+	if !sess.read.IsAll() {
+		return fmt.Errorf("%w: GetTree needs a read scope of every key", errForbidden)
+	}
+	// path runs from the requested node down to the current one: each
+	// branch with the index of its next child to send.
+	type step struct {
+		n    *node.Node
+		next int
+	}
+	var path []step
+	var sent uint64
+	for _, h := range hs {
+		if _, ok := sess.takeNode(h); !ok {
+			return fmt.Errorf("%w: node %s", errForbidden, h)
+		}
+		for {
+			n, err := sess.s.store.Node(ctx, h)
+			if err != nil {
+				return fmt.Errorf("node %s: %w", h, err)
+			}
+			if err := ex.send(msgNode, n.Raw()); err != nil {
+				return err
+			}
+			sent++
+			if n.IsLeaf() {
+				if err := sess.sendValues(ctx, ex, n); err != nil {
+					return err
+				}
+			} else if n.Len() > 0 {
+				path = append(path, step{n: n})
+			}
+			for len(path) > 0 && path[len(path)-1].next == path[len(path)-1].n.Len() {
+				path = path[:len(path)-1]
+			}
+			if len(path) == 0 {
+				break
+			}
+			top := &path[len(path)-1]
+			h, _ = top.n.Child(top.next)
+			top.next++
+		}
+	}
+	if err := ex.send(msgEnd, encodeEnd(sent)); err != nil {
+		return err
+	}
+	return ex.flush()
+}
+
+// sendValues sends, for a subtree stream, the blobs of leaf n's out-of-line
+// values in the order of its keys: each value's index, then its chunks.
+func (sess *session) sendValues(ctx context.Context, ex *exchange, n *node.Node) error {
+	for i := 0; i < n.Len() && n.Refs() > 0; i++ {
+		if p := n.Payload(i); p[0] == 0 {
+			continue // inline value
+		}
+		v := n.Value(i)
+		if !v.IsRef {
+			continue
+		}
+		ix, err := sess.s.store.Blob(ctx, v.Ref)
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", v.Ref, err)
+		}
+		chunks, _, err := node.DecodeValueIndex(ix)
+		if err != nil {
+			return fmt.Errorf("value index %s: %w", v.Ref, err)
+		}
+		if err := ex.send(msgBlob, ix); err != nil {
+			return err
+		}
+		for _, c := range chunks {
+			b, err := sess.s.store.Blob(ctx, c.Hash)
+			if err != nil {
+				return fmt.Errorf("blob %s: %w", c.Hash, err)
+			}
+			if err := ex.send(msgBlob, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (sess *session) getBlobs(ctx context.Context, ex *exchange, p []byte) error {

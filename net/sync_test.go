@@ -225,6 +225,7 @@ func TestManyExchangesOneSession(t *testing.T) {
 	ts := startServer(t, smallChunks, nil)
 	put(t, ts.store, 0, 800, 1)
 	c := openStore(t, t.TempDir(), smallChunks)
+	put(t, c, 5000, 5001, 1) // a store that holds nodes walks node by node
 	opts := ts.opts(alice)
 	opts.BatchNodes, opts.Parallel = 1, 3
 	res := mustSync(t, c, opts)

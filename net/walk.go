@@ -22,6 +22,10 @@ const (
 // ingestion spills. A variable so that tests can clone small trees in bulk.
 var walkBulkMin int64 = 64 << 20
 
+// walkStreams lets a walk into an empty store fetch subtrees whole
+// (GetTree). A variable so that tests can make such a walk go node by node.
+var walkStreams = true
+
 // pendingNode is a fetched branch whose children are not all stored yet.
 // It is stored only when they are, so a stored node always has its whole
 // subtree stored: the invariant that lets a walk skip every subtree whose
@@ -38,13 +42,24 @@ type walkItem struct {
 	level  int       // expected level; -1 for the root
 	lo     []byte    // the node's keys lie above lo (nil: unbounded); for a partial walk
 	open   bool      // the node is on the tree's right edge: its interval is unbounded above
+	count  uint64    // records under the node, as its parent says
 	parent *pendingNode
+	// self is set on a branch that came in a subtree stream (GetTree): its
+	// children follow in the same stream, so the fetcher made its pending
+	// entry, for them to point at.
+	self *pendingNode
+	// blob is set on an item that is not a node but a value blob from a
+	// subtree stream, verified, for the leaf before it; index marks a
+	// value index, which comes after its chunks.
+	blob  []byte
+	index bool
 }
 
 // walkResult is a chunk of a fetch's verified nodes.
 type walkResult struct {
-	items []walkItem
-	nodes []*node.Node // verified against items
+	items  []walkItem
+	nodes  []*node.Node  // verified against items
+	values *streamValues // the subtree stream's, if it came from one
 }
 
 // walker fetches the server's tree under a root, level by level, skipping
@@ -58,9 +73,20 @@ type walker struct {
 	clone    bool // an initial clone into an empty store, nothing stored yet
 	empty    bool // the store held no node when the walk began
 	bulk     bool // b is a bulk load (startBulk), committed at the end
+	stream   bool // fetch whole subtrees (GetTree), not nodes level by level
 	com      *committer
 	frontier [node.MaxLevel + 1][]walkItem
 	leaves   []leafWait // leaves waiting for their value blobs
+	// values is the subtree stream of the chunk being processed (nil for
+	// a node fetch): see streamValues.
+	values *streamValues
+}
+
+// streamValues is a subtree stream's leaf whose value blobs are arriving,
+// or nil: refs holds the indexes still to come. Chunks of different
+// streams interleave, so each stream has its own.
+type streamValues struct {
+	leaf *leafWait
 }
 
 type leafWait struct {
@@ -89,6 +115,10 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 		return err
 	}
 	w.empty = !held
+	// Into an empty store every subtree is fetched whole, so the server
+	// may stream each one, unasked node by node, when it may send all of
+	// it (no scope to prune to).
+	w.stream = walkStreams && w.empty && !sy.partial && sy.added.IsEmpty()
 	// An initial clone into a store that holds no tree yet may be stored
 	// as a bulk load (see startBulk).
 	w.clone = !sy.hasBase && sy.head0 == node.EmptyRoot
@@ -104,7 +134,7 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 	if sy.cl.w.Root == root && len(sy.cl.w.RootNode) > 0 {
 		it := walkItem{h: root, hint: hint, level: -1, open: true}
 		var n *node.Node
-		if n, err = sy.verifyNode(it, sy.cl.w.RootNode); err == nil {
+		if n, err = sy.verifyNode(nil, it, sy.cl.w.RootNode); err == nil {
 			err = w.process(ctx, it, n)
 		}
 	} else {
@@ -193,6 +223,43 @@ func (w *walker) take(n int) []walkItem {
 	return nil
 }
 
+// takeTrees removes from the frontier the subtrees of one GetTree request:
+// about a 1/(streamShare × Parallel) share of the tree, by the records
+// under them, so that the fetchers' last responses end close together. A
+// branch over more than that share is not streamed whole but fetched as a
+// node (whole is false), so that its children are shared out instead.
+func (w *walker) takeTrees() (items []walkItem, whole bool) {
+	want := max(uint64(max(w.sy.total, 1))/uint64(streamShare*w.sy.opts.Parallel), streamMinRecords)
+	for l := range w.frontier {
+		f := w.frontier[l]
+		if len(f) == 0 {
+			continue
+		}
+		split := func(it walkItem) bool { return it.level > 0 && it.count > want }
+		var got uint64
+		k := 0
+		whole = !split(f[len(f)-1])
+		for k < len(f) && k < maxRequestHashes && split(f[len(f)-1-k]) != whole {
+			if whole && k > 0 && got >= want {
+				break
+			}
+			got += f[len(f)-1-k].count
+			k++
+		}
+		items = append([]walkItem(nil), f[len(f)-k:]...)
+		w.frontier[l] = f[:len(f)-k]
+		return items, whole
+	}
+	return nil, false
+}
+
+// streamShare × Parallel is how many GetTree requests a clone makes, about,
+// unless that would make them smaller than streamMinRecords records (a
+// variable for tests).
+const streamShare = 8
+
+var streamMinRecords uint64 = 1 << 16
+
 func (w *walker) run(ctx context.Context) error {
 	sy := w.sy
 	ctx, cancel := context.WithCancel(ctx) // also stops the fetchers on an early return
@@ -205,6 +272,9 @@ func (w *walker) run(ctx context.Context) error {
 	// exchange comes on its own channel, so the next request goes out as
 	// soon as a response has arrived, not once it has been stored.
 	q := &chunkQueue{ready: make(chan struct{}, 1)}
+	if queueHook != nil {
+		defer func() { queueHook(q.peak) }()
+	}
 	finished := make(chan error, sy.opts.Parallel)
 	inflight := 0
 	// ended: an exchange ended since the last flushLeaves, which fetches
@@ -240,6 +310,19 @@ func (w *walker) run(ctx context.Context) error {
 			}
 		}
 		for inflight < sy.opts.Parallel {
+			if w.stream {
+				items, whole := w.takeTrees()
+				if items == nil {
+					break
+				}
+				inflight++
+				if whole {
+					go func() { finished <- sy.fetchTrees(ctx, items, q.pushWait(ctx)) }()
+				} else {
+					go func() { finished <- sy.fetchNodes(ctx, items, q.push) }()
+				}
+				continue
+			}
 			items := w.take(sy.opts.BatchNodes)
 			if items == nil {
 				break
@@ -263,6 +346,7 @@ func (w *walker) run(ctx context.Context) error {
 			}
 			continue
 		}
+		w.values = r.values
 		for i, n := range r.nodes {
 			if err := w.process(ctx, r.items[i], n); err != nil {
 				return err
@@ -283,21 +367,59 @@ func (w *walker) run(ctx context.Context) error {
 // the walker fetches them, even in the middle of an exchange.
 const walkLeafBatch = 1024
 
-// chunkQueue passes fetched chunks from the fetchers to the walker without
-// ever blocking a fetcher.
+// chunkQueue passes fetched chunks from the fetchers to the walker. A
+// node fetcher never waits (see run); a subtree fetcher, whose response
+// has no bound, waits while the queue holds walkQueueBytes or more.
 type chunkQueue struct {
 	mu     sync.Mutex
 	chunks []walkResult
+	bytes  int
+	peak   int           // the most bytes it held
 	ready  chan struct{} // holds a token after a push
+	space  chan struct{} // closed when the queue drops below walkQueueBytes
 }
+
+// walkQueueBytes bounds what subtree fetchers queue for the walker, but
+// for the chunk each may add past it. A variable for tests.
+var walkQueueBytes = 16 << 20
+
+// queueHook, set by tests, observes the most a walk's queue held.
+var queueHook func(peak int)
 
 func (q *chunkQueue) push(r walkResult) {
 	q.mu.Lock()
 	q.chunks = append(q.chunks, r)
+	q.bytes += r.size()
+	q.peak = max(q.peak, q.bytes)
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
 	default:
+	}
+}
+
+// pushWait returns a push that first waits for room in the queue, or for
+// ctx to end. The walker never needs the network to drain the queue (a
+// subtree stream carries its value blobs), so the wait always ends.
+func (q *chunkQueue) pushWait(ctx context.Context) func(walkResult) error {
+	return func(r walkResult) error {
+		q.mu.Lock()
+		for q.bytes >= walkQueueBytes {
+			if q.space == nil {
+				q.space = make(chan struct{})
+			}
+			space := q.space
+			q.mu.Unlock()
+			select {
+			case <-space:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			q.mu.Lock()
+		}
+		q.mu.Unlock()
+		q.push(r)
+		return nil
 	}
 }
 
@@ -310,7 +432,24 @@ func (q *chunkQueue) pop() (walkResult, bool) {
 	r := q.chunks[0]
 	q.chunks[0] = walkResult{}
 	q.chunks = q.chunks[1:]
+	if q.bytes -= r.size(); q.bytes < walkQueueBytes && q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
 	return r, true
+}
+
+// size is about what r holds in memory.
+func (r walkResult) size() int {
+	n := 0
+	for i, it := range r.items {
+		if it.blob != nil {
+			n += len(it.blob)
+		} else if nd := r.nodes[i]; nd != nil {
+			n += len(nd.Raw())
+		}
+	}
+	return n
 }
 
 // A fetch hands its verified nodes to the walker in chunks of at most
@@ -344,6 +483,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 		return err
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
+	var dec node.Decoder
 	var chunk walkResult
 	chunkBytes := 0
 	add := func(it walkItem, n *node.Node) {
@@ -365,7 +505,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 			return err
 		}
 		if f.Type == msgNode {
-			n, err := sy.verifyNode(items[i], f.Payload)
+			n, err := sy.verifyNode(&dec, items[i], f.Payload)
 			if err != nil {
 				return err
 			}
@@ -390,7 +530,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 		if err != nil {
 			return fmt.Errorf("%s: node %s: %w", sy.cl.peer, hs[i].Hash, err)
 		}
-		n, err := sy.verifyNode(items[i], raw)
+		n, err := sy.verifyNode(&dec, items[i], raw)
 		if err != nil {
 			// Either the server lied or the local hint node is corrupt:
 			// ask again for the whole node, which settles it.
@@ -425,10 +565,159 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 	return sy.fetchNodes(ctx, retry, emit)
 }
 
+// fetchTrees requests the whole subtrees under items in one exchange and
+// hands their nodes, verified, to emit in chunks as they arrive. The server
+// sends each subtree depth first, a node before its children's subtrees:
+// every node's hash is known before it arrives, from its parent.
+func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(walkResult) error) error {
+	hs := make([]node.Hash, len(items))
+	for i, it := range items {
+		hs[i] = it.h
+	}
+	ex, err := sy.cl.open(ctx)
+	if err != nil {
+		return err
+	}
+	if err := ex.send(msgGetTree, encodeHashes(hs)); err != nil {
+		return err
+	}
+	if err := ex.closeSend(); err != nil {
+		return err
+	}
+	ex.fr.own = true // each node keeps its frame's buffer
+	var dec node.Decoder
+	var chunk walkResult
+	chunkBytes := 0
+	var got uint64
+	// path holds the branches whose children are still arriving, each with
+	// the index of the next.
+	type step struct {
+		p    *pendingNode
+		next int
+	}
+	var path []step
+	values := new(streamValues)
+	add := func(it walkItem, n *node.Node, size int) error {
+		if chunk.items == nil {
+			chunk = walkResult{items: make([]walkItem, 0, walkChunkNodes), nodes: make([]*node.Node, 0, walkChunkNodes), values: values}
+		}
+		chunk.items = append(chunk.items, it)
+		chunk.nodes = append(chunk.nodes, n)
+		if chunkBytes += size; len(chunk.items) == walkChunkNodes || chunkBytes >= walkChunkBytes {
+			if err := emit(chunk); err != nil {
+				return err
+			}
+			chunk, chunkBytes = walkResult{}, 0
+		}
+		return nil
+	}
+	for _, it := range items {
+		for {
+			f, err := ex.recv(msgNode)
+			if err != nil {
+				return err
+			}
+			n, err := sy.verifyNode(&dec, it, f.Payload)
+			if err != nil {
+				return err
+			}
+			got++
+			if !n.IsLeaf() && n.Len() > 0 {
+				it.self = &pendingNode{n: n, missing: n.Len(), parent: it.parent}
+				path = append(path, step{p: it.self})
+			}
+			if err := add(it, n, len(n.Raw())); err != nil {
+				return err
+			}
+			if n.IsLeaf() && n.Refs() > 0 {
+				if err := sy.recvValues(ex, n, add); err != nil {
+					return err
+				}
+			}
+			for len(path) > 0 && path[len(path)-1].next == path[len(path)-1].p.n.Len() {
+				path = path[:len(path)-1]
+			}
+			if len(path) == 0 {
+				break
+			}
+			top := &path[len(path)-1]
+			c, cnt := top.p.n.Child(top.next)
+			top.next++
+			it = walkItem{h: c, level: top.p.n.Level() - 1, count: cnt, parent: top.p}
+		}
+	}
+	f, err := ex.recv(msgEnd)
+	if err == nil {
+		var n uint64
+		if n, err = decodeEnd(f.Payload); err == nil && n != got {
+			err = fmt.Errorf("%s: %w: End says %d nodes, received %d", sy.cl.peer, ErrProtocol, n, got)
+		}
+	}
+	if err == nil {
+		err = ex.expectEOF()
+	}
+	if err != nil {
+		return err
+	}
+	if chunk.items != nil {
+		return emit(chunk)
+	}
+	return nil
+}
+
+// recvValues receives, in a subtree stream, the value blobs of leaf n, just
+// received: for each out-of-line value in key order, its value index and
+// then the index's chunks, each checked against the hash it must have. It
+// passes them to add chunks first, then their index, the order they must be
+// stored in (a stored index implies its chunks).
+func (sy *syncer) recvValues(ex *exchange, n *node.Node, add func(walkItem, *node.Node, int) error) error {
+	recv := func(h node.Hash) ([]byte, error) {
+		f, err := ex.recv(msgBlob)
+		if err != nil {
+			return nil, err
+		}
+		if got := node.Sum(f.Payload); got != h {
+			return nil, fmt.Errorf("%s: %w: blob %s: bytes hash to %s", sy.cl.peer, ErrProtocol, h, got)
+		}
+		return f.Payload, nil
+	}
+	for i := 0; i < n.Len(); i++ {
+		if p := n.Payload(i); p[0] == 0 {
+			continue // inline value
+		}
+		v := n.Value(i)
+		if !v.IsRef {
+			continue
+		}
+		ix, err := recv(v.Ref)
+		if err != nil {
+			return err
+		}
+		chunks, _, err := node.DecodeValueIndex(ix)
+		if err != nil {
+			return fmt.Errorf("%s: %w: value index %s: %w", sy.cl.peer, ErrProtocol, v.Ref, err)
+		}
+		for _, c := range chunks {
+			b, err := recv(c.Hash)
+			if err != nil {
+				return err
+			}
+			if err := add(walkItem{h: c.Hash, blob: b}, nil, len(b)); err != nil {
+				return err
+			}
+		}
+		if err := add(walkItem{h: v.Ref, blob: ix, index: true}, nil, len(ix)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // verifyNode checks a received node against what was asked for: it must
 // decode, hash to the requested hash and stand at the expected level.
-func (sy *syncer) verifyNode(it walkItem, raw []byte) (*node.Node, error) {
-	n, err := node.Decode(raw)
+// A fetcher passes its own Decoder (see node.Decoder); nil is Decode's.
+func (sy *syncer) verifyNode(d *node.Decoder, it walkItem, raw []byte) (*node.Node, error) {
+	n, err := d.Decode(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: node %s: %w", sy.cl.peer, ErrProtocol, it.h, err)
 	}
@@ -444,6 +733,9 @@ func (sy *syncer) verifyNode(it walkItem, raw []byte) (*node.Node, error) {
 // process queues a verified node's missing children, or stores it.
 func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 	sy := w.sy
+	if it.blob != nil {
+		return w.putValueBlob(ctx, it)
+	}
 	if it.level < 0 {
 		sy.total, sy.records = int64(n.Count()), 0
 	}
@@ -463,11 +755,21 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			}
 		}
 		sy.records += int64(n.Len())
+		if len(refs) > 0 && w.values != nil {
+			// Its value blobs follow it in the stream.
+			w.startBulk(len(n.Raw()))
+			w.values.leaf = &leafWait{n: n, refs: refs, parent: it.parent}
+			return nil
+		}
 		if len(refs) > 0 {
 			w.leaves = append(w.leaves, leafWait{n: n, refs: refs, parent: it.parent})
 			return nil
 		}
 		return w.put(ctx, n, it.parent)
+	}
+	if it.self != nil {
+		w.pending++ // its children follow in the same stream
+		return nil
 	}
 	p := &pendingNode{n: n, parent: it.parent}
 	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
@@ -542,13 +844,35 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 			continue
 		}
 		p.missing++
-		w.frontier[below] = append(w.frontier[below], walkItem{h: c, hint: hint, level: below, lo: clo, open: open, parent: p})
+		w.frontier[below] = append(w.frontier[below], walkItem{h: c, hint: hint, level: below, lo: clo, open: open, count: cnt, parent: p})
 	}
 	if p.missing == 0 {
 		return w.put(ctx, n, it.parent)
 	}
 	w.pending++
 	return nil
+}
+
+// putValueBlob stores a value blob of a streamed leaf, and the leaf once
+// the last of its value indexes is stored.
+func (w *walker) putValueBlob(ctx context.Context, it walkItem) error {
+	l := w.values.leaf
+	if l == nil || (it.index && l.refs[0] != it.h) {
+		// fetchTrees passes a leaf's blobs right after it, in order.
+		return fmt.Errorf("arbor sync: value blob %s out of order in a subtree stream", it.h)
+	}
+	if _, err := w.b.PutBlob(it.blob); err != nil {
+		return err
+	}
+	w.sy.res.BlobsFetched++
+	if !it.index {
+		return nil
+	}
+	if l.refs = l.refs[1:]; len(l.refs) > 0 {
+		return nil
+	}
+	w.values.leaf = nil
+	return w.put(ctx, l.n, l.parent)
 }
 
 // heldPruned reports whether the held node h, at the interval (lo, …] (open:

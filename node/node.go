@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -239,7 +240,43 @@ type Node struct {
 
 // Decode validates b and returns a view of it, hashing b once for Hash. It
 // never panics; malformed input gives an error wrapping ErrCorrupt.
-func Decode(b []byte) (*Node, error) {
+func Decode(b []byte) (*Node, error) { return decode(b, nil) }
+
+// A Decoder decodes like Decode, but takes each node's struct and entry
+// table from larger blocks it allocates, one per some hundreds of nodes:
+// for a stream of nodes, far fewer allocations. A node keeps its block
+// alive, so a Decoder suits nodes that are dropped about together, or kept
+// as a Clone (which copies). The zero value is ready; it is not safe for
+// concurrent use.
+type Decoder struct {
+	nodes []Node
+	spans []span
+}
+
+// decoderBlock is how many entries one block of a Decoder holds (64 KiB).
+const decoderBlock = 4096
+
+// Decode is Decode, allocating from d; a nil d allocates as Decode does.
+func (d *Decoder) Decode(b []byte) (*Node, error) { return decode(b, d) }
+
+func (d *Decoder) alloc(n int) (*Node, []span) {
+	if len(d.nodes) == 0 {
+		d.nodes = make([]Node, decoderBlock/16)
+	}
+	nd := &d.nodes[0]
+	d.nodes = d.nodes[1:]
+	if n > len(d.spans) {
+		if n > decoderBlock/4 {
+			return nd, make([]span, n) // a large node: a block would hold few
+		}
+		d.spans = make([]span, decoderBlock)
+	}
+	ents := d.spans[:n:n]
+	d.spans = d.spans[n:]
+	return nd, ents
+}
+
+func decode(b []byte, d *Decoder) (*Node, error) {
 	if len(b) > MaxNodeSize {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte node limit", ErrCorrupt, len(b), MaxNodeSize)
 	}
@@ -265,7 +302,14 @@ func Decode(b []byte) (*Node, error) {
 	if level > 0 && n == 0 {
 		return nil, fmt.Errorf("%w: empty branch", ErrCorrupt)
 	}
-	nd := &Node{raw: b, level: level, ents: make([]span, n)}
+	var nd *Node
+	if d != nil {
+		var ents []span
+		nd, ents = d.alloc(int(n))
+		*nd = Node{raw: b, level: level, ents: ents}
+	} else {
+		nd = &Node{raw: b, level: level, ents: make([]span, n)}
+	}
 	var prev []byte
 	for i := range nd.ents {
 		kl, w := uvarint(b[pos:])
@@ -330,11 +374,13 @@ func uvarint(b []byte) (uint64, int) {
 	return v, n
 }
 
-// Clone returns a copy of n that owns its bytes: for keeping a node that
-// was decoded from a larger buffer without keeping the whole buffer.
+// Clone returns a copy of n that owns its bytes and entry table: for keeping
+// a node that was decoded from a larger buffer, or by a Decoder, without
+// keeping the whole buffer or the Decoder's block.
 func (n *Node) Clone() *Node {
 	c := *n
 	c.raw = bytes.Clone(n.raw)
+	c.ents = slices.Clone(n.ents) // n's may lie in a Decoder's block
 	return &c
 }
 
