@@ -52,7 +52,10 @@
 // Memory is bounded on both sides: records and nodes are streamed and
 // applied in batches; a walk fetches the lowest pending level first, so at
 // most Parallel × BatchNodes nodes (8192 by default, some 32 MiB of typical
-// leaves) and their pending parents are held (a
+// leaves) and their pending parents are held; a walk into an empty store,
+// which streams whole subtrees (GetTree), holds at most 16 MiB of fetched
+// nodes and blobs waiting to be stored, plus a path of pending branches per
+// stream (a
 // large initial clone, stored as a bulk load, also buffers its nodes for
 // sstable ingestion: up to three 32 MiB spills, the one filling and two
 // being written); a push is bounded by ServerOptions.MaxPushBytes.

@@ -18,6 +18,9 @@
 //
 // Decode never panics on any input (it is fuzzed) and does not copy: a Node
 // aliases the buffer it was decoded from, which must not change afterwards.
+// A Decoder does the same for a stream of nodes with fewer allocations (a
+// node then shares a block of node structs and entry tables with others;
+// Clone copies out of it).
 //
 // A node's address is the xxh3-128 hash of its encoded bytes (Sum). xxh3 is
 // fast and well distributed but is not a cryptographic hash: see DESIGN.md.

@@ -135,6 +135,14 @@ func FuzzDecode(f *testing.F) {
 		if b := Build(n.Level(), ents); !reflect.DeepEqual(b, n) {
 			t.Fatalf("Build gives %+v, Decode %+v", b, n)
 		}
+		// A Decoder part-way through a block decodes the same.
+		var d Decoder
+		if _, err := d.Decode(seedNodes()[0]); err != nil {
+			t.Fatal(err)
+		}
+		if dn, err := d.Decode(data); err != nil || !reflect.DeepEqual(dn, n) {
+			t.Fatalf("Decoder gives %+v, %v; Decode %+v", dn, err, n)
+		}
 	})
 }
 

@@ -265,6 +265,9 @@ func (d *Decoder) alloc(n int) (*Node, []span) {
 	}
 	nd := &d.nodes[0]
 	d.nodes = d.nodes[1:]
+	if n == 0 {
+		return nd, []span{} // as Decode's: empty, not nil
+	}
 	if n > len(d.spans) {
 		if n > decoderBlock/4 {
 			return nd, make([]span, n) // a large node: a block would hold few

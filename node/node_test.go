@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -315,5 +316,44 @@ func TestCloneOwnsItsBytes(t *testing.T) {
 	}
 	if cap(c.Raw()) >= 2*len(raw)+64 {
 		t.Fatalf("clone keeps %d bytes for a %d-byte node", cap(c.Raw()), len(raw))
+	}
+}
+
+// TestDecoderMatchesDecode: a Decoder decodes a stream of nodes of every
+// size exactly as Decode does, and no node's entries change as the
+// Decoder goes on (each has its own part of a block, or its own table).
+func TestDecoderMatchesDecode(t *testing.T) {
+	var raws [][]byte
+	for i := range 300 {
+		n := 1 + (i*37)%300
+		if i%50 == 7 {
+			n = decoderBlock/4 + 1 + i // too large to share a block
+		}
+		ents := make([]Entry, n)
+		for j := range ents {
+			ents[j] = leafEntry(fmt.Sprintf("k%03d-%06d", i, j), "v")
+		}
+		raws = append(raws, Encode(0, ents))
+	}
+	raws = append(raws, []byte("not a node"))
+	var d Decoder
+	var got []*Node
+	for _, raw := range raws {
+		want, werr := Decode(raw)
+		n, err := d.Decode(raw)
+		if (err == nil) != (werr == nil) || !reflect.DeepEqual(n, want) {
+			t.Fatalf("Decoder gives %v, %v; Decode %v, %v", n, err, want, werr)
+		}
+		got = append(got, n)
+	}
+	for i, n := range got[:len(got)-1] {
+		want, _ := Decode(raws[i])
+		if !reflect.DeepEqual(n, want) {
+			t.Fatalf("node %d changed as the Decoder went on", i)
+		}
+		c := n.Clone()
+		if !reflect.DeepEqual(c, n) || &c.ents[0] == &n.ents[0] {
+			t.Fatalf("node %d: clone shares its entry table with the Decoder's block", i)
+		}
 	}
 }
