@@ -230,6 +230,22 @@ func (cl *client) open(ctx context.Context) (*exchange, error) {
 	return newExchange(st, &cl.c, cl.opts.IOTimeout, cl.opts.MaxFrame, cl.peer), nil
 }
 
+// request opens an exchange and sends it one request frame, ending the
+// client's side: the fetches' exchanges are a request and its response.
+func (cl *client) request(ctx context.Context, typ byte, payload []byte) (*exchange, error) {
+	ex, err := cl.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := ex.send(typ, payload); err != nil {
+		return nil, err
+	}
+	if err := ex.closeSend(); err != nil {
+		return nil, err
+	}
+	return ex, nil
+}
+
 // Root connects to the server and returns its current root: the integrity
 // audit. It needs a pin, a CA file or TrustOnFirstUse.
 func Root(ctx context.Context, opts ClientOptions) (node.Hash, error) {

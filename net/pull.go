@@ -200,14 +200,8 @@ func (sy *syncer) getBlobs(ctx context.Context, hs []node.Hash, fn func(node.Has
 		n := min(len(hs), 4096)
 		part := hs[:n]
 		hs = hs[n:]
-		ex, err := sy.cl.open(ctx)
+		ex, err := sy.cl.request(ctx, msgGetBlobs, encodeHashes(part))
 		if err != nil {
-			return err
-		}
-		if err := ex.send(msgGetBlobs, encodeHashes(part)); err != nil {
-			return err
-		}
-		if err := ex.closeSend(); err != nil {
 			return err
 		}
 		for _, h := range part {

@@ -472,14 +472,8 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 			hs[i].Hint = node.Hash{} // a node is no hint for itself
 		}
 	}
-	ex, err := sy.cl.open(ctx)
+	ex, err := sy.cl.request(ctx, msgGetNodes, encodeNodeReqs(hs))
 	if err != nil {
-		return err
-	}
-	if err := ex.send(msgGetNodes, encodeNodeReqs(hs)); err != nil {
-		return err
-	}
-	if err := ex.closeSend(); err != nil {
 		return err
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
@@ -574,14 +568,8 @@ func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(wa
 	for i, it := range items {
 		hs[i] = it.h
 	}
-	ex, err := sy.cl.open(ctx)
+	ex, err := sy.cl.request(ctx, msgGetTree, encodeHashes(hs))
 	if err != nil {
-		return err
-	}
-	if err := ex.send(msgGetTree, encodeHashes(hs)); err != nil {
-		return err
-	}
-	if err := ex.closeSend(); err != nil {
 		return err
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
