@@ -478,20 +478,8 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
 	var dec node.Decoder
-	var chunk walkResult
-	chunkBytes := 0
-	add := func(it walkItem, n *node.Node) {
-		if chunk.nodes == nil {
-			k := min(walkChunkNodes, len(items))
-			chunk = walkResult{items: make([]walkItem, 0, k), nodes: make([]*node.Node, 0, k)}
-		}
-		chunk.items = append(chunk.items, it)
-		chunk.nodes = append(chunk.nodes, n)
-		if chunkBytes += len(n.Raw()); len(chunk.nodes) == walkChunkNodes || chunkBytes >= walkChunkBytes {
-			emit(chunk)
-			chunk, chunkBytes = walkResult{}, 0
-		}
-	}
+	cb := chunkBuilder{max: min(walkChunkNodes, len(items)), emit: func(r walkResult) error { emit(r); return nil }}
+	add := func(it walkItem, n *node.Node) { cb.add(it, n, len(n.Raw())) }
 	var retry []walkItem
 	for i := range hs {
 		f, err := ex.recv(msgNode, msgNodeDelta)
@@ -547,9 +535,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 	if err != nil {
 		return err
 	}
-	if chunk.nodes != nil {
-		emit(chunk)
-	}
+	cb.flush()
 	if len(retry) == 0 {
 		return nil
 	}
@@ -574,8 +560,6 @@ func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(wa
 	}
 	ex.fr.own = true // each node keeps its frame's buffer
 	var dec node.Decoder
-	var chunk walkResult
-	chunkBytes := 0
 	var got uint64
 	// path holds the branches whose children are still arriving, each with
 	// the index of the next.
@@ -584,21 +568,8 @@ func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(wa
 		next int
 	}
 	var path []step
-	values := new(streamValues)
-	add := func(it walkItem, n *node.Node, size int) error {
-		if chunk.items == nil {
-			chunk = walkResult{items: make([]walkItem, 0, walkChunkNodes), nodes: make([]*node.Node, 0, walkChunkNodes), values: values}
-		}
-		chunk.items = append(chunk.items, it)
-		chunk.nodes = append(chunk.nodes, n)
-		if chunkBytes += size; len(chunk.items) == walkChunkNodes || chunkBytes >= walkChunkBytes {
-			if err := emit(chunk); err != nil {
-				return err
-			}
-			chunk, chunkBytes = walkResult{}, 0
-		}
-		return nil
-	}
+	cb := chunkBuilder{max: walkChunkNodes, values: new(streamValues), emit: emit}
+	add := cb.add
 	for _, it := range items {
 		for {
 			f, err := ex.recv(msgNode)
@@ -647,10 +618,41 @@ func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(wa
 	if err != nil {
 		return err
 	}
-	if chunk.items != nil {
-		return emit(chunk)
+	return cb.flush()
+}
+
+// chunkBuilder gathers a fetch's verified items into the chunks it hands
+// to the walker: max items or about walkChunkBytes each.
+type chunkBuilder struct {
+	max    int
+	values *streamValues // the stream's, for a subtree fetch
+	emit   func(walkResult) error
+	chunk  walkResult
+	bytes  int
+}
+
+// add appends an item (a node, or a value blob with a nil node) of size
+// bytes, handing the chunk on once it is full.
+func (c *chunkBuilder) add(it walkItem, n *node.Node, size int) error {
+	if c.chunk.items == nil {
+		c.chunk = walkResult{items: make([]walkItem, 0, c.max), nodes: make([]*node.Node, 0, c.max), values: c.values}
+	}
+	c.chunk.items = append(c.chunk.items, it)
+	c.chunk.nodes = append(c.chunk.nodes, n)
+	if c.bytes += size; len(c.chunk.items) >= c.max || c.bytes >= walkChunkBytes {
+		return c.flush()
 	}
 	return nil
+}
+
+// flush hands on what the chunk holds, if anything.
+func (c *chunkBuilder) flush() error {
+	if c.chunk.items == nil {
+		return nil
+	}
+	r := c.chunk
+	c.chunk, c.bytes = walkResult{}, 0
+	return c.emit(r)
 }
 
 // recvValues receives, in a subtree stream, the value blobs of leaf n, just
