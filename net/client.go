@@ -185,7 +185,16 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 		if perr != nil {
 			return nil, perr
 		}
+		var te *quic.TransportError
+		if errors.As(err, &te) && te.ErrorCode == quic.TransportErrorCode(0x100+120) {
+			// TLS alert no_application_protocol: no version in common.
+			return nil, fmt.Errorf("connect to %s: %w: the server speaks none of %s, %s: upgrade this client or the server", cl.peer, ErrVersion, ALPN, ALPNv1)
+		}
 		return nil, fmt.Errorf("connect to %s: %w", cl.peer, err)
+	}
+	if p := qc.ConnectionState().TLS.NegotiatedProtocol; p != ALPN {
+		qc.CloseWithError(quic.ApplicationErrorCode(codeVersion), "this client speaks "+ALPN)
+		return nil, fmt.Errorf("connect to %s: %w: the server speaks %s, an older protocol than this client's %s: upgrade the server", cl.peer, ErrVersion, p, ALPN)
 	}
 	cl.qc = qc
 	if pc := qc.ConnectionState().TLS.PeerCertificates; len(pc) > 0 {
@@ -196,6 +205,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 		cl.close()
 		return nil, err
 	}
+	h.Hash = hashXXH3
 	err = ex.send(msgHello, h.encode())
 	if err == nil {
 		err = ex.closeSend()
@@ -207,6 +217,9 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 	if err == nil {
 		cl.w, err = decodeWelcome(f.Payload)
 		cl.w.RootNode = append([]byte(nil), cl.w.RootNode...)
+		if err == nil && cl.w.Hash != hashXXH3 {
+			err = fmt.Errorf("%w: the server's store uses hash %d, this client's xxh3-128 (%d)", ErrConfigMismatch, cl.w.Hash, hashXXH3)
+		}
 	}
 	if err == nil {
 		err = ex.expectEOF()

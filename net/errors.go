@@ -32,6 +32,14 @@ var (
 	// with a key outside its write scope (the whole push is refused and
 	// nothing applied), or a sync whose scope lies outside its read scope.
 	ErrForbiddenScope = errors.New("outside the token's scope")
+	// ErrRefused reports a push the server refused whole because storing
+	// it would have replaced stored content: a value or node whose address
+	// (hash) is already stored with other bytes, which only a crafted hash
+	// collision produces. Nothing of the push was stored.
+	ErrRefused = errors.New("push refused")
+	// ErrVersion reports a peer that speaks another version of the
+	// protocol; the message says which side to upgrade.
+	ErrVersion = errors.New("protocol version mismatch")
 	// ErrRemote reports an error the peer sent; its message is included.
 	ErrRemote = errors.New("peer reported an error")
 )
@@ -50,6 +58,10 @@ func remoteError(peer string, m errorMsg) error {
 		base = ErrConfigMismatch
 	case codeScope:
 		base = ErrForbiddenScope
+	case codeRefused:
+		base = ErrRefused
+	case codeVersion:
+		base = ErrVersion
 	default:
 		base = ErrRemote
 	}
@@ -84,6 +96,10 @@ func errorCode(err error) uint64 {
 		return codeConfig
 	case errors.Is(err, ErrForbiddenScope):
 		return codeScope
+	case errors.Is(err, ErrRefused):
+		return codeRefused
+	case errors.Is(err, ErrVersion):
+		return codeVersion
 	case errors.Is(err, errForbidden):
 		return codeForbidden
 	case errors.Is(err, errLimit):

@@ -12,10 +12,16 @@ import (
 
 // ProtocolVersion is byte 0 of every frame. A peer that receives another
 // version answers with an error frame and closes the connection.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
-// ALPN is the TLS application protocol Arbor negotiates.
-const ALPN = "arbor/1"
+// ALPN is the TLS application protocol Arbor negotiates. Both sides also
+// offer the previous one, ALPNv1, only to recognise a peer that speaks it
+// and end the connection with an "upgrade" error (ErrVersion) naming the
+// side to upgrade.
+const ALPN = "arbor/2"
+
+// ALPNv1 is the protocol of Arbor before capabilities were negotiated.
+const ALPNv1 = "arbor/1"
 
 // DefaultMaxFrame is the default hard limit on a frame's payload.
 const DefaultMaxFrame = 16 << 20
@@ -105,6 +111,9 @@ type frameReader struct {
 	// the reader then never reuses a buffer, but starts a new one when a
 	// frame does not fit in the rest of the current one.
 	own bool
+	// mem, if set, is charged for the buffer (charged bytes of it).
+	mem     *memBudget
+	charged int64
 }
 
 // frameReadSize is the size a frameReader's buffer grows to: how much it
@@ -119,25 +128,14 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 // move to a new buffer (own) or to the front of this one. It returns the
 // stream's error if the stream ends first.
 func (fr *frameReader) fill(n int) error {
-	if fr.end-fr.start >= n {
-		return nil
-	}
-	if len(fr.buf)-fr.start < n {
-		// Buffers grow from 4 KiB, so that the many short exchanges stay
-		// small, to frameReadSize for long ones.
-		size := max(n, min(2*len(fr.buf), frameReadSize), 4<<10)
-		var nb []byte
-		if !fr.own && len(fr.buf) >= size {
-			nb = fr.buf
-		} else {
-			nb = make([]byte, size)
-		}
-		fr.end = copy(nb, fr.buf[fr.start:fr.end])
-		fr.buf, fr.start = nb, 0
-	}
 	for empty := 0; fr.end-fr.start < n; {
 		if fr.err != nil {
 			return fr.err
+		}
+		if fr.end == len(fr.buf) {
+			if err := fr.grow(n); err != nil {
+				return err
+			}
 		}
 		k, err := fr.r.Read(fr.buf[fr.end:])
 		fr.end += k
@@ -151,6 +149,40 @@ func (fr *frameReader) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// grow makes room after buf[end] on the way to holding n bytes. A buffer
+// grows from 4 KiB, so that the many short exchanges stay small, to
+// frameReadSize for long ones, and past that to at most twice the bytes it
+// holds: a frame's declared length is allocated as its bytes arrive, never
+// on the word of its header. New buffers are charged to the reader's
+// memory budget, if it has one.
+func (fr *frameReader) grow(n int) error {
+	held := fr.end - fr.start
+	size := max(min(n, max(2*held, frameReadSize)), min(2*len(fr.buf), frameReadSize), 4<<10)
+	var nb []byte
+	if !fr.own && len(fr.buf) >= size && fr.start > 0 {
+		nb = fr.buf
+	} else {
+		if err := fr.mem.take(int64(size)); err != nil {
+			fr.err = err
+			return err
+		}
+		fr.mem.give(fr.charged)
+		fr.charged = int64(size)
+		nb = make([]byte, size)
+	}
+	fr.end = copy(nb, fr.buf[fr.start:fr.end])
+	fr.buf, fr.start = nb, 0
+	return nil
+}
+
+// release returns the reader's buffer to its memory budget; the reader
+// must not be used after.
+func (fr *frameReader) release() {
+	fr.mem.give(fr.charged)
+	fr.charged = 0
+	fr.buf, fr.start, fr.end = nil, 0, 0
 }
 
 // ReadFrame reads the next frame. It returns io.EOF only at a clean frame

@@ -27,24 +27,39 @@ const (
 	codeInternal     uint64 = 6
 	codeConfig       uint64 = 7
 	codeLimit        uint64 = 8
-	codeScope        uint64 = 9 // forbidden scope: a push outside the token's write scope
+	codeScope        uint64 = 9  // forbidden scope: a push outside the token's write scope
+	codeRefused      uint64 = 10 // a push whose content collides with stored content
+	codeVersion      uint64 = 11 // the peers speak different protocol versions
 )
 
 // maxToken bounds a token's length on the wire.
 const maxToken = 1024
+
+// Hash algorithms a store may use, named in Hello and Welcome.
+const hashXXH3 = 1 // xxh3-128, the node package's Sum
+
+// Hello and Welcome end with fields that later revisions of arbor/2 may
+// extend: a decoder ignores bytes after the fields it knows, and each side
+// uses a newer field or message only if the other's capabilities (Caps)
+// announce it. No capability is defined yet; every other message decodes
+// strictly.
 
 type hello struct {
 	Token  string
 	Base   node.Hash // zero: the client has no base
 	Flags  byte
 	Config chunker.Config
+	Hash   byte   // the client store's hash algorithm (zero: hashXXH3)
+	Caps   uint64 // capabilities of the client
 }
 
 func (m hello) encode() []byte {
 	b := appendBytes(nil, []byte(m.Token))
 	b = append(b, m.Base[:]...)
 	b = append(b, m.Flags)
-	return appendConfig(b, m.Config)
+	b = appendConfig(b, m.Config)
+	b = append(b, max(m.Hash, hashXXH3))
+	return binary.AppendUvarint(b, m.Caps)
 }
 
 func decodeHello(p []byte) (hello, error) {
@@ -54,6 +69,9 @@ func decodeHello(p []byte) (hello, error) {
 	m.Base = d.hash("base root")
 	m.Flags = d.byte1("flags")
 	m.Config = decodeConfig(d)
+	m.Hash = d.byte1("hash algorithm")
+	m.Caps = d.uvarint("capabilities")
+	d.rest() // fields of a later revision
 	return m, d.done()
 }
 
@@ -64,6 +82,8 @@ type welcome struct {
 	Config   chunker.Config
 	Read     scope.Scope // the token's read scope
 	RootNode []byte      // the root node's bytes when the client will need to walk; may be empty
+	Hash     byte        // the server store's hash algorithm (zero: hashXXH3)
+	Caps     uint64      // capabilities of the server
 }
 
 func (m welcome) encode() []byte {
@@ -76,7 +96,9 @@ func (m welcome) encode() []byte {
 	b = append(b, r)
 	b = appendConfig(b, m.Config)
 	b = appendScope(b, orAll(m.Read))
-	return append(b, m.RootNode...)
+	b = appendBytes(b, m.RootNode)
+	b = append(b, max(m.Hash, hashXXH3))
+	return binary.AppendUvarint(b, m.Caps)
 }
 
 // maxScopeRanges bounds the ranges of a scope on the wire.
@@ -149,7 +171,10 @@ func decodeWelcome(p []byte) (welcome, error) {
 	}
 	m.Config = decodeConfig(d)
 	m.Read = decodeScope(d)
-	m.RootNode = d.rest()
+	m.RootNode = d.bytes("root node", node.MaxNodeSize)
+	m.Hash = d.byte1("hash algorithm")
+	m.Caps = d.uvarint("capabilities")
+	d.rest() // fields of a later revision
 	return m, d.done()
 }
 
@@ -233,8 +258,7 @@ func (m pushChange) encode(dst []byte) []byte {
 	if m.Delete {
 		return append(dst, 0)
 	}
-	dst = append(dst, 1)
-	return append(dst, m.Value...)
+	return appendBytes(append(dst, 1), m.Value)
 }
 
 func decodePushChange(p []byte) (pushChange, error) {
@@ -256,10 +280,7 @@ func decodePushChange(p []byte) (pushChange, error) {
 	case 0:
 		m.Delete = true
 	case 1:
-		m.Value = d.rest()
-		if len(m.Value) > node.MaxValueSize {
-			d.fail("value size")
-		}
+		m.Value = d.bytes("value", node.MaxValueSize)
 	default:
 		d.fail("op")
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/scope"
 	"github.com/arbor-sync/arbor/tree"
@@ -50,9 +51,23 @@ type ServerOptions struct {
 	// MaxShown bounds the node and blob hashes a session may still request.
 	// Default 4M.
 	MaxShown int
-	// MaxSessions bounds concurrent connections; more are refused with
-	// "server busy" (code 8). Default 1024.
+	// MaxSessions bounds concurrent authenticated sessions; more are
+	// refused with "server busy" (code 8). Default 1024.
 	MaxSessions int
+	// MaxHandshakes bounds connections that have not yet authenticated;
+	// each has HandshakeTimeout in total to present a valid token. Further
+	// connections are refused at once. Default 64.
+	MaxHandshakes int
+	// MaxSessionMemory bounds the bytes one session may hold in frame
+	// buffers and buffered pushes at once; an exchange that would exceed
+	// it fails with "server busy". Default MaxPushBytes + 32 MiB.
+	MaxSessionMemory int64
+	// MaxMemory bounds the same bytes over all sessions together.
+	// Default 1 GiB.
+	MaxMemory int64
+	// MaxWatchRanges bounds the key ranges a Watch may name: every move of
+	// the head diffs each of them. Default 64.
+	MaxWatchRanges int
 	// Validate, if set, is called for every pushed change the server would
 	// apply (after the token's write scope and the compare-and-set check),
 	// serialised with other server writes. A non-nil error rejects that
@@ -90,6 +105,18 @@ func (o *ServerOptions) defaults() {
 	if o.MaxSessions <= 0 {
 		o.MaxSessions = 1024
 	}
+	if o.MaxHandshakes <= 0 {
+		o.MaxHandshakes = 64
+	}
+	if o.MaxSessionMemory <= 0 {
+		o.MaxSessionMemory = int64(o.MaxPushBytes) + 32<<20
+	}
+	if o.MaxMemory <= 0 {
+		o.MaxMemory = 1 << 30
+	}
+	if o.MaxWatchRanges <= 0 {
+		o.MaxWatchRanges = 64
+	}
 }
 
 // Server serves one store's "head" tree to authenticated clients over QUIC.
@@ -114,7 +141,12 @@ type Server struct {
 	// order, before the reply is sent.
 	afterPush func(sess *session, root node.Hash, changes []pushChange, overridden []uint64)
 
-	sessions atomic.Int64 // connections being served
+	sessions   atomic.Int64 // authenticated sessions being served
+	handshakes atomic.Int64 // connections not yet authenticated
+	mem        *memBudget   // bytes held for all peers
+
+	liveMu sync.Mutex
+	live   map[*session]struct{} // authenticated sessions, for token revocation
 
 	lnMu sync.Mutex
 	ln   *quic.Listener
@@ -146,6 +178,8 @@ func NewServer(store *tree.Store, opts ServerOptions) (*Server, error) {
 		fp:     Fingerprint(cert.Certificate[0]),
 		retain: ret,
 		pins:   map[node.Hash]int{},
+		mem:    &memBudget{name: "server", limit: opts.MaxMemory},
+		live:   map[*session]struct{}{},
 	}
 	s.SetTokens(opts.Tokens)
 	return s, nil
@@ -161,9 +195,10 @@ type tokenGrant struct {
 	read, write scope.Scope
 }
 
-// SetTokens replaces the accepted tokens and their scopes. Sessions already
-// authenticated continue with the scopes they started with; the next sync
-// uses the new ones.
+// SetTokens replaces the accepted tokens and their scopes. A live session
+// whose token was removed, or whose client id or scopes changed, is ended
+// at once (its client sees ErrUnauthorized; a follower reconnects with the
+// new grant if it still has one); other sessions go on.
 func (s *Server) SetTokens(toks []Token) {
 	m := make(map[[32]byte]tokenGrant, len(toks))
 	for _, t := range toks {
@@ -172,6 +207,22 @@ func (s *Server) SetTokens(toks []Token) {
 	s.tokMu.Lock()
 	s.tokens = m
 	s.tokMu.Unlock()
+	s.liveMu.Lock()
+	var revoked []*session
+	for sess := range s.live {
+		if g, ok := m[sess.tokenSum]; !ok || !g.equal(sess.grant) {
+			revoked = append(revoked, sess)
+		}
+	}
+	s.liveMu.Unlock()
+	for _, sess := range revoked {
+		s.log.Warn("arbor server: token revoked or changed: session ended", "peer", sess.peer, "client", sess.clientID)
+		sess.qc.CloseWithError(quic.ApplicationErrorCode(codeUnauthorized), "token revoked or changed; reconnect")
+	}
+}
+
+func (g tokenGrant) equal(o tokenGrant) bool {
+	return g.clientID == o.clientID && g.read.String() == o.read.String() && g.write.String() == o.write.String()
 }
 
 func (s *Server) grant(token string) (tokenGrant, bool) {
@@ -249,16 +300,15 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("arbor server: accept: %w", err)
 		}
-		if s.sessions.Add(1) > int64(s.opts.MaxSessions) {
-			s.sessions.Add(-1)
-			s.log.Warn("arbor server: busy, connection refused", "peer", qc.RemoteAddr().String(), "sessions", s.opts.MaxSessions)
+		if s.handshakes.Add(1) > int64(s.opts.MaxHandshakes) {
+			s.handshakes.Add(-1)
+			s.log.Warn("arbor server: busy, connection refused", "peer", qc.RemoteAddr().String(), "handshakes", s.opts.MaxHandshakes)
 			qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "server busy")
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer s.sessions.Add(-1)
 			s.serveConn(ctx, qc)
 		}()
 	}
@@ -303,20 +353,28 @@ type session struct {
 	base         node.Hash
 	baseRetained bool
 
-	mu        sync.Mutex
-	published map[node.Hash]bool     // roots shown to this client
-	nodes     map[node.Hash]bound    // node hashes the client may request → the node's key interval
-	sent      map[node.Hash]struct{} // nodes sent (kept only for a partial read scope: usable hints)
-	blobs     map[node.Hash]bool     // blob hashes the client may request; true: a value index
-	accepted  map[string]node.Hash   // key → valueHash of the value accepted from this client (zero: deleted)
-	pinned    []node.Hash
+	mu            sync.Mutex
+	published     map[node.Hash]bool     // roots shown to this client
+	nodes         map[node.Hash]bound    // node hashes the client may request → the node's key interval
+	sent          map[node.Hash]struct{} // nodes sent (kept only for a partial read scope: usable hints)
+	blobs         map[node.Hash]bool     // blob hashes the client may request; true: a value index
+	accepted      map[string]node.Hash   // key → valueHash of the value accepted from this client (zero: deleted)
+	acceptedBytes int                    // key bytes held in accepted
+	pinned        []node.Hash
+
+	token    string      // the token presented, until the session is registered
+	tokenSum [32]byte    // sha256 of the session's token, to find it on revocation
+	grant    tokenGrant  // what the token gave when the session started
+	mem      *memBudget  // bytes this session holds, within the server's
+	watching atomic.Bool // a Watch exchange is open
 }
 
 func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 	peer := qc.RemoteAddr().String()
 	sess := &session{s: s, qc: qc, peer: "client " + peer,
 		published: map[node.Hash]bool{}, nodes: map[node.Hash]bound{}, sent: map[node.Hash]struct{}{},
-		blobs: map[node.Hash]bool{}, accepted: map[string]node.Hash{}}
+		blobs: map[node.Hash]bool{}, accepted: map[string]node.Hash{},
+		mem: &memBudget{name: "session", limit: s.opts.MaxSessionMemory, parent: s.mem}}
 	defer func() {
 		for _, h := range sess.pinned {
 			s.unpin(h)
@@ -324,11 +382,39 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 	}()
 	stop := watch(ctx, qc)
 	defer stop()
-	if err := sess.handshake(ctx); err != nil {
+	var err error
+	if p := qc.ConnectionState().TLS.NegotiatedProtocol; p != ALPN {
+		// An older client: it understands a connection closed with an
+		// error code and message, so say what to do.
+		err = fmt.Errorf("%w: this server speaks %s, the client %s: upgrade the client", ErrVersion, ALPN, p)
+	} else {
+		err = sess.handshake(ctx)
+	}
+	s.handshakes.Add(-1)
+	if err == nil && s.sessions.Add(1) > int64(s.opts.MaxSessions) {
+		s.sessions.Add(-1)
+		err = fmt.Errorf("%w: server busy (%d sessions)", errLimit, s.opts.MaxSessions)
+	}
+	if err != nil {
 		s.log.Warn("arbor server: handshake refused", "peer", peer, "err", err)
 		qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
 		return
 	}
+	defer s.sessions.Add(-1)
+	s.liveMu.Lock()
+	s.live[sess] = struct{}{}
+	s.liveMu.Unlock()
+	defer func() {
+		s.liveMu.Lock()
+		delete(s.live, sess)
+		s.liveMu.Unlock()
+	}()
+	if g, ok := s.grant(sess.token); !ok || !g.equal(sess.grant) {
+		// SetTokens ran between the handshake and the registration above.
+		qc.CloseWithError(quic.ApplicationErrorCode(codeUnauthorized), "token revoked or changed; reconnect")
+		return
+	}
+	sess.token = ""
 	s.log.Info("arbor server: session started", "peer", peer, "client", sess.clientID, "base", sess.base.Short(), "retained", sess.baseRetained)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -363,6 +449,8 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 			defer wg.Done()
 			defer active.Add(-1)
 			ex := newExchange(st, &sess.c, s.opts.IOTimeout, s.opts.MaxFrame, sess.peer)
+			ex.fr.mem = sess.mem
+			defer ex.fr.release()
 			if err := sess.handle(ctx, ex); err != nil {
 				s.log.Warn("arbor server: exchange failed", "peer", peer, "client", sess.clientID, "err", err)
 				ex.fail(err)
@@ -392,9 +480,14 @@ func (sess *session) handshake(ctx context.Context) error {
 		return fmt.Errorf("no Hello within %v: %w", s.opts.HandshakeTimeout, err)
 	}
 	sess.c.exchanges.Add(1)
-	// The Hello is small: cap its frame well below MaxFrame.
-	ex := newExchange(st, &sess.c, s.opts.HandshakeTimeout, 64<<10, sess.peer)
+	// The Hello is small: cap its frame well below MaxFrame. Its reads and
+	// writes share one deadline, so a peer trickling bytes cannot hold a
+	// handshake slot past HandshakeTimeout.
+	ex := newExchange(st, &sess.c, 0, 64<<10, sess.peer)
 	defer ex.st.Close()
+	if dl, ok := hctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
 	f, err := ex.recv(msgHello)
 	if err != nil {
 		ex.fail(err)
@@ -419,7 +512,13 @@ func (sess *session) handshake(ctx context.Context) error {
 		return err
 	}
 	sess.clientID, sess.read, sess.write = id, g.read, g.write
+	sess.token, sess.tokenSum, sess.grant = h.Token, sha256.Sum256([]byte(h.Token)), g
 	sess.peer = fmt.Sprintf("client %s (%s)", id, sess.qc.RemoteAddr())
+	if h.Hash != hashXXH3 {
+		err := fmt.Errorf("%w: the client's store uses hash %d, this server's xxh3-128 (%d)", ErrConfigMismatch, h.Hash, hashXXH3)
+		ex.fail(err)
+		return err
+	}
 	if h.Flags&flagAudit == 0 && h.Config.WithDefaults() != s.store.Config() {
 		err := fmt.Errorf("%w: server %+v, client %+v", ErrConfigMismatch, s.store.Config(), h.Config.WithDefaults())
 		ex.fail(err)
@@ -430,7 +529,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
-	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read}
+	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read, Hash: hashXXH3}
 	// A partial read scope walks: the changes path would diff whole trees.
 	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && sess.read.IsAll() && s.retain.has(h.Base) {
 		if ok, _ := s.store.HasNode(h.Base); ok {
@@ -522,6 +621,11 @@ func (sess *session) served(n *node.Node, b bound) error {
 	defer sess.mu.Unlock()
 	all := sess.read.IsAll()
 	if !all {
+		if len(sess.sent) >= sess.s.opts.MaxShown {
+			// Bounded: forgetting costs only deltas against older hints
+			// (the node is then sent whole).
+			clear(sess.sent)
+		}
 		sess.sent[n.Hash()] = struct{}{}
 	}
 	if n.IsLeaf() && n.Refs() == 0 {
@@ -882,10 +986,15 @@ func (sess *session) isEcho(c diffChange) bool {
 
 // push receives one push (Push frames then End), applies every change whose
 // starting value still matches the server's, and commits them atomically.
+// Keys are checked against the write scope as they arrive, so a refused
+// push is cut off at its first forbidden key, and the bytes it buffers
+// count against the session's and the server's memory budgets.
 func (sess *session) push(ctx context.Context, ex *exchange, first frame) error {
 	s := sess.s
 	var changes []pushChange
 	total := 0
+	held := int64(0)
+	defer func() { sess.mem.give(held) }()
 	f := first
 	for {
 		total += len(f.Payload) + maxHeader
@@ -909,22 +1018,25 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 		if err != nil {
 			return err
 		}
-		c.Key = append([]byte(nil), c.Key...)
-		c.Value = append([]byte(nil), c.Value...)
+		if !sess.write.Contains(c.Key) {
+			return fmt.Errorf("%w: client %s may not write %q (write scope %s); push refused, nothing applied",
+				ErrForbiddenScope, sess.clientID, c.Key, sess.write)
+		}
 		if len(changes) > 0 && string(changes[len(changes)-1].Key) >= string(c.Key) {
 			return fmt.Errorf("%w: push keys not strictly ascending at %q", ErrProtocol, c.Key)
 		}
+		need := int64(len(c.Key) + len(c.Value) + pushChangeOverhead)
+		if err := sess.mem.take(need); err != nil {
+			return fmt.Errorf("push of client %s: %w", sess.clientID, err)
+		}
+		held += need
+		c.Key = append([]byte(nil), c.Key...)
+		c.Value = append([]byte(nil), c.Value...)
 		changes = append(changes, c)
 		var err2 error
 		f, err2 = ex.recv(msgPush, msgEnd)
 		if err2 != nil {
 			return err2
-		}
-	}
-	for _, c := range changes {
-		if !sess.write.Contains(c.Key) {
-			return fmt.Errorf("%w: client %s may not write %q (write scope %s); push of %d changes refused, nothing applied",
-				ErrForbiddenScope, sess.clientID, c.Key, sess.write, len(changes))
 		}
 	}
 	res, err := s.applyPush(ctx, sess, changes)
@@ -936,6 +1048,15 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 	}
 	return ex.flush()
 }
+
+// maxAcceptedBytes bounds the key bytes a session keeps for echo
+// suppression; past it the session forgets them (its client then receives
+// its own changes back, which is harmless).
+const maxAcceptedBytes = 16 << 20
+
+// pushChangeOverhead is what a buffered change costs beyond its key and
+// value bytes, for the memory budgets.
+const pushChangeOverhead = 96
 
 // validate runs the Validate hook on change i; on rejection it records it
 // in res and returns true.
@@ -954,7 +1075,44 @@ func (s *Server) validate(ctx context.Context, sess *session, c pushChange, res 
 	return true
 }
 
+// storedForm returns the stored form of value v (inline, or a reference to
+// its value index) without storing anything: the server decides what it
+// applies before it writes a byte of it.
+func storedForm(v []byte) (node.Value, error) {
+	if len(v) <= node.MaxInlineValue {
+		return node.InlineValue(v), nil
+	}
+	if len(v) > node.MaxValueSize {
+		return node.Value{}, fmt.Errorf("%w: value of %d bytes (limit %d)", tree.ErrValueTooLarge, len(v), node.MaxValueSize)
+	}
+	sizes := chunker.SplitValue(v)
+	chunks := make([]node.Chunk, len(sizes))
+	off := 0
+	for i, n := range sizes {
+		chunks[i] = node.Chunk{Hash: node.Sum(v[off : off+n]), Size: uint32(n)}
+		off += n
+	}
+	return node.RefValue(node.Sum(node.EncodeValueIndex(chunks)), uint64(len(v))), nil
+}
+
+// applyPush decides every change against the server's current head, then
+// stores the values of the changes it applies, and only those, and commits.
+// A change to a key outside the session's read scope is a blind write: the
+// client cannot know the server's value, and an answer that depended on its
+// guess of it ("accepted" only when the guess was right) would reveal a
+// value it may not read.
 func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushChange) (pushDone, error) {
+	forms := make([]node.Value, len(changes))
+	for i, c := range changes {
+		if c.Delete {
+			continue
+		}
+		v, err := storedForm(c.Value)
+		if err != nil {
+			return pushDone{}, fmt.Errorf("%w: push key %q: %v", ErrProtocol, c.Key, err)
+		}
+		forms[i] = v
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	for {
@@ -966,12 +1124,8 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		if !had {
 			cur = node.EmptyRoot
 		}
-		b, err := s.store.NewBatch()
-		if err != nil {
-			return pushDone{}, err
-		}
-		var edits []tree.StoredEdit
 		var res pushDone
+		var apply []int
 		accepted := map[string]node.Hash{}
 		for i, c := range changes {
 			sv, err := s.store.GetValue(ctx, cur, c.Key)
@@ -981,42 +1135,56 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 			case errors.Is(err, tree.ErrNotFound):
 				present = false
 			case err != nil:
-				b.Discard()
 				return pushDone{}, fmt.Errorf("push key %q: %w", c.Key, err)
 			default:
 				curHash = valueHash(sv)
 			}
-			var nv *node.Value
 			var newHash node.Hash
 			if !c.Delete {
-				v, err := b.StoreValue(c.Value)
-				if err != nil {
-					b.Discard()
-					return pushDone{}, fmt.Errorf("%w: push key %q: %v", ErrProtocol, c.Key, err)
-				}
-				nv, newHash = &v, valueHash(v)
+				newHash = valueHash(forms[i])
 			}
-			same := (nv == nil && !present) || (nv != nil && present && newHash == curHash)
+			same := (c.Delete && !present) || (!c.Delete && present && newHash == curHash)
 			match := (c.HasFrom == present) && (!present || c.From == curHash)
+			if !sess.read.Contains(c.Key) {
+				match = true // a blind write: see above
+			}
 			switch {
+			case !same && !match:
+				res.Overridden = append(res.Overridden, uint64(i))
+			case s.opts.Validate != nil && s.validate(ctx, sess, c, &res, i):
+				// Rejected by the embedder's validation: the server's value stays.
 			case same:
 				// Already the server's value (an earlier push that lost its reply).
 				res.Accepted++
 				accepted[string(c.Key)] = newHash
-			case match && s.opts.Validate != nil && s.validate(ctx, sess, c, &res, i):
-				// Rejected by the embedder's validation: the server's value stays.
-			case match:
+			default:
 				res.Accepted++
 				accepted[string(c.Key)] = newHash
-				edits = append(edits, tree.StoredEdit{Key: c.Key, Value: nv})
-			default:
-				res.Overridden = append(res.Overridden, uint64(i))
+				apply = append(apply, i)
 			}
+		}
+		b, err := s.store.NewBatch()
+		if err != nil {
+			return pushDone{}, err
+		}
+		edits := make([]tree.StoredEdit, 0, len(apply))
+		for _, i := range apply {
+			c := changes[i]
+			if c.Delete {
+				edits = append(edits, tree.StoredEdit{Key: c.Key})
+				continue
+			}
+			v, err := b.StoreValue(c.Value)
+			if err != nil {
+				b.Discard()
+				return pushDone{}, pushStoreError(sess, c.Key, err)
+			}
+			edits = append(edits, tree.StoredEdit{Key: c.Key, Value: &v})
 		}
 		root, err := b.ApplyValues(ctx, cur, edits)
 		if err != nil {
 			b.Discard()
-			return pushDone{}, fmt.Errorf("push: apply: %w", err)
+			return pushDone{}, pushStoreError(sess, nil, err)
 		}
 		b.ExpectRef(HeadRef, old, had)
 		b.SetRef(HeadRef, root)
@@ -1033,16 +1201,35 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		sess.publish(root)
 		sess.mu.Lock()
 		for k, h := range accepted {
+			if _, ok := sess.accepted[k]; !ok {
+				sess.acceptedBytes += len(k)
+			}
 			sess.accepted[k] = h
 		}
-		if len(sess.accepted) > s.opts.MaxShown {
+		if len(sess.accepted) > s.opts.MaxShown || sess.acceptedBytes > maxAcceptedBytes {
 			// Echo suppression would cost too much memory: forget it. The
 			// client then receives its own changes back, which is harmless.
 			clear(sess.accepted)
+			sess.acceptedBytes = 0
 		}
 		sess.mu.Unlock()
 		res.Root = root
 		s.log.Info("arbor server: push", "client", sess.clientID, "changes", len(changes), "accepted", res.Accepted, "overridden", len(res.Overridden), "root", root.Short())
 		return res, nil
 	}
+}
+
+// pushStoreError reports a push the store refused to write. An address
+// conflict (content whose hash is already stored with other bytes: a
+// crafted hash collision) is logged loudly and sent back as a refusal.
+func pushStoreError(sess *session, key []byte, err error) error {
+	where := "push"
+	if key != nil {
+		where = fmt.Sprintf("push key %q", key)
+	}
+	if errors.Is(err, errAddressConflictTODO) {
+		sess.s.log.Error("arbor server: push refused: content collides with a stored address", "client", sess.clientID, "peer", sess.peer, "err", err)
+		return fmt.Errorf("%w: %s: %v; nothing of the push was stored", ErrRefused, where, err)
+	}
+	return fmt.Errorf("%s: store: %w", where, err)
 }

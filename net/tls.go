@@ -105,7 +105,7 @@ func createCert(dir, certPath, keyPath string) error {
 func serverTLS(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{ALPN},
+		NextProtos:   []string{ALPN, ALPNv1},
 		MinVersion:   tls.VersionTLS13,
 	}
 }
@@ -117,7 +117,7 @@ func serverTLS(cert tls.Certificate) *tls.Config {
 // equals the pin. With neither (trust on first use) any certificate is
 // accepted; the caller records its fingerprint.
 func clientTLS(host, pin, caFile string, tofu bool) (*tls.Config, error) {
-	conf := &tls.Config{NextProtos: []string{ALPN}, MinVersion: tls.VersionTLS13, ServerName: host}
+	conf := &tls.Config{NextProtos: []string{ALPN, ALPNv1}, MinVersion: tls.VersionTLS13, ServerName: host}
 	if caFile != "" {
 		pemData, err := os.ReadFile(caFile)
 		if err != nil {

@@ -25,6 +25,10 @@ type Token struct {
 	Write scope.Scope
 }
 
+// MinTokenLen is the shortest token a tokens file accepts: 16 bytes, 128
+// bits if random (e.g. 'openssl rand -hex 16' gives 32).
+const MinTokenLen = 16
+
 // orAll maps the zero Scope (a Token field left unset) to scope.All.
 func orAll(s scope.Scope) scope.Scope {
 	if s.Ranges() == nil {
@@ -34,11 +38,13 @@ func orAll(s scope.Scope) scope.Scope {
 }
 
 // LoadTokens reads a tokens file: one "TOKEN CLIENT_ID" per line,
-// whitespace-separated, with "#" starting a comment. Further fields have the
-// form name=value: read= and write= give the token's read and write scopes
-// as comma-separated key prefixes (absent, empty or "*": every key), e.g.
-// "tok-a client-a read=a/,shared/ write=a/"; other names are ignored.
-// Errors name the file and line.
+// whitespace-separated, with "#" starting a comment. A token is at least
+// MinTokenLen bytes. Further fields have the form name=value: read= and
+// write= give the token's read and write scopes as comma-separated key
+// prefixes ("*": every key; an absent field: every key), e.g.
+// "tok-a client-a read=a/,shared/ write=a/". The parser fails closed: an
+// unknown field, a field given twice or an empty scope list is an error,
+// never a wider grant. Errors name the file and line.
 func LoadTokens(path string) ([]Token, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -78,14 +84,27 @@ func ParseTokens(data []byte) ([]Token, error) {
 		if len(f[0]) > maxToken {
 			return nil, fmt.Errorf("line %d: token longer than %d bytes", line, maxToken)
 		}
+		if len(f[0]) < MinTokenLen {
+			return nil, fmt.Errorf("line %d: token of %d bytes is too short to be a secret (at least %d)", line, len(f[0]), MinTokenLen)
+		}
 		tok := Token{Token: f[0], ClientID: f[1], Read: scope.All, Write: scope.All}
+		given := map[string]bool{}
 		for _, extra := range f[2:] {
 			name, value, ok := strings.Cut(extra, "=")
 			if !ok {
 				return nil, fmt.Errorf("line %d: field %q is not name=value", line, extra)
 			}
+			if given[name] {
+				return nil, fmt.Errorf("line %d: field %s= given twice", line, name)
+			}
+			given[name] = true
 			switch name {
+			default:
+				return nil, fmt.Errorf("line %d: unknown field %q (known: read=, write=)", line, name)
 			case "read", "write":
+				if strings.Trim(value, ", ") == "" {
+					return nil, fmt.Errorf("line %d: %s= lists no prefix (write %s=* for every key)", line, name, name)
+				}
 				sc, err := scope.ParsePrefixList(value)
 				if err != nil {
 					return nil, fmt.Errorf("line %d: %s: %w", line, name, err)

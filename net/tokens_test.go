@@ -18,16 +18,23 @@ func TestParseTokens(t *testing.T) {
 	}{
 		{name: "empty", in: ""},
 		{name: "comments and blanks", in: "# header\n\n  # indented\n", want: nil},
-		{name: "two clients", in: "aaa alice\nbbb\tbob  # trailing comment\n",
-			want: []Token{{Token: "aaa", ClientID: "alice"}, {Token: "bbb", ClientID: "bob"}}},
-		{name: "scopes", in: "aaa alice read=* write=users/ color=blue\nbbb bob read=a/,shared/\n", want: []Token{
-			{Token: "aaa", ClientID: "alice", Read: scope.All, Write: scope.Prefixes([]byte("users/"))},
-			{Token: "bbb", ClientID: "bob", Read: scope.Prefixes([]byte("a/"), []byte("shared/"))}}},
-		{name: "bad scope", in: "aaa alice read=a/,,b/\n", wantErr: "line 1: read"},
-		{name: "missing client id", in: "ok a\naaa\n", wantErr: "line 2"},
-		{name: "bare extra field", in: "aaa alice extra\n", wantErr: "line 1: field \"extra\""},
-		{name: "duplicate token", in: "aaa alice\nccc carol\naaa bob\n", wantErr: "line 3: token already defined on line 1"},
-		{name: "token with equals", in: "a=b alice\n", wantErr: "line 1"},
+		{name: "two clients", in: "aaaaaaaaaaaaaaaa alice\nbbbbbbbbbbbbbbbb\tbob  # trailing comment\n",
+			want: []Token{{Token: "aaaaaaaaaaaaaaaa", ClientID: "alice"}, {Token: "bbbbbbbbbbbbbbbb", ClientID: "bob"}}},
+		{name: "scopes", in: "aaaaaaaaaaaaaaaa alice read=* write=users/\nbbbbbbbbbbbbbbbb bob read=a/,shared/\n", want: []Token{
+			{Token: "aaaaaaaaaaaaaaaa", ClientID: "alice", Read: scope.All, Write: scope.Prefixes([]byte("users/"))},
+			{Token: "bbbbbbbbbbbbbbbb", ClientID: "bob", Read: scope.Prefixes([]byte("a/"), []byte("shared/"))}}},
+		{name: "bad scope", in: "aaaaaaaaaaaaaaaa alice read=a/,,b/\n", wantErr: "line 1: read"},
+		{name: "missing client id", in: "okokokokokokokok a\naaaaaaaaaaaaaaaa\n", wantErr: "line 2"},
+		{name: "bare extra field", in: "aaaaaaaaaaaaaaaa alice extra\n", wantErr: "line 1: field \"extra\""},
+		{name: "duplicate token", in: "aaaaaaaaaaaaaaaa alice\ncccccccccccccccc carol\naaaaaaaaaaaaaaaa bob\n", wantErr: "line 3: token already defined on line 1"},
+		{name: "token with equals", in: "a=bbbbbbbbbbbbbbbbbb alice\n", wantErr: "line 1"},
+		// Fail closed: nothing that is not understood widens a grant.
+		{name: "unknown field", in: "aaaaaaaaaaaaaaaa alice color=blue\n", wantErr: "line 1: unknown field \"color\""},
+		{name: "misspelled scope", in: "aaaaaaaaaaaaaaaa alice wirte=a/\n", wantErr: "line 1: unknown field \"wirte\""},
+		{name: "empty write scope", in: "aaaaaaaaaaaaaaaa alice write=\n", wantErr: "line 1: write= lists no prefix"},
+		{name: "empty read scope", in: "aaaaaaaaaaaaaaaa alice read=,\n", wantErr: "line 1: read= lists no prefix"},
+		{name: "field twice", in: "aaaaaaaaaaaaaaaa alice write=a/ write=b/\n", wantErr: "line 1: field write= given twice"},
+		{name: "short token", in: "abc alice\n", wantErr: "line 1: token of 3 bytes is too short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,7 +63,7 @@ func TestParseTokens(t *testing.T) {
 
 func TestLoadTokensNamesFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(p, []byte("x\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("xxxxxxxxxxxxxxxxxx\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := LoadTokens(p)

@@ -34,17 +34,22 @@ import (
 const (
 	minHeartbeat = 100 * time.Millisecond
 	maxHeartbeat = 5 * time.Minute
+	// minWatchInterval is the least time between two evaluations of one
+	// scoped watcher (a scoped diff each), which bounds its CPU on a server
+	// that commits constantly. An unscoped watcher costs no diff.
+	minWatchInterval = 50 * time.Millisecond
 )
 
-// encodeWatch encodes a Watch payload: the heartbeat in milliseconds, then
-// the watcher's scope if it names one (sc neither empty nor All; a server
-// that predates scopes in Watch accepts a payload without one).
+// encodeWatch encodes a Watch payload: the heartbeat in milliseconds, a
+// flag, and the watcher's scope if the flag is 1 (sc neither empty nor
+// All; without one the server takes the token's read scope, which All
+// would not narrow).
 func encodeWatch(heartbeat time.Duration, sc scope.Scope) []byte {
 	b := binary.AppendUvarint(nil, uint64(heartbeat.Milliseconds()))
 	if sc.IsEmpty() || sc.IsAll() {
-		return b // no scope named: the token's (which All would not narrow)
+		return append(b, 0)
 	}
-	return appendScope(b, sc)
+	return appendScope(append(b, 1), sc)
 }
 
 // decodeWatch decodes a Watch payload; hasScope is false when it names no
@@ -52,8 +57,12 @@ func encodeWatch(heartbeat time.Duration, sc scope.Scope) []byte {
 func decodeWatch(p []byte) (hb time.Duration, sc scope.Scope, hasScope bool, err error) {
 	d := newDec(msgWatch, p)
 	ms := d.uvarint("heartbeat")
-	if d.err == nil && len(d.b) > 0 {
+	switch d.byte1("scope flag") {
+	case 0:
+	case 1:
 		sc, hasScope = decodeScope(d), true
+	default:
+		d.fail("scope flag")
 	}
 	if err := d.done(); err != nil {
 		return 0, scope.Scope{}, false, err
@@ -80,11 +89,33 @@ func (sess *session) watch(ctx context.Context, ex *exchange, p []byte) error {
 		sc = sc.Intersect(sess.read)
 	}
 	s := sess.s
+	// Every move of the head costs a scoped diff per range of every
+	// watcher: bound the ranges, the watches of a session, and how often
+	// one watcher is evaluated.
+	if n := len(sc.Ranges()); !sc.IsAll() && n > s.opts.MaxWatchRanges {
+		return fmt.Errorf("%w: Watch scope of %d ranges (limit %d)", errLimit, n, s.opts.MaxWatchRanges)
+	}
+	if !sess.watching.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: a session may hold one Watch at a time", errLimit)
+	}
+	defer sess.watching.Store(false)
 	tick := time.NewTicker(hb)
 	defer tick.Stop()
 	var sent node.Hash
+	var checked time.Time
 	first := true
 	for {
+		if wait := minWatchInterval - time.Since(checked); wait > 0 && !first && !sc.IsAll() {
+			// Moves within the interval coalesce into the next check.
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil
+			case <-ex.st.Context().Done():
+				return nil
+			}
+		}
+		checked = time.Now()
 		// Take the broadcast channel before reading the root, so that a
 		// move between the two is not missed.
 		moved := s.store.RefsChanged()

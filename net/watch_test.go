@@ -197,7 +197,7 @@ func TestWatchFrameDecoding(t *testing.T) {
 	}{{0, minHeartbeat}, {50, minHeartbeat}, {1500, 1500 * time.Millisecond}, {1 << 62, maxHeartbeat}} {
 		got, _, has, err := decodeWatch(encodeWatch(time.Duration(tc.ms)*time.Millisecond, scope.Scope{}))
 		if tc.ms == 1<<62 {
-			got, _, has, err = decodeWatch(append([]byte(nil), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f))
+			got, _, has, err = decodeWatch(append([]byte(nil), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0))
 		}
 		if err != nil || got != tc.want || has {
 			t.Errorf("heartbeat %d ms decodes to %v (scope %v), %v; want %v", tc.ms, got, has, err, tc.want)

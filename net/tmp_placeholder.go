@@ -1,0 +1,3 @@
+package net
+import "errors"
+var errAddressConflictTODO = errors.New("placeholder until tree.ErrAddressConflict lands")
