@@ -30,6 +30,7 @@ const (
 	codeScope        uint64 = 9  // forbidden scope: a push outside the token's write scope
 	codeRefused      uint64 = 10 // a push whose content collides with stored content
 	codeVersion      uint64 = 11 // the peers speak different protocol versions
+	codeRegrant      uint64 = 12 // the session's token changed: reconnect to get the new grant
 )
 
 // maxToken bounds a token's length on the wire.

@@ -208,17 +208,29 @@ func (s *Server) SetTokens(toks []Token) {
 	s.tokens = m
 	s.tokMu.Unlock()
 	s.liveMu.Lock()
-	var revoked []*session
+	var ended []*session
 	for sess := range s.live {
 		if g, ok := m[sess.tokenSum]; !ok || !g.equal(sess.grant) {
-			revoked = append(revoked, sess)
+			ended = append(ended, sess)
 		}
 	}
 	s.liveMu.Unlock()
-	for _, sess := range revoked {
-		s.log.Warn("arbor server: token revoked or changed: session ended", "peer", sess.peer, "client", sess.clientID)
-		sess.qc.CloseWithError(quic.ApplicationErrorCode(codeUnauthorized), "token revoked or changed; reconnect")
+	for _, sess := range ended {
+		sess.endForToken(m)
 	}
+}
+
+// endForToken closes a session whose token was revoked (ErrUnauthorized
+// at the client) or whose grant changed (a transient error: reconnecting
+// gets the new grant).
+func (sess *session) endForToken(toks map[[32]byte]tokenGrant) {
+	if _, ok := toks[sess.tokenSum]; ok {
+		sess.s.log.Warn("arbor server: token's grant changed: session ended", "peer", sess.peer, "client", sess.clientID)
+		sess.qc.CloseWithError(quic.ApplicationErrorCode(codeRegrant), "token's grant changed; reconnect")
+		return
+	}
+	sess.s.log.Warn("arbor server: token revoked: session ended", "peer", sess.peer, "client", sess.clientID)
+	sess.qc.CloseWithError(quic.ApplicationErrorCode(codeUnauthorized), "token revoked")
 }
 
 func (g tokenGrant) equal(o tokenGrant) bool {
@@ -409,12 +421,15 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		delete(s.live, sess)
 		s.liveMu.Unlock()
 	}()
-	if g, ok := s.grant(sess.token); !ok || !g.equal(sess.grant) {
+	s.tokMu.RLock()
+	toks := s.tokens
+	s.tokMu.RUnlock()
+	if g, ok := toks[sess.tokenSum]; !ok || !g.equal(sess.grant) {
 		// SetTokens ran between the handshake and the registration above.
-		qc.CloseWithError(quic.ApplicationErrorCode(codeUnauthorized), "token revoked or changed; reconnect")
+		sess.endForToken(toks)
 		return
 	}
-	sess.token = ""
+
 	s.log.Info("arbor server: session started", "peer", peer, "client", sess.clientID, "base", sess.base.Short(), "retained", sess.baseRetained)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -512,7 +527,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		return err
 	}
 	sess.clientID, sess.read, sess.write = id, g.read, g.write
-	sess.token, sess.tokenSum, sess.grant = h.Token, sha256.Sum256([]byte(h.Token)), g
+	sess.tokenSum, sess.grant = sha256.Sum256([]byte(h.Token)), g
 	sess.peer = fmt.Sprintf("client %s (%s)", id, sess.qc.RemoteAddr())
 	if h.Hash != hashXXH3 {
 		err := fmt.Errorf("%w: the client's store uses hash %d, this server's xxh3-128 (%d)", ErrConfigMismatch, h.Hash, hashXXH3)

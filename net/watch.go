@@ -404,7 +404,8 @@ func followEnd(ctx context.Context) error {
 // permanent reports errors that retrying cannot fix.
 func permanent(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrFingerprint) ||
-		errors.Is(err, ErrConfigMismatch) || errors.Is(err, ErrForbiddenScope)
+		errors.Is(err, ErrConfigMismatch) || errors.Is(err, ErrForbiddenScope) ||
+		errors.Is(err, ErrVersion) || errors.Is(err, ErrProtocol)
 }
 
 func jitter(d time.Duration) time.Duration {
