@@ -253,12 +253,12 @@ func serveTwoClients(t *testing.T, tokenLines, records string) (srv, a, b, addr,
 }
 
 func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
-	srv, a, b, addr, fp := serveTwoClients(t, "# clients\ntok-a laptop-a\ntok-b laptop-b\n", "k1\tv1\nk2\tv2\nk3\tv3\n")
+	srv, a, b, addr, fp := serveTwoClients(t, "# clients\ntok-a-0123456789abcdef laptop-a\ntok-b-0123456789abcdef laptop-b\n", "k1\tv1\nk2\tv2\nk3\tv3\n")
 	syncArgs := func(db, tok string) []string {
 		return []string{"--db", db, "sync", "--server", addr, "--token", tok, "--fingerprint", fp}
 	}
-	mustRun(t, "", syncArgs(a, "tok-a")...)
-	mustRun(t, "", syncArgs(b, "tok-b")...)
+	mustRun(t, "", syncArgs(a, "tok-a-0123456789abcdef")...)
+	mustRun(t, "", syncArgs(b, "tok-b-0123456789abcdef")...)
 	if got := mustRun(t, "", "--db", a, "get", "k2"); got != "v2\n" {
 		t.Fatalf("clone: k2 = %q", got)
 	}
@@ -266,8 +266,8 @@ func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
 	mustRun(t, "", "--db", a, "put", "k2", "from-a")
 	mustRun(t, "", "--db", b, "put", "k2", "from-b")
 	mustRun(t, "", "--db", b, "put", "k4", "only-b")
-	mustRun(t, "", syncArgs(a, "tok-a")...)
-	out := mustRun(t, "", append(syncArgs(b, "tok-b"), "--json")...)
+	mustRun(t, "", syncArgs(a, "tok-a-0123456789abcdef")...)
+	out := mustRun(t, "", append(syncArgs(b, "tok-b-0123456789abcdef"), "--json")...)
 	var res struct {
 		Overridden []struct{ Key, Local, Server string }
 		Accepted   int
@@ -279,7 +279,7 @@ func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
 	if len(res.Overridden) != 1 || res.Overridden[0].Key != "k2" || res.Overridden[0].Local != "from-b" || res.Overridden[0].Server != "from-a" || res.Accepted != 1 {
 		t.Fatalf("b's sync result %+v, want k2 overridden (from-b lost to from-a) and k4 accepted", res)
 	}
-	mustRun(t, "", syncArgs(a, "tok-a")...)
+	mustRun(t, "", syncArgs(a, "tok-a-0123456789abcdef")...)
 	ra := mustRun(t, "", "--db", a, "root")
 	rb := mustRun(t, "", "--db", b, "root")
 	if ra != rb || strings.TrimSpace(ra) != res.Root {
@@ -292,15 +292,15 @@ func TestCLIServeAndSyncTwoClientsWithConflict(t *testing.T) {
 		t.Fatalf("a's k4 = %q, want only-b", got)
 	}
 	// The audit: the server's root equals the clients'.
-	if got := mustRun(t, "", "root", "--server", addr, "--token", "tok-a", "--fingerprint", fp); got != ra {
+	if got := mustRun(t, "", "root", "--server", addr, "--token", "tok-a-0123456789abcdef", "--fingerprint", fp); got != ra {
 		t.Fatalf("root --server = %q, want %q", got, ra)
 	}
 	// A wrong token and a wrong fingerprint are refused with clear errors.
-	if r := runArbor(t, "", syncArgs(a, "tok-wrong")...); r.code == 0 || !strings.Contains(r.stderr, "unauthorized") {
+	if r := runArbor(t, "", syncArgs(a, "tok-wrong-0123456789abcdef")...); r.code == 0 || !strings.Contains(r.stderr, "unauthorized") {
 		t.Fatalf("wrong token: exit %d, stderr %q", r.code, r.stderr)
 	}
 	bad := strings.Repeat("ab", 32)
-	if r := runArbor(t, "", "--db", filepath.Join(filepath.Dir(a), "c"), "sync", "--server", addr, "--token", "tok-a", "--fingerprint", bad); r.code == 0 || !strings.Contains(r.stderr, "not trusted") {
+	if r := runArbor(t, "", "--db", filepath.Join(filepath.Dir(a), "c"), "sync", "--server", addr, "--token", "tok-a-0123456789abcdef", "--fingerprint", bad); r.code == 0 || !strings.Contains(r.stderr, "not trusted") {
 		t.Fatalf("wrong fingerprint: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// The server holds its store: a second opener is refused clearly.
@@ -322,14 +322,14 @@ func TestCLIPartialSync(t *testing.T) {
 	dir := t.TempDir()
 	srv, a := filepath.Join(dir, "srv"), filepath.Join(dir, "a")
 	tokens := filepath.Join(dir, "tokens")
-	os.WriteFile(tokens, []byte("tok-a laptop-a read=u/,shared/ write=u/\n"), 0o600)
+	os.WriteFile(tokens, []byte("tok-a-0123456789abcdef laptop-a read=u/,shared/ write=u/\n"), 0o600)
 	var in strings.Builder
 	for i := range 200 {
 		fmt.Fprintf(&in, "%c/%03d\tv%d\n", "su"[i%2], i, i)
 	}
 	mustRun(t, in.String(), "--db", srv, "import", "-")
 	addr, fp := startServer(t, srv, tokens)
-	out := mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a", "--fingerprint", fp, "--prefix", "u/", "--prefix", "x/")
+	out := mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a-0123456789abcdef", "--fingerprint", fp, "--prefix", "u/", "--prefix", "x/")
 	if !strings.Contains(out, `scope: ["u/", "u0")`) || !strings.Contains(out, "pulled 100") {
 		t.Fatalf("partial sync output %q", out)
 	}
@@ -340,7 +340,7 @@ func TestCLIPartialSync(t *testing.T) {
 		t.Fatalf("put outside scope: code %d stderr %q", r.code, r.stderr)
 	}
 	mustRun(t, "", "--db", a, "put", "u/new", "mine")
-	out = mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
+	out = mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a-0123456789abcdef", "--fingerprint", fp)
 	if !strings.Contains(out, "accepted 1") {
 		t.Fatalf("push in scope: %q", out)
 	}
@@ -351,9 +351,9 @@ func TestCLIPartialSync(t *testing.T) {
 // run on it, each sync prints one JSON line, and an interrupt ends it with
 // exit 0.
 func TestCLISyncWatch(t *testing.T) {
-	_, a, b, addr, fp := serveTwoClients(t, "tok-a mirror\ntok-b writer\n", "k1\tv1\n")
+	_, a, b, addr, fp := serveTwoClients(t, "tok-a-0123456789abcdef mirror\ntok-b-0123456789abcdef writer\n", "k1\tv1\n")
 
-	cmd, stdout, stderr := startArbor(t, "--db", a, "sync", "--watch", "--json", "--server", addr, "--token", "tok-a", "--fingerprint", fp)
+	cmd, stdout, stderr := startArbor(t, "--db", a, "sync", "--watch", "--json", "--server", addr, "--token", "tok-a-0123456789abcdef", "--fingerprint", fp)
 	type syncLine struct {
 		Pulled int
 		Root   string
@@ -391,7 +391,7 @@ func TestCLISyncWatch(t *testing.T) {
 		t.Fatalf("clone pulled %d records, want 1", l.Pulled)
 	}
 	// Another client pushes two records; the watcher pulls them by itself.
-	syncB := []string{"--db", b, "sync", "--server", addr, "--token", "tok-b", "--fingerprint", fp}
+	syncB := []string{"--db", b, "sync", "--server", addr, "--token", "tok-b-0123456789abcdef", "--fingerprint", fp}
 	mustRun(t, "", syncB...)
 	mustRun(t, "", "--db", b, "put", "k2", "v2")
 	mustRun(t, "", "--db", b, "put", "k3", "v3")
