@@ -69,7 +69,22 @@ type ClientOptions struct {
 	// a shrunk read scope shrinks the replica. A partial replica always
 	// walks: it fetches only nodes whose key interval overlaps its scope
 	// and holds the server's tree pruned to it, which tree.Store.VerifyScope checks.
+	// Narrowing the scope (here or by the server's read scope) first
+	// pushes the local changes the replica holds, in the old scope.
 	Scope scope.Scope
+	// Adopt and Merge say what the sync of a store that holds records but
+	// shares no sync history with the server (no base: a local import, a
+	// lost or restored replica) does with them. Without either, such a
+	// sync fails with ErrNoSyncHistory and changes nothing. Adopt takes the
+	// server's state and reports every local record it drops or replaces
+	// in SyncResult.Discarded (the repair of a lost or suspicious replica).
+	// Merge pushes the local records as new writes: the server's value
+	// wins for keys it holds, and keys it deleted since come back.
+	Adopt, Merge bool
+	// DiscardUnpushable drops, and reports in SyncResult.Discarded, the
+	// local changes the token may not write (its write scope) instead of
+	// failing the sync with ErrUnpushable.
+	DiscardUnpushable bool
 }
 
 func (o *ClientOptions) defaults() {
@@ -124,6 +139,7 @@ type SyncResult struct {
 	Pushed        int          // local changes sent
 	Accepted      int          // local changes the server accepted
 	Overridden    []Overridden // local changes the server's value overrode
+	Discarded     []Overridden // local changes dropped on request (Adopt, DiscardUnpushable), with the reason
 	Scope         scope.Scope  // the scope synced (scope.All for a full replica)
 	BytesSent     int64        // at the QUIC stream level
 	BytesReceived int64
@@ -329,6 +345,8 @@ type syncer struct {
 
 	sc      scope.Scope // the scope being synced (All: a full replica)
 	oldSc   scope.Scope // the scope the store held before this sync
+	pushSc  scope.Scope // where local changes are pushed from: oldSc, or All without a base
+	adopt   bool        // a store without a base takes the server's state
 	added   scope.Scope // sc minus oldSc: fetched even below held nodes
 	partial bool
 }
@@ -426,6 +444,16 @@ func (sy *syncer) run(ctx context.Context) error {
 		sy.head0 = node.EmptyRoot
 	}
 	local := sy.head0 != sy.base
+	if !sy.hasBase && local {
+		switch {
+		case sy.opts.Adopt && sy.opts.Merge:
+			return errors.New("Adopt and Merge both set: choose one")
+		case sy.opts.Merge:
+		default:
+			// Adopt, or find out what adopting would discard and stop.
+			sy.adopt, local = true, false
+		}
+	}
 	if sy.oldSc, err = StoredScope(s); err != nil {
 		return err
 	}
@@ -475,6 +503,12 @@ func (sy *syncer) run(ctx context.Context) error {
 		return fmt.Errorf("%w: client %s: scope %s and read scope %s have no key in common", ErrForbiddenScope, w.ClientID, want, w.Read)
 	}
 	sy.partial = !sy.sc.IsAll()
+	// Local changes are pushed from all the store holds, not only from the
+	// scope being synced, so a narrowed scope loses no unpushed write.
+	sy.pushSc = sy.oldSc
+	if !sy.hasBase {
+		sy.pushSc = scope.All
+	}
 	sy.added = sy.sc.Intersect(complement(sy.oldSc))
 	if !sy.hasBase {
 		sy.added = scope.Scope{}
@@ -488,6 +522,11 @@ func (sy *syncer) run(ctx context.Context) error {
 
 	target := w.Root
 	var pushed *pushOutcome
+	if local {
+		if err := sy.checkWritable(ctx, w.Write); err != nil {
+			return err
+		}
+	}
 	if local {
 		sy.progress("push")
 		pushed, err = sy.push(ctx)
@@ -559,6 +598,9 @@ func (sy *syncer) run(ctx context.Context) error {
 		}
 		sy.res.Pulled = n
 	}
+	if sy.adopt && !sy.opts.Adopt {
+		return sy.noHistory(ctx, newBase)
+	}
 	sy.progress("commit")
 	if err := sy.commit(ctx, newBase); err != nil {
 		return err
@@ -569,7 +611,102 @@ func (sy *syncer) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if sy.adopt {
+		if err := sy.reportAdopted(ctx, newBase); err != nil {
+			return err
+		}
+	}
 	return mismatch
+}
+
+// noHistory fails the sync of a store with records and no base, for which
+// the caller chose neither Adopt nor Merge, saying what each would do. The
+// server's tree was fetched (the next sync reuses it); no ref moved.
+func (sy *syncer) noHistory(ctx context.Context, root node.Hash) error {
+	var differ, only int
+	for c, err := range diffScope(ctx, sy.store, sy.head0, root, sy.sc) {
+		if err != nil {
+			return err
+		}
+		switch {
+		case c.Old == nil:
+		case c.New == nil:
+			only++
+		default:
+			differ++
+		}
+	}
+	return fmt.Errorf("%w: store %s has never synced with this server, and %d of its records differ from the server's "+
+		"(%d hold other values, %d the server lacks): adopt the server's state (Adopt, arbor sync --adopt: "+
+		"those records are dropped and listed) or merge (Merge, --merge: push every local record as a new write; "+
+		"the server's value wins where it has one, and records it deleted come back)",
+		ErrNoSyncHistory, sy.store.Dir(), differ+only, differ, only)
+}
+
+// checkWritable finds the local changes outside the token's write scope,
+// which the server would refuse with the whole push: it fails naming them,
+// or with DiscardUnpushable leaves them out of the push and reports them.
+func (sy *syncer) checkWritable(ctx context.Context, write scope.Scope) error {
+	if write.IsAll() {
+		return nil
+	}
+	var bad [][]byte
+	for c, err := range diffScope(ctx, sy.store, sy.base, sy.head0, sy.pushSc.Intersect(complement(write))) {
+		if err != nil {
+			return err
+		}
+		bad = append(bad, append([]byte(nil), c.Key...))
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	if !sy.opts.DiscardUnpushable {
+		names := ""
+		for i, k := range bad {
+			if i == 5 {
+				names += fmt.Sprintf(" and %d more", len(bad)-5)
+				break
+			}
+			names += fmt.Sprintf(" %q", k)
+		}
+		return fmt.Errorf("%w: %d local changes lie outside the token's write scope %s:%s; they stay local "+
+			"(DiscardUnpushable, arbor sync --discard-unpushable, drops them)", ErrUnpushable, len(bad), write, names)
+	}
+	sy.pushSc = sy.pushSc.Intersect(write)
+	for _, k := range bad {
+		o := Overridden{Key: k, Reason: "outside the token's write scope: discarded"}
+		var err error
+		if o.Local, err = sy.readOpt(ctx, sy.head0, k); err != nil {
+			return err
+		}
+		sy.res.Discarded = append(sy.res.Discarded, o)
+	}
+	return nil
+}
+
+// reportAdopted lists, for a store that adopted the server's state, every
+// local record the server's state dropped or replaced.
+func (sy *syncer) reportAdopted(ctx context.Context, root node.Hash) error {
+	for c, err := range diffScope(ctx, sy.store, sy.head0, root, sy.sc) {
+		if err != nil {
+			return err
+		}
+		if c.Old == nil {
+			continue // a record only the server has: nothing local was lost
+		}
+		o := Overridden{Key: append([]byte(nil), c.Key...), Reason: "no sync history: the server's state adopted"}
+		var err error
+		if o.Local, err = sy.readOpt(ctx, sy.head0, c.Key); err != nil {
+			return err
+		}
+		if c.New != nil {
+			if o.Server, err = sy.readOpt(ctx, root, c.Key); err != nil {
+				return err
+			}
+		}
+		sy.res.Discarded = append(sy.res.Discarded, o)
+	}
+	return nil
 }
 
 // rememberServer stores the server's fingerprint and the client id.
@@ -609,6 +746,17 @@ func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
 			return err
 		}
 		newHead := newBase
+		if cur != sy.head0 && !sy.sc.IsAll() {
+			// A write made during the sync outside the new scope cannot be
+			// kept in the replica: fail and keep it (the next sync pushes it).
+			for c, err := range diffScope(ctx, s, sy.head0, cur, complement(sy.sc)) {
+				b.Discard()
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("%w: key %q was written during the sync, outside the new scope %s; it stays local: sync again", ErrUnpushable, c.Key, sy.sc)
+			}
+		}
 		if cur != sy.head0 {
 			// Writes landed during the sync: replay them on the new state.
 			newHead, err = replay(ctx, s, b, sy.diff(ctx, sy.head0, cur), newBase)

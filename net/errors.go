@@ -40,6 +40,12 @@ var (
 	// ErrVersion reports a peer that speaks another version of the
 	// protocol; the message says which side to upgrade.
 	ErrVersion = errors.New("protocol version mismatch")
+	// ErrNoSyncHistory reports a sync of a store that holds records but
+	// has no base: the caller must choose ClientOptions.Adopt or Merge.
+	ErrNoSyncHistory = errors.New("store has records and no sync history")
+	// ErrUnpushable reports local changes outside the token's write scope;
+	// nothing was pushed or changed (see ClientOptions.DiscardUnpushable).
+	ErrUnpushable = errors.New("local changes outside the write scope")
 	// ErrRemote reports an error the peer sent; its message is included.
 	ErrRemote = errors.New("peer reported an error")
 )

@@ -82,6 +82,7 @@ type welcome struct {
 	Retained bool // the client's base is retained: the changes path is open
 	Config   chunker.Config
 	Read     scope.Scope // the token's read scope
+	Write    scope.Scope // the token's write scope
 	RootNode []byte      // the root node's bytes when the client will need to walk; may be empty
 	Hash     byte        // the server store's hash algorithm (zero: hashXXH3)
 	Caps     uint64      // capabilities of the server
@@ -97,6 +98,7 @@ func (m welcome) encode() []byte {
 	b = append(b, r)
 	b = appendConfig(b, m.Config)
 	b = appendScope(b, orAll(m.Read))
+	b = appendScope(b, orAll(m.Write))
 	b = appendBytes(b, m.RootNode)
 	b = append(b, max(m.Hash, hashXXH3))
 	return binary.AppendUvarint(b, m.Caps)
@@ -172,6 +174,7 @@ func decodeWelcome(p []byte) (welcome, error) {
 	}
 	m.Config = decodeConfig(d)
 	m.Read = decodeScope(d)
+	m.Write = decodeScope(d)
 	m.RootNode = d.bytes("root node", node.MaxNodeSize)
 	m.Hash = d.byte1("hash algorithm")
 	m.Caps = d.uvarint("capabilities")

@@ -69,7 +69,7 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 		ex, keys, bytes = nil, keys[:0], 0
 		return nil
 	}
-	for c, err := range sy.diff(ctx, sy.base, sy.head0) {
+	for c, err := range diffScope(ctx, sy.store, sy.base, sy.head0, sy.pushSc) {
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +126,10 @@ func (sy *syncer) reportOverridden(ctx context.Context, p *pushOutcome, root nod
 		if o.Local, err = sy.readOpt(ctx, sy.head0, k); err != nil {
 			return err
 		}
-		if o.Server, err = sy.readOpt(ctx, root, k); err != nil {
+		if !sy.sc.Contains(k) {
+			// Outside the replica's new scope: the server's value is not
+			// held (nor, with the read scope narrowed, readable).
+		} else if o.Server, err = sy.readOpt(ctx, root, k); err != nil {
 			return err
 		}
 		sy.res.Overridden = append(sy.res.Overridden, o)

@@ -63,6 +63,7 @@ func TestInterruptedWalkResumes(t *testing.T) {
 	for _, stopAt := range []int64{50, 400} {
 		ctx, cancel := context.WithCancel(context.Background())
 		opts := ts.opts(alice)
+		opts.Merge = true // the local write goes up with the first sync
 		opts.BatchNodes, opts.Parallel = 16, 2
 		opts.Progress = func(p Progress) {
 			if p.Phase == "walk" && p.Nodes >= stopAt {
@@ -96,7 +97,9 @@ func TestInterruptedWalkResumes(t *testing.T) {
 	if held == 0 {
 		t.Fatal("interrupted walks kept nothing")
 	}
-	res := mustSync(t, c, ts.opts(alice))
+	mopts := ts.opts(alice)
+	mopts.Merge = true
+	res := mustSync(t, c, mopts)
 	if res.NodesFetched != len(all)-held {
 		t.Fatalf("resumed walk fetched %d nodes; %d in tree, %d held", res.NodesFetched, len(all), held)
 	}
@@ -261,7 +264,7 @@ func TestConcurrentClientsConverge(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(i), 99))
 			s := stores[i]
-			opts := ClientOptions{Server: ts.addr, Token: toks[i].Token, Fingerprint: ts.fp}
+			opts := ClientOptions{Server: ts.addr, Token: toks[i].Token, Fingerprint: ts.fp, Merge: true}
 			for round := range rounds {
 				var edits []tree.Edit
 				for range 1 + r.IntN(6) {

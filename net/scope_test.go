@@ -126,11 +126,30 @@ func TestScopedTokenACL(t *testing.T) {
 	before := ref(t, ts.store, HeadRef)
 	edit(t, c, tree.Edit{Key: rec(110), Value: []byte("mine")}, tree.Edit{Key: rec(510), Value: []byte("not mine")})
 	_, err := Sync(ctx, c, ts.opts("tok-carol-0123456789"))
-	if !errors.Is(err, ErrForbiddenScope) || !strings.Contains(err.Error(), "key-000510") {
-		t.Fatalf("push outside write scope: err = %v, want ErrForbiddenScope naming the key", err)
+	if !errors.Is(err, ErrUnpushable) || !strings.Contains(err.Error(), "key-000510") {
+		t.Fatalf("push outside write scope: err = %v, want ErrUnpushable naming the key", err)
 	}
 	if after := ref(t, ts.store, HeadRef); after != before {
 		t.Fatal("refused push changed the server")
+	}
+	if v := get(t, c, ref(t, c, HeadRef), rec(510)); v == nil || *v != "not mine" {
+		t.Fatal("the unpushable local write was not kept")
+	}
+	// Dropping it on purpose: the rest is pushed, the dropped write reported.
+	opts := ts.opts("tok-carol-0123456789")
+	opts.DiscardUnpushable = true
+	res, err = Sync(ctx, c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Discarded) != 1 || string(res.Discarded[0].Key) != string(rec(510)) || res.Accepted != 1 {
+		t.Fatalf("discarded %v, accepted %d; want key-000510 discarded and 1 accepted", res.Discarded, res.Accepted)
+	}
+	if v := get(t, ts.store, ref(t, ts.store, HeadRef), rec(110)); v == nil || *v != "mine" {
+		t.Fatal("the writable change was not pushed")
+	}
+	if v := get(t, c, ref(t, c, HeadRef), rec(510)); v != nil && *v == "not mine" {
+		t.Fatal("the discarded write is still in the replica's head")
 	}
 }
 

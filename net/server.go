@@ -544,7 +544,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
-	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read, Hash: hashXXH3}
+	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read, Write: sess.write, Hash: hashXXH3}
 	// A partial read scope walks: the changes path would diff whole trees.
 	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && sess.read.IsAll() && s.retain.has(h.Base) {
 		if ok, _ := s.store.HasNode(h.Base); ok {

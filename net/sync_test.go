@@ -138,7 +138,9 @@ func TestFirstSyncPushesLocalData(t *testing.T) {
 	put(t, ts.store, 0, 50, 1)
 	c := openStore(t, t.TempDir(), smallChunks)
 	put(t, c, 40, 80, 2)
-	res := mustSync(t, c, ts.opts(alice))
+	opts := ts.opts(alice)
+	opts.Merge = true
+	res := mustSync(t, c, opts)
 	if res.Pushed != 40 || res.Accepted != 30 || len(res.Overridden) != 10 || res.Path != "walk" {
 		t.Fatalf("res: pushed %d accepted %d overridden %d path %s", res.Pushed, res.Accepted, len(res.Overridden), res.Path)
 	}
@@ -227,6 +229,7 @@ func TestManyExchangesOneSession(t *testing.T) {
 	c := openStore(t, t.TempDir(), smallChunks)
 	put(t, c, 5000, 5001, 1) // a store that holds nodes walks node by node
 	opts := ts.opts(alice)
+	opts.Merge = true
 	opts.BatchNodes, opts.Parallel = 1, 3
 	res := mustSync(t, c, opts)
 	if res.RoundTrips < 100 {
