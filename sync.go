@@ -41,6 +41,17 @@ var (
 	ErrForbiddenScope = arbornet.ErrForbiddenScope
 	// ErrOutOfScope reports a local write outside a partial replica's scope.
 	ErrOutOfScope = scope.ErrOutOfScope
+	// ErrNoSyncHistory reports a first sync of a store that already holds
+	// records: choose SyncOptions.Adopt or SyncOptions.Merge.
+	ErrNoSyncHistory = arbornet.ErrNoSyncHistory
+	// ErrUnpushable reports local changes outside the token's write scope
+	// (see SyncOptions.DiscardUnpushable); they stay local.
+	ErrUnpushable = arbornet.ErrUnpushable
+	// ErrVersion reports a server or client of another protocol version.
+	ErrVersion = arbornet.ErrVersion
+	// ErrRefused reports a push the server refused whole because its
+	// content collides with stored content (a crafted hash collision).
+	ErrRefused = arbornet.ErrRefused
 )
 
 // LoadTokens reads a tokens file: one "TOKEN CLIENT_ID" per line.
@@ -50,7 +61,9 @@ func LoadTokens(path string) ([]Token, error) { return arbornet.LoadTokens(path)
 // pushes the local changes since the last sync, the server's value winning
 // every conflict (reported in SyncResult.Overridden), and pulls everything
 // else that changed on the server. The first sync of an empty store is a
-// clone. Writes made while Sync runs stay local changes for the next sync.
+// clone; the first sync of a store that already holds records fails with
+// ErrNoSyncHistory unless SyncOptions.Adopt or Merge says what to do with
+// them. Writes made while Sync runs stay local changes for the next sync.
 // An interrupted sync leaves the store at its old state and keeps what it
 // fetched for the next attempt.
 func (db *DB) Sync(ctx context.Context, opts SyncOptions) (*SyncResult, error) {
