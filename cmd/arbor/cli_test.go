@@ -338,6 +338,28 @@ func TestCLIPartialSync(t *testing.T) {
 	}
 	if r := runArbor(t, "", "--db", a, "put", "s/000", "x"); r.code == 0 || !strings.Contains(r.stderr, "outside scope") {
 		t.Fatalf("put outside scope: code %d stderr %q", r.code, r.stderr)
+	} else if !strings.HasPrefix(r.stderr, "arbor: ") || strings.Contains(r.stderr, "arbor: arbor:") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("put outside scope: want one line with one 'arbor: ' prefix, got %q", r.stderr)
+	}
+	// status counts what count counts: the records in scope, not the
+	// server's whole tree.
+	if n := mustRun(t, "", "--db", a, "count"); n != "100\n" {
+		t.Errorf("count on the partial replica = %q, want 100", n)
+	}
+	if st := mustRun(t, "", "--db", a, "status"); !strings.Contains(st, "records 100\n") || !strings.Contains(st, `scope ["u/", "u0")`) {
+		t.Errorf("status on the partial replica:\n%s", st)
+	}
+	var st struct {
+		Records uint64 `json:"records"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "", "--db", a, "status", "--json")), &st); err != nil || st.Records != 100 {
+		t.Errorf("status --json on the partial replica: records %d (%v), want 100", st.Records, err)
+	}
+	if n := mustRun(t, "", "--db", a, "count", "--prefix", "u/0"); n != "50\n" {
+		t.Errorf("count --prefix u/0 on the partial replica = %q, want 50", n)
+	}
+	if n := mustRun(t, "", "--db", a, "count", "--start", "r", "--end", "u/010"); n != "5\n" {
+		t.Errorf("count --start r --end u/010 on the partial replica = %q, want 5 (u/001 … u/009, odd)", n)
 	}
 	mustRun(t, "", "--db", a, "put", "u/new", "mine")
 	out = mustRun(t, "", "--db", a, "sync", "--server", addr, "--token", "tok-a-0123456789abcdef", "--fingerprint", fp)

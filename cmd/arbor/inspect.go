@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -12,6 +11,7 @@ type diffCmd struct {
 	Against string   `placeholder:"OTHER_DB" help:"Compare this store's head with OTHER_DB's head."`
 	Roots   []string `arg:"" optional:"" placeholder:"ROOT" help:"Two root hashes in this store: FROM TO (instead of --against)."`
 	rangeFlags
+	JSON bool `name:"json" help:"Write one JSON object per change: {\"op\":…,\"key\":…,\"old\":…,\"new\":…}, with \"key_b64\", \"old_b64\", \"new_b64\" (base64) for bytes that are not UTF-8."`
 }
 
 func (diffCmd) Help() string {
@@ -47,7 +47,7 @@ func (c diffCmd) Run(e *env) error {
 	default:
 		return fmt.Errorf("diff: pass --against OTHER_DB, or two root hashes")
 	}
-	enc := json.NewEncoder(e.stdout)
+	enc := newJSONEncoder(e.stdout)
 	n := 0
 	for ch, err := range changes {
 		if err != nil {
@@ -55,19 +55,14 @@ func (c diffCmd) Run(e *env) error {
 		}
 		n++
 		if c.JSON {
-			out := struct {
-				Op  string  `json:"op"`
-				Key string  `json:"key"`
-				Old *string `json:"old,omitempty"`
-				New *string `json:"new,omitempty"`
-			}{Op: ch.Kind(), Key: string(ch.Key)}
+			var out changeJSON
+			out.Op = ch.Kind()
+			out.Key, out.KeyB64 = textOrB64(ch.Key)
 			if ch.Old != nil {
-				s := string(ch.Old)
-				out.Old = &s
+				out.Old, out.OldB64 = textOrB64(ch.Old)
 			}
 			if ch.New != nil {
-				s := string(ch.New)
-				out.New = &s
+				out.New, out.NewB64 = textOrB64(ch.New)
 			}
 			if err := enc.Encode(out); err != nil {
 				return err
@@ -89,6 +84,18 @@ func (c diffCmd) Run(e *env) error {
 	return nil
 }
 
+// changeJSON is one line of 'diff --json'. "old" is absent for an added
+// key and "new" for a removed one.
+type changeJSON struct {
+	Op     string  `json:"op"`
+	Key    *string `json:"key,omitempty"`
+	KeyB64 *string `json:"key_b64,omitempty"`
+	Old    *string `json:"old,omitempty"`
+	OldB64 *string `json:"old_b64,omitempty"`
+	New    *string `json:"new,omitempty"`
+	NewB64 *string `json:"new_b64,omitempty"`
+}
+
 // quote prints b bare when it is plain text and Go-quoted otherwise, and
 // shortens long values.
 func quote(b []byte) string {
@@ -108,11 +115,22 @@ func quote(b []byte) string {
 }
 
 type statusCmd struct {
-	JSON bool `name:"json" help:"Print as JSON."`
+	JSON bool `name:"json" help:"Print as one JSON line."`
 }
 
 func (statusCmd) Help() string {
-	return "Example:\n  arbor --db data status"
+	return "On a partial replica, records counts the records in its scope, as 'arbor count' does.\n\n" +
+		"Example:\n  arbor --db data status\n  arbor --db data status --json"
+}
+
+// statusJSON is 'arbor status --json'.
+type statusJSON struct {
+	Head         arbor.Hash `json:"head"`
+	Base         arbor.Hash `json:"base"`
+	Synced       bool       `json:"synced"`
+	Records      uint64     `json:"records"`
+	LocalChanges uint64     `json:"local_changes"`
+	Scope        string     `json:"scope"`
 }
 
 func (c statusCmd) Run(e *env) error {
@@ -125,13 +143,29 @@ func (c statusCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	// Status.Count is the root's subtree count. A partial replica's tree is
+	// the server's pruned to its scope, so there that is the server's whole
+	// count; count what is in scope instead, as 'arbor count' does.
+	sc, err := db.Scope()
+	if err != nil {
+		return err
+	}
+	records := st.Count
+	if !sc.IsAll() {
+		if records, err = db.Count(e.ctx); err != nil {
+			return err
+		}
+	}
 	if c.JSON {
-		return json.NewEncoder(e.stdout).Encode(st)
+		return writeJSON(e.stdout, statusJSON{Head: st.Head, Base: st.Base, Synced: st.Synced, Records: records, LocalChanges: st.Local, Scope: sc.String()})
 	}
 	base := st.Base.String()
 	if !st.Synced {
 		base += " (never synced)"
 	}
-	fmt.Fprintf(e.stdout, "head  %s\nbase  %s\nrecords %d\nlocal changes %d\n", st.Head, base, st.Count, st.Local)
+	fmt.Fprintf(e.stdout, "head  %s\nbase  %s\nrecords %d\nlocal changes %d\n", st.Head, base, records, st.Local)
+	if !sc.IsAll() {
+		fmt.Fprintf(e.stdout, "scope %s (partial replica)\n", sc)
+	}
 	return nil
 }

@@ -2,14 +2,16 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 
 	"github.com/arbor-sync/arbor"
+	"github.com/arbor-sync/arbor/scope"
+	"github.com/arbor-sync/arbor/tree"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
@@ -42,11 +44,14 @@ func (c putCmd) Run(e *env) error {
 }
 
 type getCmd struct {
-	Key string `arg:"" help:"Key."`
-	Raw bool   `help:"Print the value's bytes exactly, without adding a newline."`
+	Key  string `arg:"" help:"Key."`
+	Raw  bool   `help:"Print the value's bytes exactly, without adding a newline."`
+	JSON bool   `name:"json" help:"Print the record as one JSON line, as 'export --json' does."`
 }
 
-func (getCmd) Help() string { return "Example:\n  arbor --db data get user/1" }
+func (getCmd) Help() string {
+	return "Example:\n  arbor --db data get user/1\n  arbor --db data get --json photo/1   # {\"key\":\"photo/1\",\"value_b64\":\"…\"} for bytes that are not UTF-8"
+}
 
 func (c getCmd) Run(e *env) error {
 	db, err := e.openDB(true)
@@ -60,6 +65,9 @@ func (c getCmd) Run(e *env) error {
 	}
 	if err != nil {
 		return err
+	}
+	if c.JSON {
+		return writeJSON(e.stdout, newRecordJSON([]byte(c.Key), v))
 	}
 	w := bufio.NewWriter(e.stdout)
 	w.Write(v)
@@ -86,11 +94,16 @@ func (c delCmd) Run(e *env) error {
 
 type importCmd struct {
 	File   string `arg:"" help:"Input file, or '-' for standard input."`
-	Format string `enum:"tsv,jsonl" default:"tsv" help:"Line format: tsv (KEY<TAB>VALUE) or jsonl ({\"key\":…,\"value\":…})."`
+	Format string `enum:"tsv,jsonl" default:"tsv" help:"Line format: tsv (KEY<TAB>VALUE) or jsonl (one JSON object per line: \"key\" or \"key_b64\", \"value\" or \"value_b64\"; as 'export --json' writes)."`
+	JSON   bool   `name:"json" help:"Print the result as one JSON line."`
 }
 
 func (importCmd) Help() string {
-	return "All records commit at once: a bad line aborts the import, names the line, and changes nothing.\n\nExample:\n  printf 'a\\t1\\nb\\t2\\n' | arbor --db data import -\n  arbor --db data import --format jsonl records.jsonl"
+	return "All records commit at once: a bad line aborts the import, names the line, and changes nothing.\n" +
+		"In jsonl, text is a JSON string (\"key\", \"value\"); bytes that are not UTF-8 are base64 in\n" +
+		"\"key_b64\" or \"value_b64\", so 'arbor export --json' output imports back exactly.\n\n" +
+		"Example:\n  printf 'a\\t1\\nb\\t2\\n' | arbor --db data import -\n  arbor --db data import --format jsonl records.jsonl\n" +
+		"  arbor --db old export --json | arbor --db new import --format jsonl -"
 }
 
 func (c importCmd) Run(e *env) error {
@@ -112,7 +125,7 @@ func (c importCmd) Run(e *env) error {
 		return err
 	}
 	defer db.Close()
-	opts := arbor.ImportOptions{Format: arbor.ImportFormat(c.Format)}
+	var progress func(records, bytes int64)
 	var bar *progressbar.ProgressBar
 	if e.isTTY {
 		bar = progressbar.NewOptions64(size,
@@ -124,29 +137,46 @@ func (c importCmd) Run(e *env) error {
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
-		opts.Progress = func(records, bytes int64) {
+		progress = func(records, bytes int64) {
 			bar.Describe(fmt.Sprintf("importing %d records", records))
 			bar.Set64(bytes)
 		}
 	}
 	start := time.Now()
-	st, err := db.Import(e.ctx, in, opts)
+	var st arbor.ImportStats
+	if c.Format == "jsonl" {
+		st, err = importJSONL(e.ctx, db, in, progress)
+	} else {
+		st, err = db.Import(e.ctx, in, arbor.ImportOptions{Format: arbor.FormatTSV, Progress: progress})
+	}
 	if bar != nil {
 		bar.Finish()
+	}
+	if err == nil {
+		err = db.Settle(e.ctx) // this process ends here; see arbor.DB.Settle
 	}
 	if err != nil {
 		return err
 	}
 	el := time.Since(start)
-	fmt.Fprintf(e.stdout, "imported %d records in %s (%.0f records/s)\nroot %s\n", st.Records, el.Round(time.Millisecond), float64(st.Records)/el.Seconds(), st.Root)
+	rate := float64(st.Records) / el.Seconds()
+	if c.JSON {
+		return writeJSON(e.stdout, struct {
+			Records          int64      `json:"records"`
+			Root             arbor.Hash `json:"root"`
+			Ms               float64    `json:"ms"`
+			RecordsPerSecond float64    `json:"records_per_second"`
+		}{st.Records, st.Root, float64(el.Microseconds()) / 1000, math.Round(rate)})
+	}
+	fmt.Fprintf(e.stdout, "imported %d records in %s (%.0f records/s)\nroot %s\n", st.Records, el.Round(time.Millisecond), rate, st.Root)
 	return nil
 }
 
+// rangeFlags select keys: a prefix, a range, or both (their intersection).
 type rangeFlags struct {
-	Prefix string `help:"Only keys with this prefix."`
-	Start  string `help:"Only keys ≥ START."`
-	End    string `help:"Only keys < END."`
-	JSON   bool   `name:"json" help:"Write JSON lines instead of KEY<TAB>VALUE."`
+	Prefix string `placeholder:"P" help:"Only keys with this prefix."`
+	Start  string `placeholder:"KEY" help:"Only keys ≥ KEY."`
+	End    string `placeholder:"KEY" help:"Only keys < KEY."`
 }
 
 func (f rangeFlags) rng() arbor.Range {
@@ -163,69 +193,141 @@ func (f rangeFlags) rng() arbor.Range {
 	return r
 }
 
-func exportRecords(e *env, f rangeFlags, limit int) error {
+// isAll reports whether no flag narrows the keys.
+func (f rangeFlags) isAll() bool { return f.Prefix == "" && f.Start == "" && f.End == "" }
+
+// scope is the set of keys the flags select (empty when they select none).
+func (f rangeFlags) scope() scope.Scope {
+	s := scope.New(tree.Range{Start: []byte(f.Start), End: nilIfEmpty(f.End)})
+	if f.Prefix != "" {
+		s = s.Intersect(scope.New(tree.PrefixRange([]byte(f.Prefix))))
+	}
+	return s
+}
+
+func nilIfEmpty(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
+// listFlags are export's and scan's.
+type listFlags struct {
+	rangeFlags
+	Limit int  `default:"0" placeholder:"N" help:"Stop after N records (0: no limit)."`
+	JSON  bool `name:"json" help:"Write JSON lines instead of KEY<TAB>VALUE: {\"key\":…,\"value\":…}, with \"key_b64\"/\"value_b64\" (base64) for bytes that are not UTF-8."`
+}
+
+func exportRecords(e *env, f listFlags) error {
 	db, err := e.openDB(true)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	if f.JSON {
-		_, err = db.ExportJSONL(e.ctx, e.stdout, f.rng(), limit)
+		_, err = exportJSON(e.ctx, db, e.stdout, f.rng(), f.Limit)
 	} else {
-		_, err = db.Export(e.ctx, e.stdout, f.rng(), limit)
+		_, err = db.Export(e.ctx, e.stdout, f.rng(), f.Limit)
+	}
+	if err != nil && !f.JSON && errors.Is(err, arbor.ErrBadInput) {
+		err = fmt.Errorf("%w (arbor export --json)", err)
 	}
 	return err
 }
 
 type exportCmd struct {
-	rangeFlags
+	listFlags
 }
 
 func (exportCmd) Help() string {
-	return "Example:\n  arbor --db data export > dump.tsv\n  arbor --db data export --prefix user/ --json"
+	return "KEY<TAB>VALUE lines cannot carry a tab or newline; --json carries any bytes and imports back\n" +
+		"with 'arbor import --format jsonl'.\n\n" +
+		"Example:\n  arbor --db data export > dump.tsv\n  arbor --db data export --prefix user/ --limit 10\n  arbor --db data export --json > dump.jsonl"
 }
 
-func (c exportCmd) Run(e *env) error { return exportRecords(e, c.rangeFlags, 0) }
+func (c exportCmd) Run(e *env) error { return exportRecords(e, c.listFlags) }
 
 type scanCmd struct {
-	rangeFlags
-	Limit int `default:"0" help:"Stop after N records (0: no limit)."`
+	listFlags
 }
 
 func (scanCmd) Help() string { return "Example:\n  arbor --db data scan --start user/ --limit 10" }
 
-func (c scanCmd) Run(e *env) error { return exportRecords(e, c.rangeFlags, c.Limit) }
+func (c scanCmd) Run(e *env) error { return exportRecords(e, c.listFlags) }
 
-type countCmd struct{}
-
-func (countCmd) Help() string {
-	return "The count comes from the root's subtree counts: one node read.\n\nExample:\n  arbor --db data count"
+type countCmd struct {
+	rangeFlags
+	JSON bool `name:"json" help:"Print as JSON: {\"count\": N}."`
 }
 
-func (countCmd) Run(e *env) error {
+func (countCmd) Help() string {
+	return "The count comes from the subtree counts stored in the nodes: it reads the nodes along the\n" +
+		"range's edges, not the records. On a partial replica it counts the records in its scope.\n\n" +
+		"Example:\n  arbor --db data count\n  arbor --db data count --prefix user/\n  arbor --db data count --start a --end m"
+}
+
+func (c countCmd) Run(e *env) error {
 	db, err := e.openDB(true)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	n, err := db.Count(e.ctx)
+	n, err := countRecords(e, db, c.rangeFlags)
 	if err != nil {
 		return err
+	}
+	if c.JSON {
+		return writeJSON(e.stdout, struct {
+			Count uint64 `json:"count"`
+		}{n})
 	}
 	fmt.Fprintln(e.stdout, n)
 	return nil
 }
 
+// countRecords counts the records the flags select that the store holds
+// (on a partial replica, only those in its scope).
+func countRecords(e *env, db *arbor.DB, f rangeFlags) (uint64, error) {
+	if f.isAll() {
+		return db.Count(e.ctx)
+	}
+	sc, err := db.Scope()
+	if err != nil {
+		return 0, err
+	}
+	root, err := db.Root(e.ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, r := range f.scope().Intersect(sc).Ranges() {
+		c, err := db.Store().CountRange(e.ctx, root, r)
+		if err != nil {
+			return 0, err
+		}
+		n += c
+	}
+	return n, nil
+}
+
+// rootJSON is 'arbor root --json': the root, and the server it came from.
+type rootJSON struct {
+	Root   arbor.Hash `json:"root"`
+	Server string     `json:"server,omitempty"`
+}
+
 type rootCmd struct {
-	Server      string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip)."`
-	Token       string `env:"ARBOR_TOKEN" help:"Client token, with --server."`
-	Fingerprint string `placeholder:"HEX" help:"The server's certificate fingerprint, with --server."`
-	Trust       bool   `help:"Trust an unknown server, with --server."`
-	CA          string `name:"ca" placeholder:"FILE" help:"CA file to verify the server, with --server."`
+	Server string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip)."`
+	tokenFlags
+	trustFlags
+	JSON bool `name:"json" help:"Print as JSON: {\"root\": …}."`
 }
 
 func (rootCmd) Help() string {
-	return "Two stores hold the same records exactly when their roots are equal.\n\nExample:\n  arbor --db data root\n  arbor root --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…"
+	return "Two stores hold the same records exactly when their roots are equal. With --server the token\n" +
+		"comes from --token-file, ARBOR_TOKEN or --token, as for sync.\n\n" +
+		"Example:\n  arbor --db data root\n  ARBOR_TOKEN=secret-token arbor root --server 127.0.0.1:4433 --fingerprint 3a7f…"
 }
 
 func (c rootCmd) Run(e *env) error {
@@ -240,6 +342,9 @@ func (c rootCmd) Run(e *env) error {
 	r, err := db.Root(e.ctx)
 	if err != nil {
 		return err
+	}
+	if c.JSON {
+		return writeJSON(e.stdout, rootJSON{Root: r})
 	}
 	fmt.Fprintln(e.stdout, r)
 	return nil
@@ -278,9 +383,9 @@ func (c verifyCmd) Run(e *env) error {
 		for _, p := range rep.Problems {
 			out.Problems = append(out.Problems, p.String())
 		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(out)
+		if err := writeJSON(e.stdout, out); err != nil {
+			return err
+		}
 	} else {
 		for _, p := range rep.Problems {
 			fmt.Fprintln(e.stdout, "problem:", p)
@@ -294,11 +399,13 @@ func (c verifyCmd) Run(e *env) error {
 	return verr
 }
 
-type gcCmd struct{}
+type gcCmd struct {
+	JSON bool `name:"json" help:"Print what was kept and deleted as one JSON line."`
+}
 
 func (gcCmd) Help() string { return "Example:\n  arbor --db data gc" }
 
-func (gcCmd) Run(e *env) error {
+func (c gcCmd) Run(e *env) error {
 	db, err := e.openDB(true)
 	if err != nil {
 		return err
@@ -310,6 +417,18 @@ func (gcCmd) Run(e *env) error {
 		return err
 	}
 	after, _ := db.Store().DiskSize()
+	if c.JSON {
+		return writeJSON(e.stdout, struct {
+			Roots           int    `json:"roots"`
+			LiveNodes       int    `json:"live_nodes"`
+			LiveBlobs       int    `json:"live_blobs"`
+			DeletedNodes    int    `json:"deleted_nodes"`
+			DeletedBlobs    int    `json:"deleted_blobs"`
+			DeletedBytes    int64  `json:"deleted_bytes"`
+			DiskBytesBefore uint64 `json:"disk_bytes_before"`
+			DiskBytesAfter  uint64 `json:"disk_bytes_after"`
+		}{st.Roots, st.LiveNodes, st.LiveBlobs, st.DeletedNodes, st.DeletedBlobs, st.DeletedBytes, before, after})
+	}
 	fmt.Fprintf(e.stdout, "kept %d nodes and %d blobs from %d roots; deleted %d nodes and %d blobs (%d bytes); disk %d → %d bytes\n",
 		st.LiveNodes, st.LiveBlobs, st.Roots, st.DeletedNodes, st.DeletedBlobs, st.DeletedBytes, before, after)
 	return nil

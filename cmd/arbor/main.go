@@ -10,36 +10,45 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 	"github.com/arbor-sync/arbor"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=…"; when it
+// is not, the module version recorded in the binary is used (see
+// versionString), so 'go install …/cmd/arbor@vX' reports vX.
+var version string
 
 // cli is the whole command line. Flags on it are accepted before or after
 // the command name.
 type cli struct {
-	DB string `name:"db" env:"ARBOR_DB" placeholder:"DIR" help:"Store directory (or set ARBOR_DB)."`
+	DB          string           `name:"db" env:"ARBOR_DB" placeholder:"DIR" help:"Store directory (or set ARBOR_DB)."`
+	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
-	Put     putCmd     `cmd:"" help:"Set KEY to VALUE ('-' reads the value from standard input)."`
-	Get     getCmd     `cmd:"" help:"Print KEY's value."`
-	Del     delCmd     `cmd:"" help:"Delete KEY."`
-	Import  importCmd  `cmd:"" help:"Import records from FILE ('-' for standard input) in one atomic commit."`
-	Export  exportCmd  `cmd:"" help:"Write records as sorted KEY<TAB>VALUE lines."`
-	Scan    scanCmd    `cmd:"" help:"Print records in key order (like export, with --limit)."`
-	Count   countCmd   `cmd:"" help:"Print the number of records."`
-	Root    rootCmd    `cmd:"" help:"Print the root hash of the current state."`
-	Verify  verifyCmd  `cmd:"" help:"Re-hash every reachable node; exit 1 naming what is corrupt or missing."`
-	Diff    diffCmd    `cmd:"" help:"Show what differs between two states."`
-	Status  statusCmd  `cmd:"" help:"Show the head root, the last synced root and the local changes since."`
-	GC      gcCmd      `cmd:"" name:"gc" help:"Delete nodes that no retained root reaches."`
-	Serve   serveCmd   `cmd:"" help:"Run a sync server on the store."`
-	Sync    syncCmd    `cmd:"" help:"Sync the store with a server, both directions."`
-	Demo    demoCmd    `cmd:"" help:"Run a server and three clients on loopback and report the figures."`
-	Version versionCmd `cmd:"" help:"Print the version."`
+	Put        putCmd        `cmd:"" help:"Set KEY to VALUE ('-' reads the value from standard input)."`
+	Get        getCmd        `cmd:"" help:"Print KEY's value."`
+	Del        delCmd        `cmd:"" help:"Delete KEY."`
+	Import     importCmd     `cmd:"" help:"Import records from FILE ('-' for standard input) in one atomic commit."`
+	Export     exportCmd     `cmd:"" help:"Write records as sorted KEY<TAB>VALUE lines (or JSON lines)."`
+	Scan       scanCmd       `cmd:"" help:"Print records in key order (the same as export)."`
+	Count      countCmd      `cmd:"" help:"Print the number of records (all, or in a prefix or range)."`
+	Root       rootCmd       `cmd:"" help:"Print the root hash of the current state."`
+	Verify     verifyCmd     `cmd:"" help:"Re-hash every reachable node; exit 1 naming what is corrupt or missing."`
+	Diff       diffCmd       `cmd:"" help:"Show what differs between two states."`
+	Status     statusCmd     `cmd:"" help:"Show the head root, the last synced root and the local changes since."`
+	GC         gcCmd         `cmd:"" name:"gc" help:"Delete nodes that no retained root reaches."`
+	Serve      serveCmd      `cmd:"" help:"Run a sync server on the store."`
+	Sync       syncCmd       `cmd:"" help:"Sync the store with a server, both directions."`
+	Example    exampleCmd    `cmd:"" help:"Write an example dataset (KEY<TAB>VALUE lines) to standard output."`
+	Demo       demoCmd       `cmd:"" help:"Run a server and three clients on loopback and report the figures."`
+	Version    versionCmd    `cmd:"" help:"Print the version."`
+	Completion completionCmd `cmd:"" help:"Print a shell's tab-completion script (bash, zsh or fish)."`
+	Help       helpCmd       `cmd:"" help:"Show help for arbor or for one command."`
 }
 
 // env carries the process's streams and context into commands.
@@ -60,13 +69,19 @@ func (e *env) openDB(mustExist bool) (*arbor.DB, error) {
 	return arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist})
 }
 
-// exitError carries an exit code other than 1.
+// exitError carries an exit code other than 1. An exitError with a nil
+// err prints nothing: the command has already said why.
 type exitError struct {
 	code int
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
@@ -76,35 +91,60 @@ func main() {
 	os.Exit(code)
 }
 
+// newParser builds the command-line parser for c. Kong's exit callback
+// (after --help, --version, a completion request) sets *exit and unwinds
+// with exitSentinel, which parse recovers.
+func newParser(c *cli, stdout, stderr io.Writer, exit *int) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("arbor"),
+		kong.Description("Arbor keeps key/value datasets in sync between one authoritative server and many clients.\nRecords live in a content-addressed prolly tree; the root hash summarises the whole state.\n\nRun 'arbor help COMMAND' (or 'arbor COMMAND --help') for a command's flags and an example."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { *exit = code; panic(exitSentinel{}) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"version": "arbor " + versionString()},
+	)
+}
+
 // run parses args and runs one command; it returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, tty bool) int {
 	var c cli
 	exit := -1
-	parser, err := kong.New(&c,
-		kong.Name("arbor"),
-		kong.Description("Arbor keeps key/value datasets in sync between one authoritative server and many clients.\nRecords live in a content-addressed prolly tree; the root hash summarises the whole state."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { exit = code; panic(exitSentinel{}) }),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
+	parser, err := newParser(&c, stdout, stderr, &exit)
 	if err != nil {
-		fmt.Fprintln(stderr, "arbor:", err)
+		fmt.Fprintln(stderr, errorLine(err))
 		return 2
 	}
-	kctx, perr := parse(parser, args, &exit)
+	// A shell asking for completions (COMP_LINE set, see 'arbor
+	// completion') gets them and nothing else.
+	complete(parser)
+	if exit >= 0 {
+		return exit
+	}
+	if len(args) == 0 {
+		args = []string{"--help"} // a bare 'arbor' shows what it can do
+	}
+	kctx, perr := parse(parser, args)
 	if exit >= 0 {
 		return exit
 	}
 	if perr != nil {
-		fmt.Fprintln(stderr, "arbor:", perr)
+		fmt.Fprintln(stderr, errorLine(perr))
+		hint := "arbor --help"
+		var pe *kong.ParseError
+		if errors.As(perr, &pe) && pe.Context != nil && pe.Context.Selected() != nil {
+			hint = "arbor help " + pe.Context.Selected().Name
+		}
+		fmt.Fprintf(stderr, "run '%s' for usage\n", hint)
 		return 2
 	}
 	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, isTTY: tty, global: &c}
 	if err := kctx.Run(e); err != nil {
-		fmt.Fprintln(stderr, "arbor:", err)
 		var ee *exitError
-		if errors.As(err, &ee) {
+		if errors.As(err, &ee) && ee.err == nil {
+			return ee.code
+		}
+		fmt.Fprintln(stderr, errorLine(err))
+		if ee != nil {
 			return ee.code
 		}
 		return 1
@@ -112,26 +152,100 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return 0
 }
 
+// errorLine is the one line a failure prints: "arbor: " and the reason.
+// The library's own errors already begin with its package name
+// ("arbor: write refused on a partial replica: …"), which would read
+// "arbor: arbor: …" after the program's prefix, so a leading "arbor: " is
+// not repeated.
+func errorLine(err error) string {
+	return "arbor: " + strings.TrimPrefix(err.Error(), "arbor: ")
+}
+
 type exitSentinel struct{}
 
-// parse runs kong's parser, turning its exit callback (help, usage errors)
-// into a return instead of a process exit.
-func parse(p *kong.Kong, args []string, exit *int) (kctx *kong.Context, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(exitSentinel); !ok {
-				panic(r)
-			}
+// recoverExit turns kong's exit callback (help, version, completions) into
+// a return instead of a process exit.
+func recoverExit() {
+	if r := recover(); r != nil {
+		if _, ok := r.(exitSentinel); !ok {
+			panic(r)
 		}
-	}()
+	}
+}
+
+// parse runs kong's parser; see recoverExit.
+func parse(p *kong.Kong, args []string) (kctx *kong.Context, err error) {
+	defer recoverExit()
 	return p.Parse(args)
 }
 
-type versionCmd struct{}
+// readBuildInfo is debug.ReadBuildInfo; tests replace it.
+var readBuildInfo = debug.ReadBuildInfo
 
-func (versionCmd) Help() string { return "Example:\n  arbor version" }
+// versionString is the version set with -ldflags "-X main.version=…"; else
+// the main module's version recorded in the binary (vX for 'go install
+// …@vX', a pseudo-version for a build in a git checkout); else "dev",
+// with the VCS revision when it was recorded.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := readBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "+dirty"
+	}
+	return "dev (" + rev + ")"
+}
 
-func (versionCmd) Run(e *env) error {
-	fmt.Fprintln(e.stdout, "arbor", version)
+type versionCmd struct {
+	JSON bool `name:"json" help:"Print as JSON: {\"version\": …, \"go\": …}."`
+}
+
+func (versionCmd) Help() string { return "Example:\n  arbor version\n  arbor --version" }
+
+func (c versionCmd) Run(e *env) error {
+	if c.JSON {
+		return writeJSON(e.stdout, struct {
+			Version string `json:"version"`
+			Go      string `json:"go"`
+		}{versionString(), runtime.Version()})
+	}
+	fmt.Fprintln(e.stdout, "arbor", versionString())
+	return nil
+}
+
+type helpCmd struct {
+	Command []string `arg:"" optional:"" placeholder:"COMMAND" help:"The command to describe (none: all of them)."`
+}
+
+func (helpCmd) Help() string { return "Example:\n  arbor help\n  arbor help sync" }
+
+// Run prints the help of the named command, as 'arbor COMMAND --help' does.
+func (c helpCmd) Run(e *env) error {
+	args := append(append([]string{}, c.Command...), "--help")
+	if code := run(e.ctx, args, e.stdin, e.stdout, e.stderr, e.isTTY); code != 0 {
+		return &exitError{code: code}
+	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ type serveCmd struct {
 	CertDir string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
 	Retain  int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
 	Verbose bool   `short:"v" help:"Log sessions to standard error."`
+	JSON    bool   `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
 }
 
 func (serveCmd) Help() string {
@@ -70,7 +72,15 @@ func (c serveCmd) Run(e *env) error {
 		}
 	}()
 	root, _ := db.Root(e.ctx)
-	fmt.Fprintf(e.stdout, "listening on %s\nroot %s\nfingerprint: %s\n", srv.Addr(), root, srv.Fingerprint())
+	if c.JSON {
+		writeJSON(e.stdout, struct {
+			Listen      string     `json:"listen"`
+			Root        arbor.Hash `json:"root"`
+			Fingerprint string     `json:"fingerprint"`
+		}{srv.Addr().String(), root, srv.Fingerprint()})
+	} else {
+		fmt.Fprintf(e.stdout, "listening on %s\nroot %s\nfingerprint: %s\n", srv.Addr(), root, srv.Fingerprint())
+	}
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
 	}
@@ -81,27 +91,86 @@ func (c serveCmd) Run(e *env) error {
 	return nil
 }
 
+// tokenFlags give a client's token: --token-file, the ARBOR_TOKEN
+// environment variable, or --token (which every user of the machine can
+// read in the process list).
+type tokenFlags struct {
+	TokenFile string `placeholder:"FILE" help:"Read the client token from the first line of FILE."`
+	Token     string `placeholder:"TOKEN" help:"The client token itself. Other users of this machine can see it in the process list ('ps'): prefer --token-file or the ARBOR_TOKEN environment variable."`
+}
+
+// token returns the token: from --token or --token-file (not both), else
+// from ARBOR_TOKEN.
+func (f tokenFlags) token() (string, error) {
+	switch {
+	case f.Token != "" && f.TokenFile != "":
+		return "", errors.New("give the token once: --token-file or --token, not both")
+	case f.Token != "":
+		return f.Token, nil
+	case f.TokenFile != "":
+		b, err := os.ReadFile(f.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("token file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		tok := strings.TrimSpace(line)
+		if tok == "" {
+			return "", fmt.Errorf("token file %s: the first line is empty", f.TokenFile)
+		}
+		return tok, nil
+	}
+	if tok := strings.TrimSpace(os.Getenv("ARBOR_TOKEN")); tok != "" {
+		return tok, nil
+	}
+	return "", errors.New("no token: set ARBOR_TOKEN or pass --token-file FILE (or --token TOKEN, which other users can see in the process list)")
+}
+
+// trustFlags say how a client trusts the server's certificate.
+type trustFlags struct {
+	Fingerprint string `placeholder:"HEX" help:"The server's certificate fingerprint, as 'arbor serve' prints it. Remembered after the first sync."`
+	Trust       bool   `help:"Trust an unknown server on first use (and with sync, remember its fingerprint)."`
+	CA          string `name:"ca" placeholder:"FILE" help:"Verify the server against this CA file instead of a fingerprint."`
+}
+
+// clientOptions are the options every client command shares.
+func clientOptions(server string, tf tokenFlags, trust trustFlags) (arbor.SyncOptions, error) {
+	tok, err := tf.token()
+	if err != nil {
+		return arbor.SyncOptions{}, err
+	}
+	return arbor.SyncOptions{Server: server, Token: tok, Fingerprint: trust.Fingerprint, TrustOnFirstUse: trust.Trust, CAFile: trust.CA}, nil
+}
+
 type syncCmd struct {
-	Server      string        `required:"" placeholder:"ADDR" help:"Server address, host:port."`
-	Token       string        `required:"" env:"ARBOR_TOKEN" help:"Client token (or set ARBOR_TOKEN)."`
-	Fingerprint string        `placeholder:"HEX" help:"The server's certificate fingerprint, as 'arbor serve' prints it. Remembered after the first sync."`
-	Trust       bool          `help:"Trust an unknown server on first use and remember its fingerprint."`
-	CA          string        `name:"ca" placeholder:"FILE" help:"Verify the server against this CA file instead of a fingerprint."`
-	Walk        bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
-	Prefix      []string      `placeholder:"P" help:"Sync only keys with this prefix (repeatable; with --start/--end, the union). Remembered; a wider scope later fetches only the added part."`
-	Start       *string       `placeholder:"KEY" help:"Sync only keys ≥ KEY (with --end: the range [start, end))."`
-	End         *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
-	JSON        bool          `name:"json" help:"Print the result as JSON (with --watch, one JSON object per line per sync)."`
-	Timeout     time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
-	Watch       bool          `help:"Keep running: sync again each time the server announces a change, until interrupted (a live mirror). Lost connections are retried."`
+	Server string `required:"" placeholder:"ADDR" help:"Server address, host:port."`
+	tokenFlags
+	trustFlags
+	Walk    bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
+	Prefix  []string      `placeholder:"P" help:"Sync only keys with this prefix (repeatable; with --start/--end, the union). Remembered; a wider scope later fetches only the added part."`
+	Start   *string       `placeholder:"KEY" help:"Sync only keys ≥ KEY (with --end: the range [start, end))."`
+	End     *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
+	JSON    bool          `name:"json" help:"Print the result as one JSON line (with --watch, one line per sync)."`
+	Timeout time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
+	Watch   bool          `help:"Keep running: sync again each time the server announces a change, until interrupted (a live mirror). Lost connections are retried."`
 }
 
 func (syncCmd) Help() string {
-	return "Pushes local changes (the server's value wins conflicts; overridden changes are listed), then pulls\neverything else. The first sync of an empty store is a clone. With --watch it keeps the store in step\nwith the server until interrupted.\n\nExample:\n  arbor --db laptop sync --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…\n  arbor --db mirror sync --watch --server 127.0.0.1:4433 --token secret-token --fingerprint 3a7f…"
+	return "Pushes local changes (the server's value wins conflicts; overridden changes are listed), then pulls\n" +
+		"everything else. The first sync of an empty store is a clone. With --watch it keeps the store in step\n" +
+		"with the server until interrupted.\n\n" +
+		"The token comes from --token-file, the ARBOR_TOKEN environment variable, or --token (which other\n" +
+		"users of the machine can read in the process list).\n\n" +
+		"Example:\n" +
+		"  export ARBOR_TOKEN=secret-token\n" +
+		"  arbor --db laptop sync --server 127.0.0.1:4433 --fingerprint 3a7f…\n" +
+		"  arbor --db mirror sync --watch --server 127.0.0.1:4433 --token-file token --fingerprint 3a7f…"
 }
 
-func (c syncCmd) clientOptions() arbor.SyncOptions {
-	return arbor.SyncOptions{Server: c.Server, Token: c.Token, Fingerprint: c.Fingerprint, TrustOnFirstUse: c.Trust, CAFile: c.CA, ForceWalk: c.Walk, Scope: c.scope()}
+func (c syncCmd) clientOptions() (arbor.SyncOptions, error) {
+	opts, err := clientOptions(c.Server, c.tokenFlags, c.trustFlags)
+	opts.ForceWalk = c.Walk
+	opts.Scope = c.scope()
+	return opts, err
 }
 
 // scope is the union of the --prefix flags and the --start/--end range;
@@ -128,6 +197,10 @@ func (c syncCmd) scope() scope.Scope {
 }
 
 func (c syncCmd) Run(e *env) error {
+	opts, err := c.clientOptions()
+	if err != nil {
+		return err
+	}
 	db, err := e.openDB(false)
 	if err != nil {
 		return err
@@ -139,7 +212,6 @@ func (c syncCmd) Run(e *env) error {
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	opts := c.clientOptions()
 	if sc := opts.Scope; sc.Ranges() != nil && sc.IsEmpty() {
 		return fmt.Errorf("sync: the scope given by --prefix/--start/--end holds no key")
 	}
@@ -193,9 +265,7 @@ func (c syncCmd) Run(e *env) error {
 		if err != nil {
 			out.Error = err.Error()
 		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if eerr := enc.Encode(out); eerr != nil {
+		if eerr := writeJSON(e.stdout, out); eerr != nil {
 			return eerr
 		}
 		return err
@@ -218,7 +288,7 @@ func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.Sy
 			if err != nil {
 				out.Error = err.Error()
 			}
-			json.NewEncoder(e.stdout).Encode(out) // one line per sync
+			writeJSON(e.stdout, out) // one line per sync
 			return
 		}
 		if err != nil {
@@ -254,19 +324,31 @@ type syncOut struct {
 	Error         string           `json:"error,omitempty"`
 }
 
+// overriddenJSON is one overridden or rejected change. A value that is
+// null was a delete; a value that is not UTF-8 comes as local_b64 or
+// server_b64 instead (see records.go).
 type overriddenJSON struct {
-	Key    string  `json:"key"`
-	Local  *string `json:"local"`
-	Server *string `json:"server"`
-	Reason string  `json:"reason,omitempty"`
+	Key       *string         `json:"key,omitempty"`
+	KeyB64    *string         `json:"key_b64,omitempty"`
+	Local     json.RawMessage `json:"local,omitempty"`
+	LocalB64  *string         `json:"local_b64,omitempty"`
+	Server    json.RawMessage `json:"server,omitempty"`
+	ServerB64 *string         `json:"server_b64,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
 }
 
-func strp(b *[]byte) *string {
+// optJSON encodes a value that may be absent (nil: deleted) as a JSON
+// string or null, or, when it is not UTF-8, as base64 in the second result.
+func optJSON(b *[]byte) (json.RawMessage, *string) {
 	if b == nil {
-		return nil
+		return json.RawMessage("null"), nil
 	}
-	s := string(*b)
-	return &s
+	text, b64 := textOrB64(*b)
+	if b64 != nil {
+		return nil, b64
+	}
+	raw, _ := json.Marshal(*text)
+	return raw, nil
 }
 
 func syncJSON(r *arbor.SyncResult) syncOut {
@@ -274,7 +356,11 @@ func syncJSON(r *arbor.SyncResult) syncOut {
 		Overridden: []overriddenJSON{}, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, RoundTrips: r.RoundTrips,
 		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root, Scope: r.Scope.String()}
 	for _, o := range r.Overridden {
-		out.Overridden = append(out.Overridden, overriddenJSON{string(o.Key), strp(o.Local), strp(o.Server), o.Reason})
+		oj := overriddenJSON{Reason: o.Reason}
+		oj.Key, oj.KeyB64 = textOrB64(o.Key)
+		oj.Local, oj.LocalB64 = optJSON(o.Local)
+		oj.Server, oj.ServerB64 = optJSON(o.Server)
+		out.Overridden = append(out.Overridden, oj)
 	}
 	return out
 }
@@ -305,12 +391,16 @@ func showOpt(b *[]byte) string {
 
 // remoteRoot implements 'arbor root --server': the server's root, for audits.
 func remoteRoot(e *env, c rootCmd) error {
-	if c.Token == "" {
-		return errors.New("root --server needs --token")
+	opts, err := clientOptions(c.Server, c.tokenFlags, c.trustFlags)
+	if err != nil {
+		return fmt.Errorf("root --server: %w", err)
 	}
-	h, err := arbor.ServerRoot(e.ctx, arbor.SyncOptions{Server: c.Server, Token: c.Token, Fingerprint: c.Fingerprint, TrustOnFirstUse: c.Trust, CAFile: c.CA})
+	h, err := arbor.ServerRoot(e.ctx, opts)
 	if err != nil {
 		return err
+	}
+	if c.JSON {
+		return writeJSON(e.stdout, rootJSON{Root: h, Server: c.Server})
 	}
 	fmt.Fprintln(e.stdout, h)
 	return nil
