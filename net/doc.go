@@ -2,7 +2,7 @@
 // and many clients over QUIC, with the server's value winning every
 // conflict.
 //
-// A sync is one QUIC connection (TLS 1.3, ALPN "arbor/1"; the client pins
+// A sync is one QUIC connection (TLS 1.3, ALPN "arbor/2"; the client pins
 // the server's certificate fingerprint or verifies it against a CA file).
 // Every request/response exchange uses its own bidirectional stream of
 // length-prefixed frames (see PROTOCOL.md):
@@ -12,10 +12,13 @@
 //     Equal roots and no local changes end the sync in one round trip; this
 //     is also the integrity audit (Root).
 //  2. Push: the client sends its local changes (base→head), each with the
-//     hash of the value it started from. The server applies a change only
-//     if the key still holds that value, commits all accepted changes of a
-//     push atomically, and reports the rest as overridden. The server builds
-//     its own tree from the values; it never takes nodes from a client.
+//     hash of the value it started from. The server decides every change
+//     before it stores anything: it applies a change only if the key still
+//     holds that value (a key the token may not read is a blind write) and
+//     Validate accepts it, stores only the values it applies (refusing
+//     content whose address holds other bytes), commits them atomically,
+//     and reports the rest as overridden. The server builds its own tree
+//     from the values; it never takes nodes from a client.
 //  3. Pull: if the server retains the client's base, it diffs base→current
 //     and streams only the changed records, leaving out the client's own
 //     accepted changes. Otherwise the client walks the server's tree level
@@ -46,7 +49,7 @@
 // garbage-collected (tree.Store.GCScope). The server shows a session only
 // children overlapping the token's read scope and value blobs of keys in it,
 // refuses a push with any key outside the write scope (ErrForbiddenScope,
-// nothing applied), and runs ServerOptions.Validate on each change it would
+// nothing applied; the client finds such changes first, ErrUnpushable), and runs ServerOptions.Validate on each change it would
 // apply (a rejection comes back as Overridden.Reason).
 //
 // Memory is bounded on both sides: records and nodes are streamed and
