@@ -31,7 +31,7 @@ func TestNoHistoryNeedsAChoice(t *testing.T) {
 
 	restored := func() *tree.Store {
 		c := openStore(t, t.TempDir(), smallChunks)
-		put(t, c, 0, 100, 1)                                          // the old state, as a dump
+		put(t, c, 0, 100, 1)                                        // the old state, as a dump
 		edit(t, c, tree.Edit{Key: rec(50), Value: []byte("local")}) // and one record that differs
 		return c
 	}
