@@ -378,3 +378,40 @@ func TestCLIExampleDataset(t *testing.T) {
 		t.Errorf("the TSV and JSON datasets differ: roots %s and %s", a, b)
 	}
 }
+
+// TestCLISyncAdoptOrMerge: a store with records that never synced with
+// the server stops with a reason naming --adopt and --merge; each works.
+func TestCLISyncAdoptOrMerge(t *testing.T) {
+	const tok = "tok-a-0123456789abcdef"
+	_, a, b, addr, fp := serveTwoClients(t, tok+" laptop-a\n", "k1\tserver\nk2\tv2\n")
+	env := []string{"ARBOR_TOKEN=" + tok}
+	for _, db := range []string{a, b} {
+		mustRun(t, "k1\tlocal\nk3\tonly-local\n", "--db", db, "import", "-")
+		r := runArborEnv(t, env, "", "--db", db, "sync", "--server", addr, "--fingerprint", fp)
+		if r.code == 0 || !strings.Contains(r.stderr, "--adopt") || !strings.Contains(r.stderr, "--merge") {
+			t.Fatalf("sync of an unsynced store with records: exit %d, stderr %q", r.code, r.stderr)
+		}
+	}
+	if r := runArborEnv(t, env, "", "--db", a, "sync", "--server", addr, "--fingerprint", fp, "--adopt", "--merge"); r.code == 0 || !strings.Contains(r.stderr, "choose one") {
+		t.Fatalf("--adopt --merge: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r := runArborEnv(t, env, "", "--db", a, "sync", "--server", addr, "--fingerprint", fp, "--adopt", "--json")
+	var res struct {
+		Discarded []struct {
+			Key, Local string
+			Server     *string
+		}
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || len(res.Discarded) != 2 {
+		t.Fatalf("sync --adopt: exit %d, stdout %q, stderr %q; want k1 and k3 discarded", r.code, r.stdout, r.stderr)
+	}
+	if got := mustRun(t, "", "--db", a, "export"); got != "k1\tserver\nk2\tv2\n" {
+		t.Fatalf("after --adopt: %q", got)
+	}
+	if r := runArborEnv(t, env, "", "--db", b, "sync", "--server", addr, "--fingerprint", fp, "--merge"); r.code != 0 {
+		t.Fatalf("sync --merge: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := mustRun(t, "", "--db", b, "export"); got != "k1\tserver\nk2\tv2\nk3\tonly-local\n" {
+		t.Fatalf("after --merge: %q", got)
+	}
+}

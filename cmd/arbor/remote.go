@@ -145,13 +145,16 @@ type syncCmd struct {
 	Server string `required:"" placeholder:"ADDR" help:"Server address, host:port."`
 	tokenFlags
 	trustFlags
-	Walk    bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
-	Prefix  []string      `placeholder:"P" help:"Sync only keys with this prefix (repeatable; with --start/--end, the union). Remembered; a wider scope later fetches only the added part."`
-	Start   *string       `placeholder:"KEY" help:"Sync only keys ≥ KEY (with --end: the range [start, end))."`
-	End     *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
-	JSON    bool          `name:"json" help:"Print the result as one JSON line (with --watch, one line per sync)."`
-	Timeout time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
-	Watch   bool          `help:"Keep running: sync again each time the server announces a change, until interrupted (a live mirror). Lost connections are retried."`
+	Walk              bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
+	Prefix            []string      `placeholder:"P" help:"Sync only keys with this prefix (repeatable; with --start/--end, the union). Remembered; a wider scope later fetches only the added part."`
+	Start             *string       `placeholder:"KEY" help:"Sync only keys ≥ KEY (with --end: the range [start, end))."`
+	End               *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
+	JSON              bool          `name:"json" help:"Print the result as one JSON line (with --watch, one line per sync)."`
+	Timeout           time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
+	Watch             bool          `help:"Keep running: sync again each time the server announces a change, until interrupted (a live mirror). Lost connections are retried."`
+	Adopt             bool          `help:"For a store that holds records but has never synced with this server: take the server's state; the local records it drops or replaces are listed."`
+	Merge             bool          `help:"For a store that holds records but has never synced with this server: push every local record as a new write (the server's value wins where it has one)."`
+	DiscardUnpushable bool          `help:"Drop, and list, the local changes the token may not write, instead of failing the sync."`
 }
 
 func (syncCmd) Help() string {
@@ -170,6 +173,10 @@ func (c syncCmd) clientOptions() (arbor.SyncOptions, error) {
 	opts, err := clientOptions(c.Server, c.tokenFlags, c.trustFlags)
 	opts.ForceWalk = c.Walk
 	opts.Scope = c.scope()
+	opts.Adopt, opts.Merge, opts.DiscardUnpushable = c.Adopt, c.Merge, c.DiscardUnpushable
+	if err == nil && c.Adopt && c.Merge {
+		err = errors.New("sync: --adopt and --merge exclude each other: choose one")
+	}
 	return opts, err
 }
 
@@ -314,6 +321,7 @@ type syncOut struct {
 	Pushed        int              `json:"pushed"`
 	Accepted      int              `json:"accepted"`
 	Overridden    []overriddenJSON `json:"overridden"`
+	Discarded     []overriddenJSON `json:"discarded"`
 	BytesSent     int64            `json:"bytes_sent"`
 	BytesReceived int64            `json:"bytes_received"`
 	RoundTrips    int              `json:"round_trips"`
@@ -351,23 +359,34 @@ func optJSON(b *[]byte) (json.RawMessage, *string) {
 	return raw, nil
 }
 
-func syncJSON(r *arbor.SyncResult) syncOut {
-	out := syncOut{Client: r.ClientID, Path: r.Path, Pulled: r.Pulled, Pushed: r.Pushed, Accepted: r.Accepted,
-		Overridden: []overriddenJSON{}, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, RoundTrips: r.RoundTrips,
-		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root, Scope: r.Scope.String()}
-	for _, o := range r.Overridden {
+func overriddenList(os []arbor.Overridden) []overriddenJSON {
+	out := []overriddenJSON{}
+	for _, o := range os {
 		oj := overriddenJSON{Reason: o.Reason}
 		oj.Key, oj.KeyB64 = textOrB64(o.Key)
 		oj.Local, oj.LocalB64 = optJSON(o.Local)
 		oj.Server, oj.ServerB64 = optJSON(o.Server)
-		out.Overridden = append(out.Overridden, oj)
+		out = append(out, oj)
 	}
 	return out
 }
 
+func syncJSON(r *arbor.SyncResult) syncOut {
+	out := syncOut{Client: r.ClientID, Path: r.Path, Pulled: r.Pulled, Pushed: r.Pushed, Accepted: r.Accepted,
+		BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, RoundTrips: r.RoundTrips,
+		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root, Scope: r.Scope.String()}
+	out.Overridden = overriddenList(r.Overridden)
+	out.Discarded = overriddenList(r.Discarded)
+	return out
+}
+
 func printSync(e *env, r *arbor.SyncResult) {
-	fmt.Fprintf(e.stdout, "synced as %s via %s: pulled %d, pushed %d (accepted %d, overridden %d)\n",
-		r.ClientID, r.Path, r.Pulled, r.Pushed, r.Accepted, len(r.Overridden))
+	discarded := ""
+	if len(r.Discarded) > 0 {
+		discarded = fmt.Sprintf(", %d local changes discarded", len(r.Discarded))
+	}
+	fmt.Fprintf(e.stdout, "synced as %s via %s: pulled %d, pushed %d (accepted %d, overridden %d)%s\n",
+		r.ClientID, r.Path, r.Pulled, r.Pushed, r.Accepted, len(r.Overridden), discarded)
 	if !r.Scope.IsAll() {
 		fmt.Fprintf(e.stdout, "scope: %s (partial replica, verified against the server's root)\n", r.Scope)
 	}
@@ -377,6 +396,13 @@ func printSync(e *env, r *arbor.SyncResult) {
 			continue
 		}
 		fmt.Fprintf(e.stdout, "  overridden %s: yours %s, server's %s\n", quote(o.Key), showOpt(o.Local), showOpt(o.Server))
+	}
+	for _, o := range r.Discarded {
+		if o.Server != nil {
+			fmt.Fprintf(e.stdout, "  discarded %s: yours %s, server's %s (%s)\n", quote(o.Key), showOpt(o.Local), showOpt(o.Server), o.Reason)
+		} else {
+			fmt.Fprintf(e.stdout, "  discarded %s: yours %s (%s)\n", quote(o.Key), showOpt(o.Local), o.Reason)
+		}
 	}
 	fmt.Fprintf(e.stdout, "wire: %d bytes sent, %d received, %d round trips, %d nodes fetched, %s\nroot %s\n",
 		r.BytesSent, r.BytesReceived, r.RoundTrips, r.NodesFetched, r.Duration.Round(time.Millisecond), r.Root)
