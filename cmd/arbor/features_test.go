@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -414,4 +415,72 @@ func TestCLISyncAdoptOrMerge(t *testing.T) {
 	if got := mustRun(t, "", "--db", b, "export"); got != "k1\tserver\nk2\tv2\nk3\tonly-local\n" {
 		t.Fatalf("after --merge: %q", got)
 	}
+}
+
+// TestREADMEQuickstart runs the README's quickstart shell blocks, as
+// written, in an empty folder with this binary on the PATH. Only what a
+// script cannot do as a person would is changed: the server runs in the
+// background on a free port, is signalled by its process id, the live
+// mirror stops after a few seconds, and the expected refusal is allowed.
+func TestREADMEQuickstart(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	q := s[strings.Index(s, "## Quickstart"):strings.Index(s, "## Embedding")]
+	port := freeUDPPort(t)
+	script := []string{"set -eu", "trap 'kill -INT ${SERVE_PID:-} 2>/dev/null || true' EXIT"}
+	for _, block := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(q, -1) {
+		for line := range strings.Lines(block[1]) {
+			line = strings.TrimSpace(strings.ReplaceAll(line, "127.0.0.1:4433", "127.0.0.1:"+port))
+			switch {
+			case line == "" || strings.HasPrefix(line, "#"):
+				continue
+			case strings.Contains(line, " serve "):
+				line, _, _ = strings.Cut(line, "|")
+				line += "> serve.log 2> serve.err & SERVE_PID=$!\n" +
+					"for i in $(seq 100); do grep -q '^fingerprint: ' serve.log && break; sleep 0.1; done"
+			case strings.HasPrefix(line, "pkill -HUP"):
+				line = "kill -HUP $SERVE_PID\n" +
+					"for i in $(seq 100); do grep -q '^reloaded' serve.err && break; sleep 0.1; done"
+			case strings.Contains(line, "--watch"):
+				line = "timeout -s INT 3 " + line + " || [ $? = 124 ]"
+			case strings.Contains(line, "refused locally"):
+				line = "! " + line
+			}
+			script = append(script, line)
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "-c", strings.Join(script, "\n"))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary)+string(os.PathListSeparator)+os.Getenv("PATH"), "ARBOR_DB=", "ARBOR_TOKEN=", "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the quickstart failed: %v\nscript:\n%s\noutput:\n%s", err, strings.Join(script, "\n"), out)
+	}
+	for _, want := range []string{"imported 10000 records", "pulled 10000", "accepted 1", "\n2501\n", "pulled 5000", "\n5000\n", "outside scope", "imported 10001 records"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("quickstart output lacks %q:\n%s", want, out)
+		}
+	}
+	laptop := mustRun(t, "", "--db", filepath.Join(dir, "laptop"), "root")
+	if got := mustRun(t, "", "--db", filepath.Join(dir, "copy"), "root"); got != laptop {
+		t.Errorf("the JSON-lines copy's root %s differs from laptop's %s", got, laptop)
+	}
+}
+
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freeUDPPort(t *testing.T) string {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, port, _ := net.SplitHostPort(c.LocalAddr().String())
+	return port
 }
