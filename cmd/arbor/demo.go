@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -21,6 +22,7 @@ type demoCmd struct {
 	Edits   int   `default:"200" help:"Edits each client makes between syncs."`
 	Seed    int64 `default:"1" help:"Seed for the dataset and the edits."`
 	Keep    bool  `help:"Keep the temporary directories and print where they are."`
+	JSON    bool  `name:"json" help:"Print JSON lines instead of the table: one object per sync and per check (\"type\": dataset, sync, check, summary)."`
 }
 
 func (demoCmd) Help() string {
@@ -47,12 +49,27 @@ func (c demoCmd) Run(e *env) error {
 		return err
 	}
 	if c.Keep {
-		fmt.Fprintln(e.stdout, "directories kept in", dir)
+		if c.JSON {
+			writeJSON(e.stdout, struct {
+				Type string `json:"type"`
+				Dir  string `json:"dir"`
+			}{"directories_kept", dir})
+		} else {
+			fmt.Fprintln(e.stdout, "directories kept in", dir)
+		}
 	} else {
 		defer os.RemoveAll(dir)
 	}
 	r := rand.New(rand.NewPCG(uint64(c.Seed), 42))
 	out := e.stdout
+	if c.JSON {
+		out = io.Discard // the JSON lines are written beside the text
+	}
+	emit := func(v any) {
+		if c.JSON {
+			writeJSON(e.stdout, v)
+		}
+	}
 	fail := 0
 	check := func(ok bool, format string, args ...any) {
 		mark := "ok  "
@@ -61,6 +78,11 @@ func (c demoCmd) Run(e *env) error {
 			fail++
 		}
 		fmt.Fprintf(out, "  [%s] %s\n", mark, fmt.Sprintf(format, args...))
+		emit(struct {
+			Type string `json:"type"`
+			OK   bool   `json:"ok"`
+			Text string `json:"text"`
+		}{"check", ok, fmt.Sprintf(format, args...)})
 	}
 
 	// The server and its dataset.
@@ -80,6 +102,13 @@ func (c demoCmd) Run(e *env) error {
 	root0, _ := srvDB.Root(ctx)
 	fmt.Fprintf(out, "dataset: %d records, %.1f MB of keys and values, built in %s (Pebble NoSync), root %s\n",
 		c.Records, float64(fullBytes)/1e6, time.Since(start).Round(time.Millisecond), root0.Short())
+	emit(struct {
+		Type    string     `json:"type"`
+		Records int        `json:"records"`
+		Bytes   int64      `json:"bytes"`
+		Ms      float64    `json:"ms"`
+		Root    arbor.Hash `json:"root"`
+	}{"dataset", c.Records, int64(fullBytes), float64(time.Since(start).Microseconds()) / 1000, root0})
 
 	names := []string{"alice", "bob", "carol"}
 	var toks []arbor.Token
@@ -116,6 +145,20 @@ func (c demoCmd) Run(e *env) error {
 		wire := res.BytesSent + res.BytesReceived
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.4f×\t%d\t%s\t\n", label, cl.name, res.Path, res.Pulled, res.Pushed,
 			len(res.Overridden), wire, float64(wire)/float64(fullBytes), res.RoundTrips, res.Duration.Round(100*time.Microsecond))
+		emit(struct {
+			Type        string  `json:"type"`
+			Sync        string  `json:"sync"`
+			Client      string  `json:"client"`
+			Path        string  `json:"path"`
+			Pulled      int     `json:"pulled"`
+			Pushed      int     `json:"pushed"`
+			Overridden  int     `json:"overridden"`
+			BytesOnWire int64   `json:"bytes_on_wire"`
+			VsFullCopy  float64 `json:"vs_full_copy"`
+			RoundTrips  int     `json:"round_trips"`
+			Ms          float64 `json:"ms"`
+		}{"sync", label, cl.name, res.Path, res.Pulled, res.Pushed, len(res.Overridden), wire, float64(wire) / float64(fullBytes),
+			res.RoundTrips, float64(res.Duration.Microseconds()) / 1000})
 	}
 	syncAll := func(label string) error {
 		var wg sync.WaitGroup
@@ -260,6 +303,11 @@ func (c demoCmd) Run(e *env) error {
 	check(kept, "every accepted client write is on the server")
 	n, _ := srvDB.Count(ctx)
 	fmt.Fprintf(out, "\n%d records on every replica; %d checks failed\n", n, fail)
+	emit(struct {
+		Type         string `json:"type"`
+		Records      uint64 `json:"records"`
+		ChecksFailed int    `json:"checks_failed"`
+	}{"summary", n, fail})
 	if fail > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("demo: %d checks failed", fail)}
 	}

@@ -128,6 +128,7 @@ func TestCLIJSONOutputs(t *testing.T) {
 		{[]string{"gc", "--json"}, "", []string{"live_nodes", "deleted_nodes", "disk_bytes_after"}},
 		{[]string{"version", "--json"}, "", []string{"version", "go"}},
 		{[]string{"example", "--json", "--records", "3"}, "", []string{"key", "value"}},
+		{[]string{"demo", "--json", "--records", "500", "--edits", "20"}, "", []string{"type", "records", "root"}},
 	} {
 		out := mustInProcess(t, []byte(c.stdin), append([]string{"--db", db}, c.args...)...)
 		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
