@@ -485,3 +485,21 @@ func freeUDPPort(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(c.LocalAddr().String())
 	return port
 }
+
+// TestCLIServeJSON: 'serve --json' announces itself in one JSON line.
+func TestCLIServeJSON(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("tok-a-0123456789abcdef a\n"), 0o600)
+	cmd, stdout, stderr := startArbor(t, "--db", filepath.Join(dir, "srv"), "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--json")
+	defer cmd.Wait()
+	defer cmd.Process.Signal(os.Interrupt)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("serve --json: %v (stderr %q)", err, stderr.String())
+	}
+	var v struct{ Listen, Root, Fingerprint string }
+	if err := json.Unmarshal([]byte(line), &v); err != nil || !strings.HasPrefix(v.Listen, "127.0.0.1:") || len(v.Root) != 32 || len(v.Fingerprint) != 64 {
+		t.Fatalf("serve --json line %q: %+v, %v", line, v, err)
+	}
+}

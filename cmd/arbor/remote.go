@@ -288,7 +288,7 @@ func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.Sy
 	fo := arbor.FollowOptions{OnSync: func(res *arbor.SyncResult, err error) {
 		n++
 		if c.JSON {
-			out := syncOut{Error: ""}
+			out := syncOut{Overridden: []overriddenJSON{}, Discarded: []overriddenJSON{}}
 			if res != nil {
 				out = syncJSON(res)
 			}
