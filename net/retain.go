@@ -63,6 +63,13 @@ func (r *retention) has(root node.Hash) bool {
 	return r.count[root] > 0
 }
 
+// size returns how many roots are retained.
+func (r *retention) size() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.roots)
+}
+
 // latest returns the newest retained root.
 func (r *retention) latest() (node.Hash, bool) {
 	r.mu.RLock()

@@ -75,6 +75,11 @@ type ServerOptions struct {
 	// text goes back to the client as the reason (SyncResult.Rejected). The
 	// push's other changes still commit. value is nil when deleted is true.
 	Validate func(ctx context.Context, clientID string, key, value []byte, deleted bool) error
+	// OnCommit, if set, is called after each push commits with the time
+	// from the push's arrival to its commit and its outcome, for metrics.
+	// It runs on the push's goroutine, serialised with server writes: keep
+	// it quick.
+	OnCommit func(took time.Duration, accepted, overridden, rejected int)
 }
 
 func (o *ServerOptions) defaults() {
@@ -148,8 +153,11 @@ type Server struct {
 	liveMu sync.Mutex
 	live   map[*session]struct{} // authenticated sessions, for token revocation
 
-	lnMu sync.Mutex
-	ln   *quic.Listener
+	stats serverCounters
+
+	lnMu     sync.Mutex
+	draining bool // Drain was called: Ready is false
+	ln       *quic.Listener
 	tr   *quic.Transport
 	udp  stdnet.PacketConn // the Transport does not close a socket it was given
 	wg   sync.WaitGroup
@@ -289,7 +297,9 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 }
 
 // Serve accepts connections until ctx is cancelled, then closes the
-// listener, ends every session and returns nil. Listen must come first.
+// listener, ends every session and returns nil. After Drain it stops
+// accepting and returns nil once the remaining sessions end (cancel ctx to
+// end them). Listen must come first.
 func (s *Server) Serve(ctx context.Context) error {
 	s.lnMu.Lock()
 	ln, tr, udp := s.ln, s.tr, s.udp
@@ -307,13 +317,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	for {
 		qc, err := ln.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			s.lnMu.Lock()
+			draining := s.draining
+			s.lnMu.Unlock()
+			if ctx.Err() != nil || draining {
+				return nil // after Drain: once the sessions end (or ctx does)
 			}
 			return fmt.Errorf("arbor server: accept: %w", err)
 		}
 		if s.handshakes.Add(1) > int64(s.opts.MaxHandshakes) {
 			s.handshakes.Add(-1)
+			s.stats.refusedBusy.Add(1)
 			s.log.Warn("arbor server: busy, connection refused", "peer", qc.RemoteAddr().String(), "handshakes", s.opts.MaxHandshakes)
 			qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "server busy")
 			continue
@@ -408,11 +422,17 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		err = fmt.Errorf("%w: server busy (%d sessions)", errLimit, s.opts.MaxSessions)
 	}
 	if err != nil {
+		s.stats.countRefused(err)
 		s.log.Warn("arbor server: handshake refused", "peer", peer, "err", err)
 		qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
 		return
 	}
 	defer s.sessions.Add(-1)
+	s.stats.sessionsStarted.Add(1)
+	defer func() {
+		s.stats.bytesIn.Add(sess.c.recv.Load())
+		s.stats.bytesOut.Add(sess.c.sent.Load())
+	}()
 	s.liveMu.Lock()
 	s.live[sess] = struct{}{}
 	s.liveMu.Unlock()
@@ -467,6 +487,7 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 			ex.fr.mem = sess.mem
 			defer ex.fr.release()
 			if err := sess.handle(ctx, ex); err != nil {
+				s.stats.exchangesFailed.Add(1)
 				s.log.Warn("arbor server: exchange failed", "peer", peer, "client", sess.clientID, "err", err)
 				ex.fail(err)
 				// A failed exchange ends the session: the client either broke
@@ -525,6 +546,9 @@ func (sess *session) handshake(ctx context.Context) error {
 		}
 		ex.fail(err)
 		return err
+	}
+	if h.Flags&flagAudit != 0 {
+		s.stats.audit.Add(1)
 	}
 	sess.clientID, sess.read, sess.write = id, g.read, g.write
 	sess.tokenSum, sess.grant = sha256.Sum256([]byte(h.Token)), g
@@ -749,18 +773,25 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 			return err
 		}
 	}
+	st := &sess.s.stats
 	switch f.Type {
 	case msgGetNodes:
+		st.walk.Add(1)
 		return sess.getNodes(ctx, ex, f.Payload)
 	case msgGetTree:
+		st.tree.Add(1)
 		return sess.getTree(ctx, ex, f.Payload)
 	case msgGetBlobs:
 		return sess.getBlobs(ctx, ex, f.Payload)
 	case msgGetChange:
+		st.changes.Add(1)
 		return sess.getChanges(ctx, ex, f.Payload)
 	case msgWatch:
+		st.watchers.Add(1)
+		defer st.watchers.Add(-1)
 		return sess.watch(ctx, ex, f.Payload)
 	default:
+		st.push.Add(1)
 		return sess.push(ctx, ex, f)
 	}
 }
@@ -1117,6 +1148,7 @@ func storedForm(v []byte) (node.Value, error) {
 // guess of it ("accepted" only when the guess was right) would reveal a
 // value it may not read.
 func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushChange) (pushDone, error) {
+	start := time.Now()
 	forms := make([]node.Value, len(changes))
 	for i, c := range changes {
 		if c.Delete {
@@ -1229,6 +1261,12 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		}
 		sess.mu.Unlock()
 		res.Root = root
+		s.stats.accepted.Add(int64(res.Accepted))
+		s.stats.overridden.Add(int64(len(res.Overridden)))
+		s.stats.rejected.Add(int64(len(res.Rejected)))
+		if s.opts.OnCommit != nil {
+			s.opts.OnCommit(time.Since(start), int(res.Accepted), len(res.Overridden)-len(res.Rejected), len(res.Rejected))
+		}
 		s.log.Info("arbor server: push", "client", sess.clientID, "changes", len(changes), "accepted", res.Accepted, "overridden", len(res.Overridden), "root", root.Short())
 		return res, nil
 	}
@@ -1242,7 +1280,7 @@ func pushStoreError(sess *session, key []byte, err error) error {
 	if key != nil {
 		where = fmt.Sprintf("push key %q", key)
 	}
-	if errors.Is(err, errAddressConflictTODO) {
+	if errors.Is(err, tree.ErrAddressConflict) {
 		sess.s.log.Error("arbor server: push refused: content collides with a stored address", "client", sess.clientID, "peer", sess.peer, "err", err)
 		return fmt.Errorf("%w: %s: %v; nothing of the push was stored", ErrRefused, where, err)
 	}

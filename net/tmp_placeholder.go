@@ -1,3 +1,0 @@
-package net
-import "errors"
-var errAddressConflictTODO = errors.New("placeholder until tree.ErrAddressConflict lands")
