@@ -56,8 +56,16 @@ type Batch struct {
 	// their superseded versions.
 	replaced []node.Hash
 	scratch  deltaScratch // for deltaFrom
-	ended    bool
-	release  func()
+	// claims are the addresses this batch is writing in a store that
+	// checks addresses (address.go): released once the bytes are
+	// committed to Pebble, or when the batch ends.
+	claims claimSet
+	// unverified are claimed writes in pb not yet probed for; failed
+	// is the error that probing them gave, which fails the commit.
+	unverified []written
+	failed     error
+	ended      bool
+	release    func()
 }
 
 // NewBatch starts a batch.
@@ -86,6 +94,7 @@ func (b *Batch) Discard() {
 	b.ended = true
 	b.waitIngest() // its error no longer matters: nothing references those nodes
 	b.pb.Close()
+	b.s.releaseClaims(b.claims) // committed, or never will be
 	b.release()
 }
 
@@ -113,6 +122,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 	}
 	if err := b.waitIngest(); err != nil {
 		return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
+	}
+	if err := b.verify(ctx); err != nil {
+		return err
 	}
 	for _, e := range b.spillKVs {
 		if err := b.pb.Set(e.k, e.v, nil); err != nil {
@@ -246,7 +258,11 @@ func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
 	if _, err := node.Decode(raw); err != nil {
 		return node.Hash{}, err
 	}
-	return b.putNode(bytes.Clone(raw))
+	h, err := b.putNode(bytes.Clone(raw))
+	if err == nil {
+		err = b.verify(context.Background())
+	}
+	return h, err
 }
 
 // PutDecoded stores node n, returning its hash, which is recomputed from
@@ -255,24 +271,32 @@ func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
 // caller must not modify them. This is how a verified node received from
 // elsewhere enters a store without being decoded twice.
 func (b *Batch) PutDecoded(n *node.Node) (node.Hash, error) {
-	return b.put(n.Raw(), n, node.Hash{})
+	h, err := b.put(context.Background(), n.Raw(), n, node.Hash{})
+	if err == nil {
+		err = b.verify(context.Background())
+	}
+	return h, err
 }
 
 // putNode stores an encoded node that the caller guarantees is valid and
 // will not modify.
 func (b *Batch) putNode(raw []byte) (node.Hash, error) {
-	return b.put(raw, nil, node.Hash{})
+	return b.put(context.Background(), raw, nil, node.Hash{})
 }
 
 // putBuilt stores node n, which replaces the stored node near (zero if
 // none): if near or its base is at hand, n is written as a delta of that
 // base when the delta is small (see delta.go).
-func (b *Batch) putBuilt(n *node.Node, near node.Hash) (node.Hash, error) {
-	return b.put(n.Raw(), n, near)
+func (b *Batch) putBuilt(ctx context.Context, n *node.Node, near node.Hash) (node.Hash, error) {
+	return b.put(ctx, n.Raw(), n, near)
 }
 
 // put stores the encoded node raw; n is its view if the caller has one.
-func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error) {
+// In a store that checks addresses it fails with ErrAddressConflict if
+// other bytes are being written under raw's hash or the node cache holds
+// other bytes there; whether the store holds other bytes there is probed
+// later (Batch.verify).
+func (b *Batch) put(ctx context.Context, raw []byte, n *node.Node, near node.Hash) (node.Hash, error) {
 	var h node.Hash
 	if n != nil {
 		h = n.Hash() // hashed when n was decoded or built
@@ -282,13 +306,23 @@ func (b *Batch) put(raw []byte, n *node.Node, near node.Hash) (node.Hash, error)
 	if h == node.EmptyRoot {
 		return h, nil
 	}
-	if _, ok := b.pending[h]; ok {
+	if p, ok := b.pending[h]; ok {
+		if b.checked() {
+			return h, b.pendingConflict(h, p.raw, raw)
+		}
 		return h, nil
 	}
-	// A node in the cache is stored (nodes enter it only once committed,
-	// and garbage collection, which removes them, waits for this batch):
-	// rewriting it would only add work for Pebble's compactions.
-	if b.s.cache.has(h) {
+	if b.checked() {
+		// Cached, or written by this batch already: nothing to write.
+		if write, err := b.claimNode(h, raw, b.ownClaims()); err != nil || !write {
+			return h, err
+		}
+		b.unverified = append(b.unverified, written{makeClaimKey(kindNode, h), raw})
+	} else if b.s.cache.has(h) {
+		// A node in the cache is stored (nodes enter it only once
+		// committed, and garbage collection, which removes them, waits
+		// for this batch): rewriting it would only add work for Pebble's
+		// compactions.
 		return h, nil
 	}
 	var d []byte
@@ -381,9 +415,31 @@ func (b *Batch) deltaFrom(sc *deltaScratch, h node.Hash, n *node.Node, near node
 	return out
 }
 
-// PutBlob stores a value blob (chunk or index) and returns its hash.
+// PutBlob stores a value blob (chunk or index) and returns its hash. In a
+// store that checks addresses it fails with ErrAddressConflict if other
+// bytes are stored, or being written, under that hash.
 func (b *Batch) PutBlob(raw []byte) (node.Hash, error) {
+	return b.putBlob(raw, false)
+}
+
+// putBlob is PutBlob; if deferred, a checked blob's address is probed
+// later (Batch.verify), with the other writes of an Apply.
+func (b *Batch) putBlob(raw []byte, deferred bool) (node.Hash, error) {
 	h := node.Sum(raw)
+	if b.checked() {
+		// Stored with these bytes (or written by this batch already):
+		// nothing to write.
+		own := b.ownClaims()
+		if deferred {
+			k, c := makeClaimKey(kindBlob, h), bytes.Clone(raw) // raw is the caller's
+			if write, err := b.s.claim(k, c, own, own); err != nil || !write {
+				return h, err
+			}
+			b.unverified = append(b.unverified, written{k, c})
+		} else if write, err := b.s.checkWrite(context.Background(), kindBlob, h, raw, own, own); err != nil || !write {
+			return h, err
+		}
+	}
 	b.size += len(raw)
 	if b.ingest {
 		b.spillKVs = append(b.spillKVs, kv{blobKey(h), bytes.Clone(raw)})
@@ -404,6 +460,9 @@ func (b *Batch) maybeSpill() error {
 	if b.size < limit {
 		return nil
 	}
+	if err := b.verify(context.Background()); err != nil {
+		return err
+	}
 	if b.ingest {
 		if err := b.startIngest(1); err != nil {
 			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
@@ -413,6 +472,7 @@ func (b *Batch) maybeSpill() error {
 			return fmt.Errorf("store %s: write nodes: %w", b.s.dir, err)
 		}
 		b.pb.Close()
+		b.s.releaseClaims(b.claims) // the claimed bytes are in Pebble now
 		// A batch that spilled once is a bulk load: size the next Pebble
 		// batch for a whole spill instead of growing it by doubling.
 		b.pb = b.s.db.NewBatchWithSize(limit + limit/8)
@@ -469,6 +529,16 @@ func (b *Batch) node(ctx context.Context, h node.Hash) (*node.Node, error) {
 // StoreValue returns v's stored form, writing an out-of-line value's chunks
 // and index into the batch.
 func (b *Batch) StoreValue(v []byte) (node.Value, error) {
+	sv, err := b.storeValue(v)
+	if err == nil {
+		err = b.verify(context.Background())
+	}
+	return sv, err
+}
+
+// storeValue is StoreValue with a checked store's probes deferred
+// (Batch.verify).
+func (b *Batch) storeValue(v []byte) (node.Value, error) {
 	if len(v) <= node.MaxInlineValue {
 		return node.InlineValue(v), nil
 	}
@@ -479,14 +549,14 @@ func (b *Batch) StoreValue(v []byte) (node.Value, error) {
 	chunks := make([]node.Chunk, len(sizes))
 	off := 0
 	for i, n := range sizes {
-		h, err := b.PutBlob(v[off : off+n])
+		h, err := b.putBlob(v[off:off+n], true)
 		if err != nil {
 			return node.Value{}, err
 		}
 		chunks[i] = node.Chunk{Hash: h, Size: uint32(n)}
 		off += n
 	}
-	idx, err := b.PutBlob(node.EncodeValueIndex(chunks))
+	idx, err := b.putBlob(node.EncodeValueIndex(chunks), true)
 	if err != nil {
 		return node.Value{}, err
 	}
@@ -528,7 +598,7 @@ func (b *Batch) Apply(ctx context.Context, root node.Hash, edits []Edit) (node.H
 		}
 		les[i].key = e.Key
 		if !e.Delete {
-			v, err := b.StoreValue(e.Value)
+			v, err := b.storeValue(e.Value)
 			if err != nil {
 				return node.Hash{}, fmt.Errorf("key %q: %w", e.Key, err)
 			}
@@ -606,5 +676,9 @@ func (b *Batch) applyStored(ctx context.Context, root node.Hash, les []levelEdit
 		w++
 	}
 	m := &mutator{ctx: ctx, cfg: b.s.cfg, b: b}
-	return m.apply(root, les[:w])
+	root, err := m.apply(root, les[:w])
+	if err == nil {
+		err = b.verify(ctx) // a checked store's writes (address.go)
+	}
+	return root, err
 }

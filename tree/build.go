@@ -121,7 +121,7 @@ func (bl *Builder) add(level int, e node.Entry, count uint64) error {
 
 func (bl *Builder) emit(level int) error {
 	lb := bl.levels[level]
-	h, err := bl.b.putBuilt(node.Build(level, lb.pend), node.Hash{})
+	h, err := bl.b.putBuilt(bl.ctx, node.Build(level, lb.pend), node.Hash{})
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (bl *Builder) Finish() (node.Hash, error) {
 		lb := bl.levels[level]
 		if level == len(bl.levels)-1 && lb.emitted == 0 {
 			// The only node of the top level is the root.
-			h, err := bl.b.putBuilt(node.Build(level, lb.pend), node.Hash{})
+			h, err := bl.b.putBuilt(bl.ctx, node.Build(level, lb.pend), node.Hash{})
 			if err != nil {
 				return node.Hash{}, err
 			}

@@ -26,4 +26,10 @@ var (
 	ErrUnsorted = errors.New("keys not in strictly ascending order")
 	// ErrRefMoved reports a Batch whose expected ref value no longer holds.
 	ErrRefMoved = errors.New("ref moved concurrently")
+	// ErrAddressConflict reports a write, in a store opened with
+	// Options.CheckAddresses, of bytes whose hash is the address of
+	// different bytes already stored (or being written): a hash collision,
+	// which only crafted input produces. Nothing is written under the
+	// address.
+	ErrAddressConflict = errors.New("address already stored with different bytes")
 )

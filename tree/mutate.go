@@ -51,9 +51,9 @@ func (m *mutator) load(h node.Hash) (*node.Node, error) {
 // emit stores (or, in a worker, collects) a new node that replaces near.
 func (m *mutator) emit(n *node.Node, near node.Hash) (node.Hash, error) {
 	if m.part != nil {
-		return m.part.collect(m.b, n, near), nil
+		return m.part.collect(m.ctx, m.b, n, near), nil
 	}
-	return m.b.putBuilt(n, near)
+	return m.b.putBuilt(m.ctx, n, near)
 }
 
 // replace records that old was rewritten.
@@ -344,7 +344,7 @@ func (m *mutator) finishTop(level int, entries []node.Entry) (node.Hash, error) 
 			pend = append(pend, e)
 			count += entryCount(level, e)
 			if sp.Next(e) || k == len(entries)-1 {
-				h, err := m.b.putBuilt(node.Build(level, pend), node.Hash{})
+				h, err := m.b.putBuilt(m.ctx, node.Build(level, pend), node.Hash{})
 				if err != nil {
 					return node.Hash{}, err
 				}
@@ -394,10 +394,14 @@ var parallelFallbacks atomic.Int64
 type levelPart struct {
 	pb       *pebble.Batch
 	nodes    []builtNode
-	seen     map[node.Hash]struct{}
+	seen     map[node.Hash]int // index in nodes
 	replaced []node.Hash
 	scratch  deltaScratch
-	err      error
+	// With address checks: the addresses it claimed, and its writes not
+	// yet probed for (probed before pb is committed).
+	claims     claimSet
+	unverified []written
+	err        error
 }
 
 type builtNode struct {
@@ -407,22 +411,37 @@ type builtNode struct {
 }
 
 // collect hashes n, delta-encodes it and writes it to the worker's own
-// Pebble batch, reading the Batch but never changing it.
-func (p *levelPart) collect(b *Batch, n *node.Node, near node.Hash) node.Hash {
+// Pebble batch, reading the Batch but never changing it. With address
+// checks it claims n's address in p.claims (see Batch.put) and records
+// the write for probing.
+func (p *levelPart) collect(ctx context.Context, b *Batch, n *node.Node, near node.Hash) node.Hash {
 	h := n.Hash()
 	if h == node.EmptyRoot || p.err != nil {
 		return h
 	}
-	if _, ok := p.seen[h]; ok {
+	check := b.checked()
+	if i, ok := p.seen[h]; ok {
+		if check {
+			p.err = b.pendingConflict(h, p.nodes[i].n.Raw(), n.Raw())
+		}
 		return h
 	}
-	if _, ok := b.pending[h]; ok {
+	if pn, ok := b.pending[h]; ok {
+		if check {
+			p.err = b.pendingConflict(h, pn.raw, n.Raw())
+		}
 		return h
 	}
-	if b.s.cache.has(h) {
+	if check {
+		if write, err := b.claimNode(h, n.Raw(), p.claims); err != nil || !write {
+			p.err = err
+			return h
+		}
+		p.unverified = append(p.unverified, written{makeClaimKey(kindNode, h), n.Raw()})
+	} else if b.s.cache.has(h) {
 		return h
 	}
-	p.seen[h] = struct{}{}
+	p.seen[h] = len(p.nodes)
 	var d []byte
 	if !near.IsZero() && near != node.EmptyRoot {
 		d = b.deltaFrom(&p.scratch, h, n, near)
@@ -465,12 +484,16 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 	// wrote earlier: write those first, so that a crash never leaves a
 	// stored delta without its base.
 	if !m.b.pb.Empty() {
+		if err := m.b.verify(m.ctx); err != nil {
+			return nil, nil, err
+		}
 		if err := m.b.pb.Commit(pebble.NoSync); err != nil {
 			return nil, nil, fmt.Errorf("store %s: write nodes: %w", m.b.s.dir, err)
 		}
 		m.b.pb.Close()
 		m.b.pb = m.b.s.db.NewBatch()
 		m.b.size = 0
+		m.b.s.releaseClaims(m.b.claims) // the claimed bytes are in Pebble now
 	}
 	halves := [2][]levelEdit{edits[:mid], edits[mid:]}
 	var (
@@ -486,12 +509,16 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 			defer wg.Done()
 			p := &parts[i]
 			p.pb = m.b.s.db.NewBatchWithSize(min(spillBytes, 1024*len(halves[i])))
-			p.seen = map[node.Hash]struct{}{}
+			p.seen = map[node.Hash]int{}
+			p.claims = claimSet{}
 			defer p.pb.Close()
 			w := &mutator{ctx: m.ctx, cfg: m.cfg, b: m.b, part: p}
 			outDels[i], outPuts[i], errs[i] = w.applyLevel(rootHash, root, 0, halves[i])
 			if errs[i] == nil {
 				errs[i] = p.err
+			}
+			if errs[i] == nil {
+				errs[i] = m.b.s.verifyWrites(m.ctx, p.unverified, p.claims)
 			}
 			if errs[i] == nil {
 				errs[i] = p.pb.Commit(pebble.NoSync)
@@ -501,8 +528,16 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
+			// The halves' nodes are dropped; what a half wrote to Pebble
+			// is unreferenced, so its claims can go.
+			for i := range parts {
+				m.b.s.releaseClaims(parts[i].claims)
+			}
 			return nil, nil, err
 		}
+	}
+	for i := range parts {
+		m.b.takeClaims(parts[i].claims)
 	}
 	seen := make(map[node.Hash]struct{}, len(parts[0].replaced))
 	for _, h := range parts[0].replaced {

@@ -77,6 +77,19 @@ type Options struct {
 	// killed midway keeps what it ingested. Zero means 32 MiB: smaller
 	// spills cost more fsyncs and compaction. Negative means the default too.
 	BulkSpillBytes int
+	// CheckAddresses makes ordinary batches refuse to store bytes under an
+	// address that holds different bytes: Batch.PutBlob and the nodes
+	// written by Apply, ApplyValues, PutNode and PutDecoded then fail with
+	// ErrAddressConflict instead. xxh3 is not collision resistant, so
+	// without the check crafted input could replace a stored node or blob
+	// that other trees use. Servers that store content derived from
+	// untrusted input set it. The cost is one existence probe (bloom
+	// filtered) per node or blob an ordinary batch writes (an Apply probes
+	// its writes together, in key order); the stored bytes are read only
+	// when the address is already taken. Bulk loads
+	// (Batch.BulkLoad, a Builder's batch) are not checked: they fill a
+	// replica from a server it trusts.
+	CheckAddresses bool
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -103,6 +116,12 @@ type Store struct {
 	settler     settler
 	settleDelay time.Duration // Options.SettleDelay with its default
 	bulkSpill   int           // Options.BulkSpillBytes; zero: ingestSpillBytes
+
+	// checkAddrs is Options.CheckAddresses; claims holds the addresses
+	// that checked batches are writing (address.go).
+	checkAddrs bool
+	claimsMu   sync.Mutex
+	claims     map[claimKey]*claim
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -254,6 +273,7 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 		gcRun: make(chan struct{}, 1), closed: make(chan struct{})}
 	s.drained = sync.NewCond(&s.closeMu)
 	s.bulkSpill = o.BulkSpillBytes
+	s.checkAddrs = o.CheckAddresses
 	s.settleDelay = o.SettleDelay
 	if s.settleDelay == 0 {
 		s.settleDelay = defaultSettleDelay
