@@ -316,7 +316,13 @@ func (s *Store) storedAt(ctx context.Context, kind byte, h node.Hash) (stored []
 }
 
 // checked reports whether the batch's writes are address-checked.
-func (b *Batch) checked() bool { return b.s.checkAddrs && !b.ingest }
+func (b *Batch) checked() bool { return (b.s.checkAddrs || b.checkAll) && !b.ingest }
+
+// CheckAddresses makes this batch's writes address-checked, as in a store
+// opened with Options.CheckAddresses: a server turns it on for every batch
+// that stores what a client sent, whatever its store's options. Call it
+// before the first write.
+func (b *Batch) CheckAddresses() { b.checkAll = true }
 
 // claimNode claims the address of node h (encoded as raw), which is not
 // pending in the batch, in mine (the batch's own claims, or a parallel

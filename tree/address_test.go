@@ -3,6 +3,7 @@ package tree
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -412,4 +413,77 @@ func TestUncheckedStoreOverwrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustStore(t, s, blobKey(node.Sum(y)), y)
+}
+
+// xxh3Collision returns two different values of n bytes (n > 1024) with
+// equal node.Sum, taken from net's collision_test.go: in xxh3's long-input
+// loop lane 0 of a stripe adds its data word to one accumulator and the
+// product of the halves of data^secret to the other; data words whose low
+// half of data^secret is zero make every product zero, and swapping the
+// high halves between stripes 0 and 1 keeps the sum of the data words.
+func xxh3Collision(n int, rest []byte) (a, b []byte) {
+	const secret0, secret8 uint64 = 0xbe4ba423396cfeb8, 0x1cad21f72c81017c
+	a = bytes.Clone(rest[:n])
+	word := func(secret uint64, hi uint64) uint64 {
+		return secret&0xffffffff | ((secret>>32)^hi)<<32
+	}
+	binary.LittleEndian.PutUint64(a[0:], word(secret0, 1))
+	binary.LittleEndian.PutUint64(a[64:], word(secret8, 2))
+	b = bytes.Clone(a)
+	binary.LittleEndian.PutUint64(b[0:], word(secret0, 2))
+	binary.LittleEndian.PutUint64(b[64:], word(secret8, 1))
+	return a, b
+}
+
+// TestCheckAddressesRealCollision: blobs with a real xxh3 collision, in
+// one batch, in two concurrent batches, and against a committed one; and
+// Batch.CheckAddresses on a store opened without the option.
+func TestCheckAddressesRealCollision(t *testing.T) {
+	ctx := context.Background()
+	a, b := xxh3Collision(2048, bytes.Repeat([]byte("rest of the value "), 200))
+	if bytes.Equal(a, b) || node.Sum(a) != node.Sum(b) {
+		t.Fatal("not a collision")
+	}
+	s := openTest(t, chunker.Config{}) // no Options.CheckAddresses
+	newBatch := func() *Batch {
+		t.Helper()
+		bt, err := s.NewBatch()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(bt.Discard)
+		bt.CheckAddresses()
+		return bt
+	}
+	put := func(bt *Batch, raw []byte, want error) {
+		t.Helper()
+		if _, err := bt.PutBlob(raw); !errors.Is(err, want) {
+			t.Fatalf("PutBlob: %v, want %v", err, want)
+		}
+	}
+	b1 := newBatch()
+	put(b1, a, nil)
+	put(b1, a, nil)
+	put(b1, b, ErrAddressConflict) // pending in the same batch
+	b2 := newBatch()
+	put(b2, b, ErrAddressConflict) // being written by b1
+	put(b2, a, nil)
+	if err := b1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b2.Discard()
+	b3 := newBatch()
+	put(b3, b, ErrAddressConflict) // stored
+	b3.Discard()
+	mustStore(t, s, blobKey(node.Sum(a)), a)
+	if len(s.claims) != 0 {
+		t.Fatalf("%d claims left", len(s.claims))
+	}
+	// An unchecked batch of the same store overwrites.
+	b4, err := s.NewBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b4.Discard()
+	put(b4, b, nil)
 }

@@ -60,6 +60,8 @@ type Batch struct {
 	// checks addresses (address.go): released once the bytes are
 	// committed to Pebble, or when the batch ends.
 	claims claimSet
+	// checkAll turns address checks on for this batch (CheckAddresses).
+	checkAll bool
 	// unverified are claimed writes in pb not yet probed for; failed
 	// is the error that probing them gave, which fails the commit.
 	unverified []written
