@@ -158,9 +158,9 @@ type Server struct {
 	lnMu     sync.Mutex
 	draining bool // Drain was called: Ready is false
 	ln       *quic.Listener
-	tr   *quic.Transport
-	udp  stdnet.PacketConn // the Transport does not close a socket it was given
-	wg   sync.WaitGroup
+	tr       *quic.Transport
+	udp      stdnet.PacketConn // the Transport does not close a socket it was given
+	wg       sync.WaitGroup
 }
 
 // NewServer prepares a server for store, creating its certificate if
@@ -1214,6 +1214,7 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		if err != nil {
 			return pushDone{}, err
 		}
+		b.CheckAddresses() // never two contents for one address
 		edits := make([]tree.StoredEdit, 0, len(apply))
 		for _, i := range apply {
 			c := changes[i]
