@@ -5,12 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/arbor-sync/arbor"
@@ -18,78 +14,6 @@ import (
 	"github.com/arbor-sync/arbor/tree"
 	"github.com/schollz/progressbar/v3"
 )
-
-type serveCmd struct {
-	Listen  string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
-	Tokens  string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
-	CertDir string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
-	Retain  int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
-	Verbose bool   `short:"v" help:"Log sessions to standard error."`
-	JSON    bool   `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
-}
-
-func (serveCmd) Help() string {
-	return "Prints 'fingerprint: HEX' once it accepts connections; clients pin it with --fingerprint.\n\nExample:\n  echo 'secret-token laptop-1' > tokens\n  arbor --db server-data serve --listen 127.0.0.1:4433 --tokens tokens"
-}
-
-func (c serveCmd) Run(e *env) error {
-	toks, err := arbor.LoadTokens(c.Tokens)
-	if err != nil {
-		return err
-	}
-	db, err := e.openDB(false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	certDir := c.CertDir
-	if certDir == "" {
-		certDir = filepath.Join(e.global.DB, "tls")
-	}
-	logger := slog.New(slog.DiscardHandler)
-	if c.Verbose {
-		logger = slog.New(slog.NewTextHandler(e.stderr, nil))
-	}
-	srv, err := arbor.NewServer(db, arbor.ServerOptions{Tokens: toks, CertDir: certDir, Retain: c.Retain, Logger: logger})
-	if err != nil {
-		return err
-	}
-	if err := srv.Listen(c.Listen); err != nil {
-		return err
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			toks, err := arbor.LoadTokens(c.Tokens)
-			if err != nil {
-				fmt.Fprintln(e.stderr, "arbor: reload tokens:", err, "(keeping the old ones)")
-				continue
-			}
-			srv.SetTokens(toks)
-			fmt.Fprintf(e.stderr, "reloaded %d tokens\n", len(toks))
-		}
-	}()
-	root, _ := db.Root(e.ctx)
-	if c.JSON {
-		writeJSON(e.stdout, struct {
-			Listen      string     `json:"listen"`
-			Root        arbor.Hash `json:"root"`
-			Fingerprint string     `json:"fingerprint"`
-		}{srv.Addr().String(), root, srv.Fingerprint()})
-	} else {
-		fmt.Fprintf(e.stdout, "listening on %s\nroot %s\nfingerprint: %s\n", srv.Addr(), root, srv.Fingerprint())
-	}
-	if f, ok := e.stdout.(*os.File); ok {
-		f.Sync()
-	}
-	if err := srv.Serve(e.ctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, "server stopped")
-	return nil
-}
 
 // tokenFlags give a client's token: --token-file, the ARBOR_TOKEN
 // environment variable, or --token (which every user of the machine can

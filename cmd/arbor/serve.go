@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	stdnet "net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/arbor-sync/arbor"
+	"github.com/arbor-sync/arbor/ops"
+)
+
+type serveCmd struct {
+	Listen  string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
+	Tokens  string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
+	CertDir string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
+	Retain  int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
+	Metrics string `placeholder:"ADDR" help:"Serve HTTP on this TCP address: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz. No token: bind it to loopback or a private network."`
+	Verbose bool   `short:"v" help:"Log sessions to standard error."`
+	JSON    bool   `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
+}
+
+func (serveCmd) Help() string {
+	return "Prints 'fingerprint: HEX' once it accepts connections; clients pin it with --fingerprint.\n\n" +
+		"Example:\n  echo 'secret-token laptop-1' > tokens\n  arbor --db server-data serve --listen 127.0.0.1:4433 --tokens tokens\n" +
+		"  arbor --db server-data serve --tokens tokens --metrics 127.0.0.1:9090   # curl 127.0.0.1:9090/metrics"
+}
+
+func (c serveCmd) Run(e *env) error {
+	toks, err := arbor.LoadTokens(c.Tokens)
+	if err != nil {
+		return err
+	}
+	db, err := e.openDB(false)
+	if err != nil {
+		return err
+	}
+	var storeOpen atomic.Bool
+	storeOpen.Store(true)
+	defer func() {
+		storeOpen.Store(false)
+		db.Close()
+	}()
+	certDir := c.CertDir
+	if certDir == "" {
+		certDir = filepath.Join(e.global.DB, "tls")
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if c.Verbose {
+		logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+	}
+	opts := arbor.ServerOptions{Tokens: toks, CertDir: certDir, Retain: c.Retain, Logger: logger}
+	var metrics *ops.Metrics
+	if c.Metrics != "" {
+		metrics = ops.NewMetrics()
+		opts.OnCommit = metrics.ObserveCommit
+	}
+	srv, err := arbor.NewServer(db, opts)
+	if err != nil {
+		return err
+	}
+	var httpAddr string
+	if metrics != nil {
+		if err := metrics.Register(srv, ops.StoreSize(db.Store().DiskSize)); err != nil {
+			return err
+		}
+		ready := func() error {
+			switch {
+			case !storeOpen.Load():
+				return errors.New("store closed")
+			case !srv.Ready():
+				return errors.New("not listening (starting or draining)")
+			}
+			return nil
+		}
+		ln, err := stdnet.Listen("tcp", c.Metrics)
+		if err != nil {
+			return fmt.Errorf("serve --metrics: %w", err)
+		}
+		httpAddr = ln.Addr().String()
+		hs := &http.Server{Handler: ops.Handler(metrics, ready), ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ln)
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			hs.Shutdown(ctx)
+		}()
+	}
+	if err := srv.Listen(c.Listen); err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			toks, err := arbor.LoadTokens(c.Tokens)
+			if err != nil {
+				fmt.Fprintln(e.stderr, "arbor: reload tokens:", err, "(keeping the old ones)")
+				continue
+			}
+			srv.SetTokens(toks)
+			fmt.Fprintf(e.stderr, "reloaded %d tokens\n", len(toks))
+		}
+	}()
+	root, _ := db.Root(e.ctx)
+	if c.JSON {
+		writeJSON(e.stdout, struct {
+			Listen      string     `json:"listen"`
+			Root        arbor.Hash `json:"root"`
+			Fingerprint string     `json:"fingerprint"`
+			Metrics     string     `json:"metrics,omitempty"`
+		}{srv.Addr().String(), root, srv.Fingerprint(), metricsURL(httpAddr)})
+	} else {
+		fmt.Fprintf(e.stdout, "listening on %s\nroot %s\n", srv.Addr(), root)
+		if httpAddr != "" {
+			fmt.Fprintf(e.stdout, "metrics %s\n", metricsURL(httpAddr))
+		}
+		fmt.Fprintf(e.stdout, "fingerprint: %s\n", srv.Fingerprint())
+	}
+	if f, ok := e.stdout.(*os.File); ok {
+		f.Sync()
+	}
+	if err := srv.Serve(e.ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stderr, "server stopped")
+	return nil
+}
+
+// metricsURL is the /metrics URL of the HTTP address addr ("" for none).
+func metricsURL(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return "http://" + addr + "/metrics"
+}
