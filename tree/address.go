@@ -173,7 +173,7 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 	defer done()
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
-		return err
+		return dbErr(err)
 	}
 	var (
 		key    [1 + node.HashSize]byte
@@ -187,7 +187,7 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, false, fmt.Errorf("store %s: read %s %s: %w", s.dir, ws[i].k.kindName(), ws[i].k.hash(), err)
+			return nil, false, fmt.Errorf("store %s: read %s %s: %w", s.dir, ws[i].k.kindName(), ws[i].k.hash(), dbErr(err))
 		}
 		return v, true, nil
 	}
@@ -223,7 +223,7 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		}
 	}
 	if err := it.Close(); err != nil {
-		return fmt.Errorf("store %s: probe: %w", s.dir, err)
+		return fmt.Errorf("store %s: probe: %w", s.dir, dbErr(err))
 	}
 	for j, i := range found {
 		raw, err := s.undelta(ctx, ws[i].k.hash(), stored[j])
@@ -282,7 +282,7 @@ func (s *Store) storedAt(ctx context.Context, kind byte, h node.Hash) (stored []
 	defer done()
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
-		return nil, false, err
+		return nil, false, dbErr(err)
 	}
 	var key [1 + node.HashSize]byte
 	copy(key[1:], h[:])
@@ -297,14 +297,14 @@ func (s *Store) storedAt(ctx context.Context, kind byte, h node.Hash) (stored []
 			v, err := it.ValueAndErr()
 			if err != nil {
 				it.Close()
-				return nil, false, fmt.Errorf("store %s: read %s %s: %w", s.dir, makeClaimKey(kind, h).kindName(), h, err)
+				return nil, false, fmt.Errorf("store %s: read %s %s: %w", s.dir, makeClaimKey(kind, h).kindName(), h, dbErr(err))
 			}
 			stored, ok, delta = bytes.Clone(v), true, p == prefixDelta
 			break
 		}
 	}
 	if err := it.Close(); err != nil {
-		return nil, false, fmt.Errorf("store %s: probe %s: %w", s.dir, h, err)
+		return nil, false, fmt.Errorf("store %s: probe %s: %w", s.dir, h, dbErr(err))
 	}
 	if delta {
 		stored, err = s.undelta(ctx, h, stored)

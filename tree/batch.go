@@ -136,6 +136,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 	b.spillKVs = nil
 	b.s.commit.Lock()
 	defer b.s.commit.Unlock()
+	if err := b.s.failure.get(); err != nil {
+		return fmt.Errorf("store %s: %w", b.s.dir, err) // found corrupt since the batch began
+	}
 	for name, want := range b.expect {
 		got, ok, err := b.s.Ref(name)
 		if err != nil {

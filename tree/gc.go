@@ -453,7 +453,7 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 		err = it.Error()
 		it.Close()
 		if err != nil {
-			return nil, err
+			return nil, dbErr(err)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -608,13 +608,13 @@ func (s *Store) copyLive(ctx context.Context, b **pebble.Batch, pfx byte, live, 
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return err
+			return dbErr(err)
 		}
 		if err := s.setChunked(ctx, b, k, v); err != nil {
 			return err
 		}
 	}
-	return it.Error()
+	return dbErr(it.Error())
 }
 
 // setChunked adds a Set to *b, first committing *b (unsynced) and starting

@@ -208,7 +208,7 @@ func (s *Store) rewriteInline(ctx context.Context) (int, error) {
 			n++
 		}
 		if cerr := it.Close(); err == nil {
-			err = cerr
+			err = dbErr(cerr)
 		}
 		if err != nil {
 			return n, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/arbor-sync/arbor/internal/fsutil"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,6 +91,11 @@ type Options struct {
 	// (Batch.BulkLoad, a Builder's batch) are not checked: they fill a
 	// replica from a server it trusts.
 	CheckAddresses bool
+	// Logger receives reports of on-disk corruption (each damaged file
+	// once; the store then fails every operation with an error wrapping
+	// node.ErrCorrupt) and of Pebble's fatal errors. Nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -122,6 +128,9 @@ type Store struct {
 	checkAddrs bool
 	claimsMu   sync.Mutex
 	claims     map[claimKey]*claim
+
+	// failure records on-disk corruption that Pebble reported (failure.go).
+	failure *failure
 
 	// Operations in flight, and whether Close has begun. Close waits for
 	// the count to drain; a new operation fails once closing is set. A
@@ -257,12 +266,15 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	pc := pebble.NewCache(cacheSize)
 	defer pc.Unref()
 	po := pebbleOptions(pc)
+	fail := newFailure(dir, o.Logger)
+	po.Logger = pebbleLogger{fail}
+	po.EventListener = &pebble.EventListener{DataCorruption: fail.dataCorruption}
 	if pebbleOptionsHook != nil {
 		pebbleOptionsHook(po)
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: pebble: %w", dir, err)
+		return nil, fmt.Errorf("open store %s: pebble: %w", dir, dbErr(err))
 	}
 	nodeCache := o.CacheSize
 	if nodeCache == 0 {
@@ -270,7 +282,7 @@ func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
 	}
 	po.EnsureDefaults()
 	s := &Store{dir: dir, db: db, popts: po, lock: lock, wopts: pebble.Sync, cache: newNodeCache(nodeCache),
-		gcRun: make(chan struct{}, 1), closed: make(chan struct{})}
+		gcRun: make(chan struct{}, 1), closed: make(chan struct{}), failure: fail}
 	s.drained = sync.NewCond(&s.closeMu)
 	s.bulkSpill = o.BulkSpillBytes
 	s.checkAddrs = o.CheckAddresses
@@ -320,12 +332,15 @@ func PebbleOptions(cacheBytes int64) *pebble.Options {
 }
 
 // pebbleOptions returns the Pebble options of a store with block cache pc.
-// The benchmarks open their raw Pebble baseline with the same options.
+// The benchmarks open their raw Pebble baseline with the same options. A
+// store replaces the logger and the corruption handler with its own
+// (failure.go); these log, and never end the process on corruption.
 func pebbleOptions(pc *pebble.Cache) *pebble.Options {
 	po := &pebble.Options{
-		Cache:        pc,
-		Logger:       quietLogger{},
-		MemTableSize: memTableSize,
+		Cache:         pc,
+		Logger:        pebbleLogger{},
+		EventListener: &pebble.EventListener{DataCorruption: logCorruption},
+		MemTableSize:  memTableSize,
 		// Node keys are hashes, so every L0 file (a memtable flush, a bulk
 		// load's spill) overlaps every other, and an L0 compaction rewrites
 		// all of L0 and the level below. Point reads by hash check a file's
@@ -391,14 +406,6 @@ var pebbleOptionsHook func(*pebble.Options)
 // store's disk use; deltas keep applied batches small enough for 32 MiB.
 var memTableSize uint64 = 32 << 20
 
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...interface{})  {}
-func (quietLogger) Errorf(string, ...interface{}) {}
-func (quietLogger) Fatalf(format string, args ...interface{}) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
-}
-
 // Close flushes and closes the store. It waits for operations in flight,
 // including open batches (which must end in Commit or Discard); new
 // operations fail with ErrClosed from the moment Close is called, so a
@@ -459,8 +466,12 @@ func (s *Store) Config() chunker.Config { return s.cfg }
 func (s *Store) Synced() bool { return s.wopts.Sync }
 
 // use marks the start of an operation that needs the Pebble handle; it
-// fails once the store is closed. The returned func ends the operation.
+// fails once the store is closed, or once Pebble found it corrupt. The
+// returned func ends the operation.
 func (s *Store) use() (func(), error) {
+	if err := s.failure.get(); err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.dir, err)
+	}
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closing {
@@ -497,7 +508,7 @@ func (s *Store) get(key []byte) ([]byte, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, dbErr(err)
 	}
 	out := bytes.Clone(v)
 	closer.Close()
@@ -551,7 +562,7 @@ func (s *Store) Refs() (map[string]node.Hash, error) {
 	defer done()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixRef}, UpperBound: []byte{prefixRef + 1}})
 	if err != nil {
-		return nil, err
+		return nil, dbErr(err)
 	}
 	defer it.Close()
 	out := map[string]node.Hash{}
@@ -563,7 +574,7 @@ func (s *Store) Refs() (map[string]node.Hash, error) {
 		copy(h[:], it.Value())
 		out[string(it.Key()[1:])] = h
 	}
-	return out, it.Error()
+	return out, dbErr(it.Error())
 }
 
 // Node returns the node with hash h. The empty tree's root is always present.
@@ -684,11 +695,11 @@ func (s *Store) HoldsNodes() (bool, error) {
 	for _, p := range []byte{prefixNode, prefixDelta} {
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
 		if err != nil {
-			return false, err
+			return false, dbErr(err)
 		}
 		found := it.First()
 		if err := it.Close(); err != nil {
-			return false, err
+			return false, dbErr(err)
 		}
 		if found {
 			return true, nil
@@ -733,7 +744,7 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 	slices.SortFunc(ask, func(a, b int) int { return bytes.Compare(hs[a][:], hs[b][:]) })
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
-		return nil, err
+		return nil, dbErr(err)
 	}
 	var key [1 + node.HashSize]byte
 	key[0] = prefixNode
@@ -750,7 +761,7 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 		}
 	}
 	if err := it.Close(); err != nil {
-		return nil, err
+		return nil, dbErr(err)
 	}
 	return out, nil
 }
@@ -769,11 +780,11 @@ func (s *Store) has(key []byte) (bool, error) {
 	// consults the bloom filters, so absent keys rarely touch disk.
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
-		return false, err
+		return false, dbErr(err)
 	}
 	found := it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
 	if err := it.Close(); err != nil {
-		return false, err
+		return false, dbErr(err)
 	}
 	return found, nil
 }
