@@ -5,13 +5,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/arbor-sync/arbor"
+	"github.com/arbor-sync/arbor/chunker"
+	arbornet "github.com/arbor-sync/arbor/net"
+	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/scope"
+	"github.com/arbor-sync/arbor/tree"
 )
 
 func openDB(t *testing.T) *arbor.DB {
@@ -327,4 +338,253 @@ func TestScanSnapshotAndErrors(t *testing.T) {
 	if len(errs) != 1 || !errors.Is(errs[0], arbor.ErrClosed) {
 		t.Fatalf("All on a closed DB yielded %v, want one ErrClosed", errs)
 	}
+}
+
+// exportedErrVars returns the exported package-level variables named Err*
+// declared in the non-test Go files of dir.
+func exportedErrVars(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	fset := token.NewFileSet()
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.VAR {
+				continue
+			}
+			for _, s := range g.Specs {
+				for _, n := range s.(*ast.ValueSpec).Names {
+					if n.IsExported() && strings.HasPrefix(n.Name, "Err") {
+						names = append(names, n.Name)
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestErrorsSectionListsEverySentinel: the package documentation's Errors
+// section (doc.go) names every sentinel error the package declares, as a
+// doc link, so that `go doc arbor` lists them in one place.
+func TestErrorsSectionListsEverySentinel(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "doc.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := f.Doc.Text()
+	_, section, ok := strings.Cut(doc, "\n# Errors\n")
+	if !ok {
+		t.Fatalf("doc.go's package comment has no \"# Errors\" section")
+	}
+	names := exportedErrVars(t, ".")
+	if len(names) < 20 {
+		t.Fatalf("found only %d sentinels in the package: %v", len(names), names)
+	}
+	for _, n := range names {
+		if !strings.Contains(section, "["+n+"]") {
+			t.Errorf("the Errors section of doc.go does not list [%s]", n)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\[(Err[A-Za-z]*)\]`).FindAllStringSubmatch(section, -1) {
+		if !slices.Contains(names, m[1]) {
+			t.Errorf("the Errors section of doc.go lists [%s], which the package does not declare", m[1])
+		}
+	}
+}
+
+// TestLowerSentinelsReachable classifies every sentinel error of the
+// packages below the API: each one that a call of this package can return
+// is re-exported under a name of this package (the same value, so
+// errors.Is matches either), and each one that cannot says why. A new
+// sentinel in one of those packages fails this test until it is
+// classified here.
+func TestLowerSentinelsReachable(t *testing.T) {
+	type entry struct {
+		lower, root error  // root: the re-export; nil if none
+		why         string // why no re-export is needed
+	}
+	table := map[string]entry{
+		"tree.ErrNotFound":       {tree.ErrNotFound, arbor.ErrNotFound, ""},
+		"tree.ErrNotStore":       {tree.ErrNotStore, arbor.ErrNotStore, ""},
+		"tree.ErrNewerFormat":    {tree.ErrNewerFormat, arbor.ErrNewerFormat, ""},
+		"tree.ErrLocked":         {tree.ErrLocked, arbor.ErrLocked, ""},
+		"tree.ErrConfigMismatch": {tree.ErrConfigMismatch, arbor.ErrConfigMismatch, ""},
+		"tree.ErrClosed":         {tree.ErrClosed, arbor.ErrClosed, ""},
+		"tree.ErrKeyTooLarge":    {tree.ErrKeyTooLarge, arbor.ErrKeyTooLarge, ""},
+		"tree.ErrValueTooLarge":  {tree.ErrValueTooLarge, arbor.ErrValueTooLarge, ""},
+		"tree.ErrRefMoved":       {tree.ErrRefMoved, arbor.ErrRefMoved, ""},
+		"tree.ErrVerify":         {tree.ErrVerify, arbor.ErrVerify, ""},
+		"tree.ErrUnsorted": {tree.ErrUnsorted, nil,
+			"only tree.Build returns it; the root package never builds from caller input (Import sorts first)"},
+		"tree.ErrAddressConflict": {tree.ErrAddressConflict, nil,
+			"only writes with address checks on return it (tree.Options.CheckAddresses, tree.Batch.CheckAddresses), which this package never turns on; a server answers it to the client as ErrRefused"},
+		"node.ErrCorrupt":       {node.ErrCorrupt, arbor.ErrCorrupt, ""},
+		"node.ErrNotFound":      {node.ErrNotFound, arbor.ErrNodeNotFound, ""},
+		"scope.ErrOutOfScope":   {scope.ErrOutOfScope, arbor.ErrOutOfScope, ""},
+		"chunker.ErrBadConfig":  {chunker.ErrBadConfig, arbor.ErrBadConfig, ""},
+		"net.ErrUnauthorized":   {arbornet.ErrUnauthorized, arbor.ErrUnauthorized, ""},
+		"net.ErrFingerprint":    {arbornet.ErrFingerprint, arbor.ErrFingerprint, ""},
+		"net.ErrProtocol":       {arbornet.ErrProtocol, arbor.ErrProtocol, ""},
+		"net.ErrFrameTooLarge":  {arbornet.ErrFrameTooLarge, arbor.ErrFrameTooLarge, ""},
+		"net.ErrRootMismatch":   {arbornet.ErrRootMismatch, arbor.ErrRootMismatch, ""},
+		"net.ErrConfigMismatch": {arbornet.ErrConfigMismatch, arbor.ErrServerConfigMismatch, ""},
+		"net.ErrForbiddenScope": {arbornet.ErrForbiddenScope, arbor.ErrForbiddenScope, ""},
+		"net.ErrRefused":        {arbornet.ErrRefused, arbor.ErrRefused, ""},
+		"net.ErrVersion":        {arbornet.ErrVersion, arbor.ErrVersion, ""},
+		"net.ErrNoSyncHistory":  {arbornet.ErrNoSyncHistory, arbor.ErrNoSyncHistory, ""},
+		"net.ErrUnpushable":     {arbornet.ErrUnpushable, arbor.ErrUnpushable, ""},
+		"net.ErrRemote":         {arbornet.ErrRemote, arbor.ErrRemote, ""},
+	}
+	seen := map[string]bool{}
+	for _, pkg := range []string{"tree", "node", "scope", "chunker", "net", "diff"} {
+		for _, n := range exportedErrVars(t, pkg) {
+			name := pkg + "." + n
+			seen[name] = true
+			e, ok := table[name]
+			switch {
+			case !ok:
+				t.Errorf("%s is not classified: re-export it in errors.go if a call of package arbor can return it, and add it here either way", name)
+			case e.root == nil && e.why == "":
+				t.Errorf("%s: neither re-exported nor explained", name)
+			case e.root != nil && e.root != e.lower:
+				t.Errorf("%s: the re-export is another value (%v vs %v)", name, e.root, e.lower)
+			}
+		}
+	}
+	for name, e := range table {
+		if !seen[name] && e.lower != nil {
+			t.Errorf("%s is in the table but no longer declared", name)
+		}
+	}
+}
+
+// TestSentinelsSurface checks, for the cheap cases, that a call of the
+// package really returns an error matching the sentinel it documents.
+func TestSentinelsSurface(t *testing.T) {
+	ctx := context.Background()
+	is := func(what string, err, want error) {
+		t.Helper()
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want an error wrapping %q", what, err, want)
+		}
+	}
+
+	_, err := arbor.Open(t.TempDir(), &arbor.Options{Chunker: chunker.Config{LeafFanout: 1, BranchFanout: 1}})
+	is("Open with a bad chunker config", err, arbor.ErrBadConfig)
+
+	newer := t.TempDir()
+	db, err := arbor.Open(newer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.WriteFile(filepath.Join(newer, "ARBOR"), []byte("arbor store\nformat 999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = arbor.Open(newer, nil)
+	is("Open of a newer store format", err, arbor.ErrNewerFormat)
+
+	mismatch := t.TempDir()
+	if db, err = arbor.Open(mismatch, nil); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = arbor.Open(mismatch, &arbor.Options{Chunker: chunker.Config{LeafFanout: 8}})
+	is("Open with another chunker config than the store's", err, arbor.ErrConfigMismatch)
+
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("hi"), 0o644)
+	_, err = arbor.Open(other, nil)
+	is("Open of a directory holding other files", err, arbor.ErrNotStore)
+
+	db = openDB(t)
+	is("Put of an empty key", db.Put(ctx, nil, []byte("v")), arbor.ErrKeyTooLarge)
+	is("Put of a 4097-byte key", db.Put(ctx, bytes.Repeat([]byte("k"), 4097), nil), arbor.ErrKeyTooLarge)
+	_, err = db.Get(ctx, []byte("missing"))
+	is("Get of a missing key", err, arbor.ErrNotFound)
+	_, err = db.Import(ctx, strings.NewReader("no tab here\n"), arbor.ImportOptions{})
+	is("Import of a malformed line", err, arbor.ErrBadInput)
+
+	// Sync failures, against a server in this process.
+	srv, srvDB := startServer(t, nil)
+	srvDB.Put(ctx, []byte("a"), []byte("1"))
+	good := arbor.SyncOptions{Server: srv.Addr().String(), Token: testToken, Fingerprint: srv.Fingerprint()}
+
+	bad := good
+	bad.Token = "not-the-token-0123456789"
+	_, err = openDB(t).Sync(ctx, bad)
+	is("Sync with an unknown token", err, arbor.ErrUnauthorized)
+
+	bad = good
+	bad.Fingerprint = strings.Repeat("00", 32)
+	_, err = openDB(t).Sync(ctx, bad)
+	is("Sync with a wrong fingerprint", err, arbor.ErrFingerprint)
+
+	fanout, err := arbor.Open(t.TempDir(), &arbor.Options{NoSync: true, Chunker: chunker.Config{LeafFanout: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fanout.Close()
+	_, err = fanout.Sync(ctx, good)
+	is("Sync of a store with another chunker config", err, arbor.ErrServerConfigMismatch)
+	if errors.Is(err, arbor.ErrConfigMismatch) {
+		t.Logf("note: a Sync config mismatch now also matches ErrConfigMismatch")
+	}
+
+	client := openDB(t)
+	if _, err := client.Sync(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	client.Put(ctx, []byte("big"), bytes.Repeat([]byte("x"), 200<<10))
+	small := good
+	small.MaxFrame = 128 << 10
+	_, err = client.Sync(ctx, small)
+	is("Sync pushing a value over MaxFrame", err, arbor.ErrFrameTooLarge)
+}
+
+const testToken = "api-test-token-0123456789"
+
+// startServer serves a fresh DB on a loopback port until the test ends.
+func startServer(t *testing.T, opts *arbor.Options) (*arbor.Server, *arbor.DB) {
+	t.Helper()
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	db, err := arbor.Open(t.TempDir(), &arbor.Options{NoSync: true})
+	if opts != nil {
+		db, err = arbor.Open(t.TempDir(), opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := arbor.NewServer(db, arbor.ServerOptions{
+		Tokens:  []arbor.Token{{Token: testToken, ClientID: "api-test"}},
+		CertDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+		db.Close()
+	})
+	return srv, db
 }
