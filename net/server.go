@@ -56,7 +56,7 @@ type ServerOptions struct {
 	MaxSessions int
 	// MaxHandshakes bounds connections that have not yet authenticated;
 	// each has HandshakeTimeout in total to present a valid token. Further
-	// connections are refused at once. Default 64.
+	// connections are refused at once. Default 256.
 	MaxHandshakes int
 	// MaxSessionMemory bounds the bytes one session may hold in frame
 	// buffers and buffered pushes at once; an exchange that would exceed
@@ -111,7 +111,7 @@ func (o *ServerOptions) defaults() {
 		o.MaxSessions = 1024
 	}
 	if o.MaxHandshakes <= 0 {
-		o.MaxHandshakes = 64
+		o.MaxHandshakes = 256
 	}
 	if o.MaxSessionMemory <= 0 {
 		o.MaxSessionMemory = int64(o.MaxPushBytes) + 32<<20
