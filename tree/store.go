@@ -34,6 +34,10 @@ const (
 	markerFile = "ARBOR"
 	lockFile   = "ARBOR.lock"
 	markerText = "arbor store\nformat "
+	// markerTemp is the temporary file fsutil.WriteFileAtomic writes the
+	// marker to before renaming it: a crash while a store is created may
+	// leave it behind.
+	markerTemp = markerFile + ".tmp"
 
 	prefixMeta = 'm'
 	prefixNode = 'n'
@@ -156,14 +160,21 @@ func Open(dir string, opts *Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := prepareDir(dir, o.MustExist); err != nil {
+	create, err := prepareDir(dir, o.MustExist)
+	if err != nil {
 		return nil, err
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := upgradeMarker(dir); err != nil {
+	if create {
+		err = createMarker(dir)
+	}
+	if err == nil {
+		err = upgradeMarker(dir)
+	}
+	if err != nil {
 		lock.Close()
 		return nil, err
 	}
@@ -175,35 +186,57 @@ func Open(dir string, opts *Options) (*Store, error) {
 	return s, nil
 }
 
-func prepareDir(dir string, mustExist bool) error {
+// prepareDir checks that dir is a store of a format this arbor reads, or
+// (creating dir if it does not exist and !mustExist) a directory for a new
+// one, which it reports as create. It changes nothing in an existing
+// directory: a directory that is not a store is refused before anything
+// (a lock file) is written into it.
+func prepareDir(dir string, mustExist bool) (create bool, err error) {
 	ents, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if mustExist {
-			return fmt.Errorf("open store %s: %w", dir, err)
+			return false, fmt.Errorf("open store %s: %w", dir, err)
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create store %s: %w", dir, err)
+			return false, fmt.Errorf("create store %s: %w", dir, err)
 		}
 	case err != nil:
-		return fmt.Errorf("open store %s: %w", dir, err)
+		return false, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	_, err = os.Stat(filepath.Join(dir, markerFile))
 	if errors.Is(err, os.ErrNotExist) {
+		// A directory holding only the lock file and the marker's
+		// temporary file is one whose creation a crash cut short before
+		// the marker was renamed into place: still empty.
 		for _, e := range ents {
-			if e.Name() != lockFile {
-				return fmt.Errorf("open store %s: %w (it holds %s and no %s file)", dir, ErrNotStore, e.Name(), markerFile)
+			if e.Name() != lockFile && e.Name() != markerTemp {
+				return false, fmt.Errorf("open store %s: %w (it holds %s and no %s file)", dir, ErrNotStore, e.Name(), markerFile)
 			}
 		}
 		if mustExist {
-			return fmt.Errorf("open store %s: %w (directory is empty)", dir, ErrNotStore)
+			return false, fmt.Errorf("open store %s: %w (directory is empty)", dir, ErrNotStore)
 		}
-		// A new store: write the marker first, atomically, so that a crash
-		// during creation leaves a directory recognised as a store.
-		return writeMarker(dir)
+		return true, nil
 	}
 	_, err = readMarker(dir)
-	return err
+	return false, err
+}
+
+// createMarker writes a new store's marker, under the store lock, before
+// Pebble creates anything: atomically (a temporary file renamed into
+// place), so that a crash leaves either a directory recognised as a store
+// or one prepareDir still treats as empty. Writing the temporary file
+// again replaces one a crash left. If another process created the store
+// since prepareDir looked, its marker stays.
+func createMarker(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, markerFile)); err == nil {
+		return nil
+	}
+	if err := writeMarker(dir); err != nil {
+		return fmt.Errorf("create store %s: %w", dir, err)
+	}
+	return nil
 }
 
 // readMarker returns the format version in dir's marker file.

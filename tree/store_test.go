@@ -3,6 +3,9 @@ package tree
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/arbor-sync/arbor/node"
@@ -36,5 +39,68 @@ func TestNodeUnderWrongKey(t *testing.T) {
 	}
 	if _, err := s.Node(context.Background(), r1); err != nil {
 		t.Fatalf("the intact node: %v", err)
+	}
+}
+
+// TestOpenAfterCrashDuringCreate: a crash (kill -9) while a store was
+// created, after the marker's temporary file was written and before it
+// was renamed into place, leaves the directory holding only that file
+// (and the lock file). It opens as a new store.
+func TestOpenAfterCrashDuringCreate(t *testing.T) {
+	for _, leftovers := range [][]string{{markerTemp}, {lockFile, markerTemp}} {
+		t.Run(strings.Join(leftovers, "+"), func(t *testing.T) {
+			dir := t.TempDir()
+			for _, name := range leftovers {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte("arbor st"), 0o644); err != nil { // cut short
+					t.Fatal(err)
+				}
+			}
+			if _, err := Open(dir, &Options{MustExist: true}); !errors.Is(err, ErrNotStore) {
+				t.Fatalf("MustExist: %v, want ErrNotStore", err)
+			}
+			s, err := Open(dir, &Options{NoSync: true})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			r := apply(t, s, node.EmptyRoot, []Edit{{Key: []byte("k"), Value: []byte("v")}})
+			b, err := s.NewBatch()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.SetRef("head", r)
+			if err := b.Commit(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, markerTemp)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("%s left behind: %v", markerTemp, err)
+			}
+			if v, err := readMarker(dir); err != nil || v != FormatVersion {
+				t.Fatalf("marker: format %d, %v", v, err)
+			}
+			s, err = Open(dir, &Options{MustExist: true, NoSync: true})
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			defer s.Close()
+			if got, err := s.Root("head"); err != nil || got != r {
+				t.Fatalf("head after reopen: %s, %v; want %s", got, err, r)
+			}
+		})
+	}
+	// Anything else beside them is still not a store.
+	dir := t.TempDir()
+	for _, name := range []string{markerTemp, "other"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Open(dir, nil); !errors.Is(err, ErrNotStore) {
+		t.Fatalf("a directory with %s and another file: %v, want ErrNotStore", markerTemp, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, lockFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a lock file was written into a directory that is not a store: %v", err)
 	}
 }
