@@ -447,7 +447,7 @@ func TestREADMEQuickstart(t *testing.T) {
 					"for i in $(seq 100); do grep -q '^fingerprint: ' serve.log && break; sleep 0.1; done"
 			case strings.HasPrefix(line, "pkill -HUP"):
 				line = "kill -HUP $SERVE_PID\n" +
-					"for i in $(seq 100); do grep -q '^reloaded' serve.err && break; sleep 0.1; done"
+					"for i in $(seq 100); do grep -q 'reloaded tokens' serve.err && break; sleep 0.1; done"
 			case strings.Contains(line, "--watch"):
 				line = "timeout -s INT 3 " + line + " || [ $? = 124 ]"
 			case strings.Contains(line, "refused locally"):

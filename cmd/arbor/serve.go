@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	stdnet "net"
 	"net/http"
@@ -19,13 +20,14 @@ import (
 )
 
 type serveCmd struct {
-	Listen  string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
-	Tokens  string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
-	CertDir string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
-	Retain  int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
-	Metrics string `placeholder:"ADDR" help:"Serve HTTP on this TCP address: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz. No token: bind it to loopback or a private network."`
-	Verbose bool   `short:"v" help:"Log sessions to standard error."`
-	JSON    bool   `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
+	Listen    string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
+	Tokens    string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
+	CertDir   string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
+	Retain    int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
+	Metrics   string `placeholder:"ADDR" help:"Serve HTTP on this TCP address: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz. No token: bind it to loopback or a private network."`
+	Verbose   bool   `short:"v" help:"Also log every session, sync and push (by default: warnings and errors, such as refused handshakes, revoked tokens and refused pushes, and the server's own events)."`
+	LogFormat string `enum:"text,json" default:"text" help:"Log format on standard error: text (key=value) or json (one JSON object per line, for log shippers)."`
+	JSON      bool   `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
 }
 
 func (serveCmd) Help() string {
@@ -53,11 +55,8 @@ func (c serveCmd) Run(e *env) error {
 	if certDir == "" {
 		certDir = filepath.Join(e.global.DB, "tls")
 	}
-	logger := slog.New(slog.DiscardHandler)
-	if c.Verbose {
-		logger = slog.New(slog.NewTextHandler(e.stderr, nil))
-	}
-	opts := arbor.ServerOptions{Tokens: toks, CertDir: certDir, Retain: c.Retain, Logger: logger}
+	log, netLog := c.loggers(e.stderr)
+	opts := arbor.ServerOptions{Tokens: toks, CertDir: certDir, Retain: c.Retain, Logger: netLog}
 	var metrics *ops.Metrics
 	if c.Metrics != "" {
 		metrics = ops.NewMetrics()
@@ -104,11 +103,11 @@ func (c serveCmd) Run(e *env) error {
 		for range hup {
 			toks, err := arbor.LoadTokens(c.Tokens)
 			if err != nil {
-				fmt.Fprintln(e.stderr, "arbor: reload tokens:", err, "(keeping the old ones)")
+				log.Error("arbor serve: tokens not reloaded; keeping the old ones", "file", c.Tokens, "err", err)
 				continue
 			}
 			srv.SetTokens(toks)
-			fmt.Fprintf(e.stderr, "reloaded %d tokens\n", len(toks))
+			log.Info("arbor serve: reloaded tokens", "file", c.Tokens, "tokens", len(toks))
 		}
 	}()
 	root, _ := db.Root(e.ctx)
@@ -129,11 +128,54 @@ func (c serveCmd) Run(e *env) error {
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
 	}
+	started := []any{"addr", srv.Addr().String(), "root", root.String(), "fingerprint", srv.Fingerprint(), "store", e.global.DB}
+	if httpAddr != "" {
+		started = append(started, "metrics", metricsURL(httpAddr))
+	}
+	log.Info("arbor serve: listening", started...)
 	if err := srv.Serve(e.ctx); err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stderr, "server stopped")
+	log.Info("arbor serve: stopped")
 	return nil
+}
+
+// loggers returns serve's own logger (Info and up: starts, reloads,
+// shutdown) and the sync server's: warnings and errors by default, which
+// include refused handshakes, revoked tokens, refused pushes and failed
+// exchanges; with -v also every session and push (Info). Both write
+// through one handler, so their lines never interleave.
+func (c serveCmd) loggers(w io.Writer) (own, server *slog.Logger) {
+	var h slog.Handler
+	ho := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if c.LogFormat == "json" {
+		h = slog.NewJSONHandler(w, ho)
+	} else {
+		h = slog.NewTextHandler(w, ho)
+	}
+	floor := slog.LevelWarn
+	if c.Verbose {
+		floor = slog.LevelInfo
+	}
+	return slog.New(h), slog.New(levelHandler{min: floor, Handler: h})
+}
+
+// levelHandler passes on the records of h at min or above.
+type levelHandler struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (l levelHandler) Enabled(ctx context.Context, lv slog.Level) bool {
+	return lv >= l.min && l.Handler.Enabled(ctx, lv)
+}
+
+func (l levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelHandler{l.min, l.Handler.WithAttrs(as)}
+}
+
+func (l levelHandler) WithGroup(name string) slog.Handler {
+	return levelHandler{l.min, l.Handler.WithGroup(name)}
 }
 
 // metricsURL is the /metrics URL of the HTTP address addr ("" for none).

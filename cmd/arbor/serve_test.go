@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -235,5 +236,91 @@ func TestCLIServeMetrics(t *testing.T) {
 	}
 	if code := s.stop(t, syscall.SIGINT, 30*time.Second); code != 0 {
 		t.Errorf("serve exit %d after SIGINT; stderr %q", code, s.stderr.String())
+	}
+}
+
+// TestCLIServeLogs: without -v, serve logs refused handshakes and revoked
+// tokens (and its own start, reload and stop), not every session;
+// --log-format json makes every line a JSON object. (A client refuses a
+// push outside its token's write scope before sending it, so the server's
+// refusals of pushes are checked in TestServeLoggerLevels.)
+func TestCLIServeLogs(t *testing.T) {
+	const tokA, tokW = "tok-a-0123456789abcdef", "tok-w-0123456789abcdef"
+	lines := tokA + " watcher\n" + tokW + " writer\n"
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			dir, srv, tokens := serverDir(t, lines, "k1\tv1\n")
+			s := startServe(t, "--db", srv, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--log-format", format, "--metrics", "127.0.0.1:0")
+			// A refused token.
+			runArborEnv(t, []string{"ARBOR_TOKEN=tok-wrong-0123456789abcdef"}, "", "root", "--server", s.addr, "--fingerprint", s.fp)
+			// A watching client whose token is revoked.
+			watcher, _, _ := startArbor(t, "--db", filepath.Join(dir, "a"), "sync", "--watch", "--server", s.addr, "--token", tokA, "--fingerprint", s.fp)
+			defer func() { watcher.Process.Kill(); watcher.Wait() }()
+			waitFor(t, "the watcher's session", func() bool {
+				_, text := httpGet(t, s.metric)
+				return metricValue(text, "arbor_server_watchers") == 1
+			})
+			os.WriteFile(tokens, []byte(tokW+" writer\n"), 0o600)
+			s.cmd.Process.Signal(syscall.SIGHUP)
+			waitFor(t, "the revocation to be logged", func() bool { return strings.Contains(s.stderr.String(), "token revoked") })
+			if code := s.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+				t.Errorf("exit %d", code)
+			}
+			out := s.stderr.String()
+			for _, want := range []string{"handshake refused", "unauthorized", "token revoked", "reloaded tokens", "arbor serve: listening", "arbor serve: stopped"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the log lacks %q:\n%s", want, out)
+				}
+			}
+			if strings.Contains(out, "session started") {
+				t.Errorf("sessions are logged without -v:\n%s", out)
+			}
+			for l := range strings.Lines(out) {
+				if format == "json" {
+					var v struct{ Level, Msg string }
+					if err := json.Unmarshal([]byte(l), &v); err != nil || v.Level == "" || v.Msg == "" {
+						t.Errorf("not a JSON log line: %q (%v)", l, err)
+					}
+				} else if !strings.HasPrefix(l, "time=") || !strings.Contains(l, " level=") {
+					t.Errorf("not a text log line: %q", l)
+				}
+			}
+		})
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeLoggerLevels: the sync server's warnings and errors (refused
+// handshakes, revoked tokens, refused pushes, failed exchanges) reach the
+// log without -v; its per-session events only with -v; serve's own events
+// always.
+func TestServeLoggerLevels(t *testing.T) {
+	for _, verbose := range []bool{false, true} {
+		var buf bytes.Buffer
+		own, server := serveCmd{Verbose: verbose, LogFormat: "text"}.loggers(&buf)
+		server.Error("arbor server: push refused: content collides with a stored address")
+		server.Warn("arbor server: exchange failed", "err", "forbidden scope: client w may not write \"k1\"")
+		server.With("x", 1).Warn("arbor server: token revoked: session ended")
+		server.Info("arbor server: session started")
+		own.Info("arbor serve: reloaded tokens")
+		out := buf.String()
+		for _, want := range []string{"level=ERROR msg=\"arbor server: push refused", "level=WARN msg=\"arbor server: exchange failed", "token revoked", "x=1", "reloaded tokens"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("verbose %v: the log lacks %q:\n%s", verbose, want, out)
+			}
+		}
+		if got := strings.Contains(out, "session started"); got != verbose {
+			t.Errorf("verbose %v: session events logged: %v\n%s", verbose, got, out)
+		}
 	}
 }
