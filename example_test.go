@@ -1,7 +1,9 @@
 package arbor_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -170,4 +172,192 @@ func ExampleDB_Sync() {
 	// client sees: hello from the server
 	// server got: written offline
 	// roots equal: true
+}
+
+// Reading a missing key gives an error wrapping ErrNotFound; Close
+// reports whether the store closed cleanly.
+func ExampleDB_Get() {
+	dir, _ := os.MkdirTemp("", "arbor-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+
+	db, err := arbor.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := db.Put(ctx, []byte("user/1"), []byte("ada")); err != nil {
+		log.Fatal(err)
+	}
+	v, err := db.Get(ctx, []byte("user/1"))
+	fmt.Printf("%s %v\n", v, err)
+	_, err = db.Get(ctx, []byte("user/2"))
+	fmt.Println(errors.Is(err, arbor.ErrNotFound))
+	if err := db.Close(); err != nil {
+		log.Fatal(err)
+	}
+	_, err = db.Get(ctx, []byte("user/1"))
+	fmt.Println(errors.Is(err, arbor.ErrClosed))
+	// Output:
+	// ada <nil>
+	// true
+	// true
+}
+
+// Scan ranges over the records of a Range in key order; an error, if
+// any, comes as the last pair. Leaving the loop early releases the
+// iterator.
+func ExampleDB_Scan() {
+	dir, _ := os.MkdirTemp("", "arbor-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	db, err := arbor.Open(dir, &arbor.Options{NoSync: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	db.Import(ctx, strings.NewReader("a/1\tx\na/2\ty\na/3\tz\nb/1\tw\n"), arbor.ImportOptions{})
+
+	for rec, err := range db.Scan(ctx, arbor.Range{Prefix: []byte("a/")}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s=%s\n", rec.Key, rec.Value)
+	}
+	// [Start, End), and an early break.
+	for rec, err := range db.Scan(ctx, arbor.Range{Start: []byte("a/2"), End: []byte("b/")}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("first from a/2: %s\n", rec.Key)
+		break
+	}
+	// Output:
+	// a/1=x
+	// a/2=y
+	// a/3=z
+	// first from a/2: a/2
+}
+
+// All ranges over every record. The slices are only valid in the loop
+// body: clone what you keep.
+func ExampleDB_All() {
+	dir, _ := os.MkdirTemp("", "arbor-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	db, err := arbor.Open(dir, &arbor.Options{NoSync: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	db.Import(ctx, strings.NewReader("k2\tv2\nk1\tv1\nk3\tv3\n"), arbor.ImportOptions{})
+
+	var keys [][]byte
+	for rec, err := range db.All(ctx) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		keys = append(keys, bytes.Clone(rec.Key))
+	}
+	fmt.Printf("%s\n", keys)
+	// Output: [k1 k2 k3]
+}
+
+// DiffWith compares two stores: what turns the first one's records into
+// the second's. Equal subtrees are skipped by hash, so the cost follows the
+// size of the difference.
+func ExampleDB_DiffWith() {
+	ctx := context.Background()
+	open := func() *arbor.DB {
+		dir, _ := os.MkdirTemp("", "arbor-example")
+		db, err := arbor.Open(dir, &arbor.Options{NoSync: true})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return db
+	}
+	staging, prod := open(), open()
+	defer os.RemoveAll(staging.Dir())
+	defer os.RemoveAll(prod.Dir())
+	defer staging.Close()
+	defer prod.Close()
+
+	records := "flag/dark-mode\toff\nflag/search\ton\nflag/beta\toff\n"
+	prod.Import(ctx, strings.NewReader(records), arbor.ImportOptions{})
+	staging.Import(ctx, strings.NewReader(records), arbor.ImportOptions{})
+	staging.Apply(ctx, new(arbor.Batch).Put([]byte("flag/dark-mode"), []byte("on")).Delete([]byte("flag/beta")).Put([]byte("flag/new-ui"), []byte("on")))
+
+	// What a promotion of staging to prod would change.
+	for c, err := range prod.DiffWith(ctx, staging, arbor.DiffOptions{}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%-8s %s: %q -> %q\n", c.Kind(), c.Key, c.Old, c.New)
+	}
+	// Output:
+	// removed  flag/beta: "off" -> ""
+	// modified flag/dark-mode: "off" -> "on"
+	// added    flag/new-ui: "" -> "on"
+}
+
+// A server with a write validation hook (ServerOptions.Validate; the
+// fields of ServerOptions are documented at net.ServerOptions): a change it
+// rejects is not applied, and the client is told why in
+// SyncResult.Overridden.
+func ExampleNewServer() {
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tmp, _ := os.MkdirTemp("", "arbor-example")
+	defer os.RemoveAll(tmp)
+
+	serverDB, err := arbor.Open(tmp+"/server", &arbor.Options{NoSync: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer serverDB.Close()
+	srv, err := arbor.NewServer(serverDB, arbor.ServerOptions{
+		Tokens:  []arbor.Token{{Token: "s3cret-token", ClientID: "laptop"}},
+		CertDir: tmp + "/tls",
+		Validate: func(ctx context.Context, client string, key, value []byte, deleted bool) error {
+			if bytes.HasPrefix(key, []byte("config/")) {
+				return fmt.Errorf("%s may not change %s", client, key)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil { // a free port
+		log.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+
+	clientDB, err := arbor.Open(tmp+"/client", &arbor.Options{NoSync: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer clientDB.Close()
+	opts := arbor.SyncOptions{Server: srv.Addr().String(), Token: "s3cret-token", Fingerprint: srv.Fingerprint()}
+	if _, err := clientDB.Sync(ctx, opts); err != nil { // the first sync: a clone
+		log.Fatal(err)
+	}
+	clientDB.Put(ctx, []byte("notes/1"), []byte("hello"))
+	clientDB.Put(ctx, []byte("config/limit"), []byte("9000"))
+	res, err := clientDB.Sync(ctx, opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("pushed", res.Pushed, "accepted", res.Accepted)
+	for _, o := range res.Overridden {
+		fmt.Printf("rejected %s: %s\n", o.Key, o.Reason)
+	}
+	_, err = clientDB.Get(ctx, []byte("config/limit"))
+	fmt.Println("client still holds config/limit:", err == nil)
+	// Output:
+	// pushed 2 accepted 1
+	// rejected config/limit: laptop may not change config/limit
+	// client still holds config/limit: false
 }
