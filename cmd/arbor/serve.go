@@ -20,14 +20,15 @@ import (
 )
 
 type serveCmd struct {
-	Listen    string `default:"127.0.0.1:4433" help:"UDP address to listen on."`
-	Tokens    string `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
-	CertDir   string `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
-	Retain    int    `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
-	Metrics   string `placeholder:"ADDR" help:"Serve HTTP on this TCP address: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz. No token: bind it to loopback or a private network."`
-	Verbose   bool   `short:"v" help:"Also log every session, sync and push (by default: warnings and errors, such as refused handshakes, revoked tokens and refused pushes, and the server's own events)."`
-	LogFormat string `enum:"text,json" default:"text" help:"Log format on standard error: text (key=value) or json (one JSON object per line, for log shippers)."`
-	JSON      bool   `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
+	Listen    string        `default:"127.0.0.1:4433" help:"UDP address to listen on."`
+	Tokens    string        `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
+	CertDir   string        `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
+	Retain    int           `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
+	Metrics   string        `placeholder:"ADDR" help:"Serve HTTP on this TCP address: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz. No token: bind it to loopback or a private network."`
+	Drain     time.Duration `default:"30s" help:"On SIGTERM or SIGINT, stop accepting connections and let running syncs finish for up to this long before ending them (a second signal ends them at once); then exit 0."`
+	Verbose   bool          `short:"v" help:"Also log every session, sync and push (by default: warnings and errors, such as refused handshakes, revoked tokens and refused pushes, and the server's own events)."`
+	LogFormat string        `enum:"text,json" default:"text" help:"Log format on standard error: text (key=value) or json (one JSON object per line, for log shippers)."`
+	JSON      bool          `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
 }
 
 func (serveCmd) Help() string {
@@ -133,11 +134,64 @@ func (c serveCmd) Run(e *env) error {
 		started = append(started, "metrics", metricsURL(httpAddr))
 	}
 	log.Info("arbor serve: listening", started...)
-	if err := srv.Serve(e.ctx); err != nil {
+	return c.serveUntilSignal(e.ctx, srv, log)
+}
+
+// serveUntilSignal serves until ctx ends (SIGTERM or SIGINT), then drains:
+// it stops accepting connections, lets the sessions in the middle of a
+// sync finish for up to --drain, and ends the rest. Sessions that only
+// watch (followers, which never end by themselves) do not hold the drain
+// up: they are ended once nothing else is left, and their clients
+// reconnect when the server is back. A second signal ends the drain at
+// once. It returns nil once the server has stopped.
+func (c serveCmd) serveUntilSignal(ctx context.Context, srv *arbor.Server, log *slog.Logger) error {
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx) }()
+	select {
+	case err := <-served:
 		return err
+	case <-ctx.Done():
 	}
-	log.Info("arbor serve: stopped")
-	return nil
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	st := srv.Stats()
+	log.Info("arbor serve: shutting down: no new connections; running syncs may finish",
+		"syncing", max(st.Sessions-st.Watchers, 0)+st.Handshakes, "watching", st.Watchers, "drain", c.Drain.String())
+	dctx, cancel := context.WithTimeout(context.Background(), c.Drain)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-again:
+				log.Warn("arbor serve: second signal: ending the drain now")
+				cancel()
+				return
+			case <-dctx.Done():
+				return
+			case <-t.C:
+				if st := srv.Stats(); st.Handshakes == 0 && st.Sessions <= st.Watchers {
+					cancel() // only followers are left
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	srv.Drain(dctx)
+	st = srv.Stats()
+	if cut := max(st.Sessions-st.Watchers, 0) + st.Handshakes; cut > 0 {
+		log.Warn("arbor serve: drain ended with syncs still running; ending them (their clients resume on their next sync)",
+			"syncing", cut, "after", time.Since(start).Round(time.Millisecond).String())
+	}
+	stopServing()
+	err := <-served
+	log.Info("arbor serve: stopped", "drained_in", time.Since(start).Round(time.Millisecond).String(), "followers_disconnected", st.Watchers)
+	return err
 }
 
 // loggers returns serve's own logger (Info and up: starts, reloads,

@@ -324,3 +324,126 @@ func TestServeLoggerLevels(t *testing.T) {
 		}
 	}
 }
+
+// bigRecords returns n TSV records with 100-byte values, enough for a
+// clone to take a while.
+func bigRecords(n int) string {
+	var b strings.Builder
+	pad := strings.Repeat("x", 90)
+	for i := range n {
+		fmt.Fprintf(&b, "k/%07d\t%s%010d\n", i, pad, i)
+	}
+	return b.String()
+}
+
+// TestCLIServeDrainOnSIGTERM: SIGTERM stops 'arbor serve' accepting
+// connections (/readyz turns 503) and lets a clone in progress finish
+// before the server exits 0; with a drain deadline that passes, the clone
+// is cut, the server still exits 0, and the client's next sync completes
+// the clone. The client is held still with SIGSTOP while its session is
+// open, so that the signal lands in the middle of its sync.
+func TestCLIServeDrainOnSIGTERM(t *testing.T) {
+	const tok = "tok-a-0123456789abcdef"
+	dir, srv, tokens := serverDir(t, tok+" laptop-a\n", bigRecords(30000))
+	serverRoot := mustRun(t, "", "--db", srv, "root")
+	for _, tc := range []struct {
+		name   string
+		drain  string
+		finish bool // the drain lets the clone finish
+	}{{"finishes", "30s", true}, {"cut", "100ms", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServe(t, "--db", srv, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--metrics", "127.0.0.1:0", "--drain", tc.drain)
+			a := filepath.Join(dir, "a-"+tc.name)
+			client, _, clientErr := startArbor(t, "--db", a, "sync", "--server", s.addr, "--token", tok, "--fingerprint", s.fp)
+			clientDone := make(chan error, 1)
+			go func() { clientDone <- client.Wait() }()
+			waitFor(t, "the client's session", func() bool {
+				_, text := httpGet(t, s.metric)
+				return metricValue(text, "arbor_server_sessions") == 1
+			})
+			client.Process.Signal(syscall.SIGSTOP)
+			s.cmd.Process.Signal(syscall.SIGTERM)
+			base := strings.TrimSuffix(s.metric, "/metrics")
+			waitFor(t, "/readyz to say 503", func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 503 })
+			if code, _ := httpGet(t, base+"/healthz"); code != 200 {
+				t.Errorf("/healthz while draining: %d", code)
+			}
+			if tc.finish {
+				// New clients are not served while the old one still is.
+				if r := runArbor(t, "", "--db", filepath.Join(t.TempDir(), "new"), "sync", "--timeout", "1s", "--server", s.addr, "--token", tok, "--fingerprint", s.fp); r.code == 0 {
+					t.Errorf("a new connection was served while draining")
+				}
+				select {
+				case <-s.done:
+					t.Fatalf("the server exited with a sync in progress; stderr %q", s.stderr.String())
+				default:
+				}
+			}
+			var cerr error
+			if tc.finish {
+				client.Process.Signal(syscall.SIGCONT)
+				cerr = <-clientDone
+			} else {
+				// The drain deadline passes with the client still stopped.
+				<-s.done
+				client.Process.Signal(syscall.SIGCONT)
+				select {
+				case cerr = <-clientDone:
+				case <-time.After(2 * time.Second):
+					// The server's close was lost (dropped from the stopped
+					// client's full socket buffer): the client would wait
+					// for its I/O timeout. Its next sync is what matters.
+					client.Process.Kill()
+					cerr = <-clientDone
+				}
+			}
+			if code := s.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+				t.Fatalf("serve exit %d; stderr %q", code, s.stderr.String())
+			}
+			log := s.stderr.String()
+			if !strings.Contains(log, "shutting down") || !strings.Contains(log, "arbor serve: stopped") {
+				t.Errorf("the log does not tell of the shutdown:\n%s", log)
+			}
+			if tc.finish {
+				if cerr != nil {
+					t.Fatalf("the clone did not finish during the drain: %v; stderr %q", cerr, clientErr.String())
+				}
+			} else {
+				if cerr == nil {
+					t.Errorf("the clone finished although the drain deadline cut it")
+				}
+				if !strings.Contains(log, "drain ended with syncs still running") {
+					t.Errorf("the log does not say the drain cut a sync:\n%s", log)
+				}
+				// The next sync, to the restarted server, completes the clone.
+				s2 := startServe(t, "--db", srv, "serve", "--listen", s.addr, "--tokens", tokens)
+				mustRun(t, "", "--db", a, "sync", "--server", s2.addr, "--token", tok, "--fingerprint", s2.fp)
+			}
+			if got := mustRun(t, "", "--db", a, "root"); got != serverRoot {
+				t.Fatalf("client root %s, server's %s", got, serverRoot)
+			}
+		})
+	}
+}
+
+// TestCLIServeDrainFollowers: followers ('sync --watch') never end their
+// sessions by themselves, so they do not hold up the drain: SIGTERM with
+// only followers connected exits at once, not after --drain.
+func TestCLIServeDrainFollowers(t *testing.T) {
+	const tok = "tok-a-0123456789abcdef"
+	dir, srv, tokens := serverDir(t, tok+" laptop-a\n", "k1\tv1\n")
+	s := startServe(t, "--db", srv, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--metrics", "127.0.0.1:0", "--drain", "30s")
+	watcher, _, _ := startArbor(t, "--db", filepath.Join(dir, "a"), "sync", "--watch", "--server", s.addr, "--token", tok, "--fingerprint", s.fp)
+	defer func() { watcher.Process.Kill(); watcher.Wait() }()
+	waitFor(t, "the follower's watch", func() bool {
+		_, text := httpGet(t, s.metric)
+		return metricValue(text, "arbor_server_watchers") == 1
+	})
+	start := time.Now()
+	if code := s.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("serve exit %d; stderr %q", code, s.stderr.String())
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the drain waited %s for a follower", el)
+	}
+}
