@@ -491,7 +491,7 @@ func TestCLIServeJSON(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte("tok-a-0123456789abcdef a\n"), 0o600)
-	cmd, stdout, stderr := startArbor(t, "--db", filepath.Join(dir, "srv"), "serve", "--listen", "127.0.0.1:0", "--tokens", tokens, "--json")
+	cmd, stdout, stderr := startArbor(t, "--db", filepath.Join(dir, "srv"), "serve", "--init", "--listen", "127.0.0.1:0", "--tokens", tokens, "--json")
 	defer cmd.Wait()
 	defer cmd.Process.Signal(os.Interrupt)
 	line, err := bufio.NewReader(stdout).ReadString('\n')

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -24,6 +25,8 @@ type serveCmd struct {
 	Tokens    string        `required:"" placeholder:"FILE" help:"Tokens file: one 'TOKEN CLIENT_ID [read=P,…] [write=P,…]' per line (prefix scopes; absent: every key), '#' comments. Reread on SIGHUP."`
 	CertDir   string        `placeholder:"DIR" help:"Directory of cert.pem and key.pem (default: DB/tls); a self-signed certificate is created if missing."`
 	Retain    int           `default:"64" help:"Recent roots kept so returning clients get only the changes since their last sync."`
+	Init      bool          `help:"Create an empty store in --db if the directory holds none (without it, serving a directory with no store is an error: a mistyped --db would otherwise serve an empty dataset)."`
+	PidFile   string        `placeholder:"FILE" help:"Write the process id to FILE once listening; it is removed at exit."`
 	Metrics   string        `placeholder:"ADDR" help:"Serve HTTP on this TCP address: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz. No token: bind it to loopback or a private network."`
 	Drain     time.Duration `default:"30s" help:"On SIGTERM or SIGINT, stop accepting connections and let running syncs finish for up to this long before ending them (a second signal ends them at once); then exit 0."`
 	Verbose   bool          `short:"v" help:"Also log every session, sync and push (by default: warnings and errors, such as refused handshakes, revoked tokens and refused pushes, and the server's own events)."`
@@ -32,7 +35,9 @@ type serveCmd struct {
 }
 
 func (serveCmd) Help() string {
-	return "Prints 'fingerprint: HEX' once it accepts connections; clients pin it with --fingerprint.\n\n" +
+	return "Prints 'fingerprint: HEX' once it accepts connections; clients pin it with --fingerprint.\n" +
+		"The store must exist (import records first) unless --init is given. SIGHUP rereads the tokens file;\n" +
+		"SIGTERM or SIGINT drains (see --drain) and exits 0. deploy/arbor.service is a systemd unit.\n\n" +
 		"Example:\n  echo 'secret-token laptop-1' > tokens\n  arbor --db server-data serve --listen 127.0.0.1:4433 --tokens tokens\n" +
 		"  arbor --db server-data serve --tokens tokens --metrics 127.0.0.1:9090   # curl 127.0.0.1:9090/metrics"
 }
@@ -42,8 +47,11 @@ func (c serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	db, err := e.openDB(false)
+	db, err := e.openDB(!c.Init)
 	if err != nil {
+		if dir := e.global.DB; dir != "" && !c.Init && noStore(dir, err) {
+			return fmt.Errorf("serve: %s holds no store: import records into it first ('arbor --db %s import FILE'), or pass --init to serve an empty store", dir, dir)
+		}
 		return err
 	}
 	var storeOpen atomic.Bool
@@ -96,6 +104,13 @@ func (c serveCmd) Run(e *env) error {
 	}
 	if err := srv.Listen(c.Listen); err != nil {
 		return err
+	}
+	if c.PidFile != "" {
+		remove, err := writePidFile(c.PidFile)
+		if err != nil {
+			return fmt.Errorf("serve --pid-file: %w", err)
+		}
+		defer remove()
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -238,4 +253,37 @@ func metricsURL(addr string) string {
 		return ""
 	}
 	return "http://" + addr + "/metrics"
+}
+
+// noStore reports whether err, from opening dir with MustExist, says that
+// dir does not exist or is empty (rather than locked, or not a store).
+func noStore(dir string, err error) bool {
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if !errors.Is(err, arbor.ErrNotStore) {
+		return false
+	}
+	ents, rerr := os.ReadDir(dir)
+	return rerr == nil && len(ents) == 0
+}
+
+// writePidFile writes this process's id to path (atomically: a reader
+// never sees a partial file) and returns a function that removes it, if
+// it still holds this id.
+func writePidFile(path string) (remove func(), err error) {
+	pid := strconv.Itoa(os.Getpid()) + "\n"
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(pid), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return func() {
+		if b, err := os.ReadFile(path); err == nil && string(b) == pid {
+			os.Remove(path)
+		}
+	}, nil
 }
