@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/arbor-sync/arbor/chunker"
@@ -107,7 +106,7 @@ type Store struct {
 	dir    string
 	db     *pebble.DB
 	popts  *pebble.Options // with defaults, for writing sstables to ingest
-	lock   *os.File
+	lock   io.Closer       // the store lock (lock.go)
 	cfg    chunker.Config
 	wopts  *pebble.WriteOptions
 	cache  *nodeCache
@@ -276,22 +275,7 @@ func writeMarker(dir string) error {
 	return fsutil.WriteFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"), 0o644)
 }
 
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock store %s: %w", dir, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("open store %s: %w", dir, ErrLocked)
-		}
-		return nil, fmt.Errorf("lock store %s: %w", dir, err)
-	}
-	return f, nil
-}
-
-func openLocked(dir string, o Options, lock *os.File) (*Store, error) {
+func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	cacheSize := o.PebbleCacheSize
 	if cacheSize <= 0 {
 		cacheSize = 64 << 20
