@@ -432,7 +432,8 @@ func TestREADMEQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(readme)
-	q := s[strings.Index(s, "## Quickstart"):strings.Index(s, "## Embedding")]
+	q := s[strings.Index(s, "## Quickstart"):]
+	q = q[:strings.Index(q, "\n## ")] // up to the next section
 	port := freeUDPPort(t)
 	script := []string{"set -eu", "trap 'kill -INT ${SERVE_PID:-} 2>/dev/null || true' EXIT"}
 	for _, block := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(q, -1) {

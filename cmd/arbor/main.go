@@ -66,7 +66,14 @@ func (e *env) openDB(mustExist bool) (*arbor.DB, error) {
 	if e.global.DB == "" {
 		return nil, errors.New("no store: pass --db DIR or set ARBOR_DB")
 	}
-	return arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist})
+	db, err := arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist})
+	if errors.Is(err, arbor.ErrLocked) {
+		err = fmt.Errorf("%w. If 'arbor serve' runs on it, change its records through a replica: "+
+			"sync one with a token that may write every key ('arbor --db admin sync --server ADDR --token-file admin.token'), "+
+			"then 'arbor --db admin put KEY VALUE' (or import, del) and 'arbor --db admin sync' again "+
+			"(README: \"Changing the data while serving\")", err)
+	}
+	return db, err
 }
 
 // exitError carries an exit code other than 1. An exitError with a nil

@@ -447,3 +447,43 @@ func TestCLIServeDrainFollowers(t *testing.T) {
 		t.Errorf("the drain waited %s for a follower", el)
 	}
 }
+
+// TestCLIChangeServedData: a served store is locked, and the error says
+// how to change its records instead; that way (a replica synced with a
+// token that may write every key) works, as the README shows.
+func TestCLIChangeServedData(t *testing.T) {
+	const admin, reader = "tok-admin-0123456789abcdef", "tok-r-0123456789abcdef"
+	dir, srv, tokens := serverDir(t, admin+" admin\n"+reader+" reader write=none/\n", "k1\tv1\n")
+	s := startServe(t, "--db", srv, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens)
+	r := runArbor(t, "", "--db", srv, "put", "k2", "v2")
+	if r.code == 0 || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("put into a served store: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"store is locked", "If 'arbor serve' runs on it", "arbor --db admin sync --server ADDR --token-file admin.token", "arbor --db admin put KEY VALUE", `"Changing the data while serving"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the locked error lacks %q: %q", want, r.stderr)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil || !strings.Contains(string(readme), "Changing the data while serving") {
+		t.Errorf("README has no passage 'Changing the data while serving' (%v)", err)
+	}
+	tokFile := filepath.Join(dir, "admin.token")
+	os.WriteFile(tokFile, []byte(admin+"\n"), 0o600)
+	a := filepath.Join(dir, "admin")
+	mustRun(t, "", "--db", a, "sync", "--server", s.addr, "--token-file", tokFile, "--fingerprint", s.fp)
+	mustRun(t, "", "--db", a, "put", "k2", "v2")
+	mustRun(t, "", "--db", a, "del", "k1")
+	if out := mustRun(t, "", "--db", a, "sync", "--server", s.addr, "--token-file", tokFile); !strings.Contains(out, "accepted 2") {
+		t.Fatalf("the admin's push: %q", out)
+	}
+	// Every client sees it: the server's root is the admin's.
+	got := mustRun(t, "", "root", "--server", s.addr, "--token", reader, "--fingerprint", s.fp)
+	if want := mustRun(t, "", "--db", a, "root"); got != want {
+		t.Fatalf("server root %s, admin's %s", got, want)
+	}
+	s.stop(t, syscall.SIGTERM, 30*time.Second)
+	if out := mustRun(t, "", "--db", srv, "export"); out != "k2\tv2\n" {
+		t.Fatalf("the served store holds %q", out)
+	}
+}
