@@ -62,6 +62,9 @@ type Batch struct {
 	claims claimSet
 	// checkAll turns address checks on for this batch (CheckAddresses).
 	checkAll bool
+	// workDone are working-set generations this batch applies: their keys
+	// are deleted in the commit that moves the ref (working.go).
+	workDone []uint64
 	// unverified are claimed writes in pb not yet probed for; failed
 	// is the error that probing them gave, which fails the commit.
 	unverified []written
@@ -140,7 +143,7 @@ func (b *Batch) Commit(ctx context.Context) error {
 		return fmt.Errorf("store %s: %w", b.s.dir, err) // found corrupt since the batch began
 	}
 	for name, want := range b.expect {
-		got, ok, err := b.s.Ref(name)
+		got, ok, err := b.s.rawRef(name) // under commit: a catch-up here would deadlock
 		if err != nil {
 			return err
 		}
@@ -174,6 +177,12 @@ func (b *Batch) Commit(ctx context.Context) error {
 				return err
 			}
 		} else if err := b.pb.Set(refKey(name), h[:], nil); err != nil {
+			return err
+		}
+	}
+	for _, g := range b.workDone {
+		lo, hi := workGenBounds(g)
+		if err := b.pb.DeleteRange(lo, hi, nil); err != nil {
 			return err
 		}
 	}

@@ -99,6 +99,18 @@ type Options struct {
 	// node.ErrCorrupt) and of Pebble's fatal errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// WorkingRef names the ref that Store.Write feeds through the working
+	// set (working.go): a write then costs about one raw Pebble write, and
+	// the tree catches up in batches. Empty: no working set (Write fails);
+	// edits a crash left in one are still applied when the store opens.
+	WorkingRef string
+	// WorkingBytes is the size of the edits at which the working set is
+	// applied in the background. Zero means 4 MiB.
+	WorkingBytes int
+	// WorkingDelay is the longest a write waits in the working set before
+	// a background catch-up applies it (readers of the ref never wait for
+	// it: reading the ref catches up). Zero means 50 ms.
+	WorkingDelay time.Duration
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -125,6 +137,8 @@ type Store struct {
 	settler     settler
 	settleDelay time.Duration // Options.SettleDelay with its default
 	bulkSpill   int           // Options.BulkSpillBytes; zero: ingestSpillBytes
+
+	work workingSet // Options.WorkingRef's working set (working.go)
 
 	// checkAddrs is Options.CheckAddresses; claims holds the addresses
 	// that checked batches are writing (address.go).
@@ -333,6 +347,10 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: %w (store %+v, options %+v)", dir, ErrConfigMismatch, s.cfg, o.Chunker.WithDefaults())
 		}
 	}
+	if err := s.initWorking(o); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	if _, err := s.getMeta(metaUnsettled); err == nil {
 		s.scheduleSettle() // a bulk load's process ended before it settled
 	}
@@ -435,6 +453,11 @@ func (s *Store) Close() error {
 		s.closeMu.Unlock()
 		return ErrClosed
 	}
+	s.closeMu.Unlock()
+	// Apply what the working set holds (durable already: only to spare
+	// the next Open the work), while the store still takes operations.
+	werr := s.closeWorking()
+	s.closeMu.Lock()
 	s.closing = true
 	close(s.closed) // a GC or settle in flight stops (either is safe cut short), so this wait is short
 	s.stopSettle()
@@ -447,6 +470,9 @@ func (s *Store) Close() error {
 	s.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", s.dir, err)
+	}
+	if werr != nil {
+		return fmt.Errorf("close store %s: apply the working set (kept for the next open): %w", s.dir, werr)
 	}
 	return nil
 }
@@ -544,8 +570,20 @@ func (s *Store) getMeta(name string) ([]byte, error) {
 // error wrapping ErrNotFound.
 func (s *Store) Meta(name string) ([]byte, error) { return s.getMeta("app/" + name) }
 
-// Ref returns the root that ref name points at. ok is false if the ref is unset.
+// Ref returns the root that ref name points at. ok is false if the ref is
+// unset. Reading the working ref first applies the working set, so the
+// root covers every acknowledged write.
 func (s *Store) Ref(name string) (h node.Hash, ok bool, err error) {
+	if name == s.work.ref && s.pendingWork() {
+		if err := s.CatchUp(context.Background()); err != nil {
+			return h, false, fmt.Errorf("store %s: ref %q: apply the working set: %w", s.dir, name, err)
+		}
+	}
+	return s.rawRef(name)
+}
+
+// rawRef reads ref name as stored, without applying the working set.
+func (s *Store) rawRef(name string) (h node.Hash, ok bool, err error) {
 	v, err := s.get(refKey(name))
 	if errors.Is(err, ErrNotFound) {
 		return h, false, nil

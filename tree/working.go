@@ -1,0 +1,419 @@
+package tree
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The working set (Options.WorkingRef) lets a small write cost about one
+// raw Pebble write: Store.Write records its edits under their own key
+// prefix, durably (one fsync in Sync mode) and without touching the tree,
+// and keeps them in memory for reads (Store.Lookup). The tree catches up
+// in batches: in the background once the set holds WorkingBytes or after
+// WorkingDelay, and whenever the ref is read (Ref, Root, Update, a batch's
+// expectation), so a root is always the tree of every acknowledged write.
+// It is the memtable in front of the tree's sorted runs.
+//
+// Layout: 'w' | generation u64 (big endian) | key → 0 (delete) or 1 | value.
+// Writes go to the current generation. A catch-up switches to a new
+// generation, applies the old one to the ref in one batch that also
+// deletes the old generation's keys, and retries against a moved ref; so
+// after a crash every generation left on disk holds writes the ref does
+// not have yet, and Open applies them (oldest first) before it returns.
+// Readers see a generation being applied until its batch has committed.
+
+// prefixWork keys the working set's edits.
+const prefixWork = 'w'
+
+// metaWorkingRef records the ref the working set feeds.
+const metaWorkingRef = "working-ref"
+
+// workingSet is the in-memory side of a store's working set.
+type workingSet struct {
+	ref   string        // the ref it feeds; "" disables it
+	limit int           // bytes that start a catch-up
+	delay time.Duration // how long a write may wait for its catch-up
+
+	mu       sync.Mutex
+	gen      uint64              // the generation writes go to
+	cur      map[string]workEdit // edits of gen
+	applying map[string]workEdit // edits being applied (or whose catch-up failed)
+	failed   []uint64            // generations of applying after a failed catch-up
+	bytes    int                 // key and value bytes in cur
+	timer    *time.Timer         // the delayed catch-up, while one is set
+	kick     chan struct{}       // wakes the background catch-up
+	stop     chan struct{}       // closed by Close
+	done     chan struct{}       // closed when the background goroutine ends
+	flushMu  sync.Mutex          // one catch-up at a time
+	lastErr  error               // the background catch-up's last error
+}
+
+// workEdit is one pending edit: a value, or a delete.
+type workEdit struct {
+	value  []byte
+	delete bool
+}
+
+// Working set defaults.
+const (
+	defaultWorkingBytes = 4 << 20
+	defaultWorkingDelay = 50 * time.Millisecond
+	// maxWorkingValue is the largest value Write takes: a larger one is
+	// applied to the tree at once (it would be chunked out of line anyway,
+	// and holding it in memory until the catch-up would cost more).
+	maxWorkingValue = 64 << 10
+)
+
+func workKey(gen uint64, key []byte) []byte {
+	k := make([]byte, 0, 9+len(key))
+	k = append(k, prefixWork)
+	k = binary.BigEndian.AppendUint64(k, gen)
+	return append(k, key...)
+}
+
+func workGenBounds(gen uint64) (lo, hi []byte) {
+	return workKey(gen, nil), workKey(gen+1, nil)
+}
+
+// initWorking sets up the working set of a store being opened and applies
+// the generations a crash left behind.
+func (s *Store) initWorking(o Options) error {
+	w := &s.work
+	// Edits a crash left behind belong to the ref they were written for,
+	// recorded when a store is first opened with it.
+	stored, err := s.getMeta(metaWorkingRef)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if o.WorkingRef != "" && string(stored) != o.WorkingRef {
+		if err := s.db.Set(metaKey(metaWorkingRef), []byte(o.WorkingRef), pebble.Sync); err != nil {
+			return fmt.Errorf("record the working ref: %w", err)
+		}
+		stored = []byte(o.WorkingRef)
+	}
+	w.ref = string(stored)
+	if err := s.applyLeftWork(); err != nil {
+		return err
+	}
+	w.ref = o.WorkingRef
+	if w.ref == "" {
+		return nil
+	}
+	w.limit, w.delay = o.WorkingBytes, o.WorkingDelay
+	if w.limit <= 0 {
+		w.limit = defaultWorkingBytes
+	}
+	if w.delay <= 0 {
+		w.delay = defaultWorkingDelay
+	}
+	w.cur = map[string]workEdit{}
+	w.kick = make(chan struct{}, 1)
+	w.stop = make(chan struct{})
+	w.done = make(chan struct{})
+	go s.catchUpLoop()
+	return nil
+}
+
+// applyLeftWork applies the working-set generations a previous run left on
+// disk to the working ref (s.work.ref), oldest first, and sets the next
+// generation number past them.
+func (s *Store) applyLeftWork() error {
+	w := &s.work
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixWork}, UpperBound: []byte{prefixWork + 1}})
+	if err != nil {
+		return err
+	}
+	var gens []uint64
+	merged := map[string]workEdit{}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) < 10 {
+			it.Close()
+			return fmt.Errorf("working set key %x: %w", k, node.ErrCorrupt)
+		}
+		g := binary.BigEndian.Uint64(k[1:9])
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("read working set: %w", err)
+		}
+		e, err := decodeWorkEdit(v)
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("working set key %q: %w", k[9:], err)
+		}
+		if len(gens) == 0 || gens[len(gens)-1] != g {
+			gens = append(gens, g)
+		}
+		merged[string(k[9:])] = e // generations ascend (big endian): later edits win
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if len(gens) == 0 {
+		return nil
+	}
+	w.gen = gens[len(gens)-1] + 1
+	if w.ref == "" {
+		return fmt.Errorf("%w: working set edits on disk, and no record of their ref", node.ErrCorrupt)
+	}
+	if err := s.applyWork(context.Background(), gens, merged); err != nil {
+		return fmt.Errorf("apply the working set left by the last run: %w", err)
+	}
+	return nil
+}
+
+func decodeWorkEdit(v []byte) (workEdit, error) {
+	switch {
+	case len(v) == 1 && v[0] == 0:
+		return workEdit{delete: true}, nil
+	case len(v) >= 1 && v[0] == 1:
+		return workEdit{value: bytes.Clone(v[1:])}, nil
+	}
+	return workEdit{}, fmt.Errorf("%w: bad working set entry", node.ErrCorrupt)
+}
+
+// ErrNoWorkingSet reports Store.Write on a store opened without
+// Options.WorkingRef.
+var ErrNoWorkingSet = errors.New("store has no working set")
+
+// Write records edits of the working ref (Options.WorkingRef) in the
+// working set: durably when it returns (unless NoSync), atomically, and
+// visible at once to Lookup and, through a catch-up, to every reader of the
+// ref. Later edits of a key override earlier ones. An edit whose value is
+// over 64 KiB is applied to the tree at once instead (with the others,
+// after the working set). Write fails with ErrNoWorkingSet if the store has
+// none.
+func (s *Store) Write(ctx context.Context, edits []Edit) error {
+	w := &s.work
+	if w.ref == "" {
+		return ErrNoWorkingSet
+	}
+	big := false
+	for _, e := range edits {
+		if err := checkKey(e.Key); err != nil {
+			return err
+		}
+		if !e.Delete && len(e.Value) > maxWorkingValue {
+			big = true
+		}
+		if !e.Delete && len(e.Value) > node.MaxValueSize {
+			return fmt.Errorf("%w: %d bytes exceeds %d", ErrValueTooLarge, len(e.Value), node.MaxValueSize)
+		}
+	}
+	if big {
+		_, err := s.Update(ctx, w.ref, edits) // Update reads the ref: the working set goes first
+		return err
+	}
+	done, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	pb := s.db.NewBatch()
+	defer pb.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	size := 0
+	for _, e := range edits {
+		v := []byte{0}
+		if !e.Delete {
+			v = append(make([]byte, 0, 1+len(e.Value)), 1)
+			v = append(v, e.Value...)
+		}
+		if err := pb.Set(workKey(w.gen, e.Key), v, nil); err != nil {
+			return err
+		}
+		size += len(e.Key) + len(e.Value)
+	}
+	// The commit happens under w.mu, so the order of writes in memory is
+	// the order in Pebble, which a crash replays.
+	if err := pb.Commit(s.wopts); err != nil {
+		return fmt.Errorf("store %s: write: %w", s.dir, err)
+	}
+	for _, e := range edits {
+		we := workEdit{delete: e.Delete}
+		if !e.Delete {
+			we.value = bytes.Clone(e.Value)
+		}
+		w.cur[string(e.Key)] = we
+	}
+	w.bytes += size
+	switch {
+	case w.bytes >= w.limit:
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	case w.timer == nil:
+		w.timer = time.AfterFunc(w.delay, func() {
+			select {
+			case w.kick <- struct{}{}:
+			default:
+			}
+		})
+	}
+	return nil
+}
+
+// Lookup returns key's value in the tree at ref, counting the working set
+// if ref is the working ref, without making the tree catch up. It returns
+// an error wrapping ErrNotFound if the key is absent.
+func (s *Store) Lookup(ctx context.Context, ref string, key []byte) ([]byte, error) {
+	if w := &s.work; ref == w.ref && ref != "" {
+		w.mu.Lock()
+		e, ok := w.cur[string(key)]
+		if !ok {
+			e, ok = w.applying[string(key)]
+		}
+		w.mu.Unlock()
+		if ok {
+			if e.delete {
+				return nil, fmt.Errorf("key %q: %w", key, ErrNotFound)
+			}
+			return bytes.Clone(e.value), nil
+		}
+	}
+	// A catch-up clears its generation from memory only after its commit,
+	// so reading the ref now finds the key's value in the tree.
+	release := s.PreventGC()
+	defer release()
+	root, ok, err := s.rawRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("key %q: %w", key, ErrNotFound)
+	}
+	return s.Get(ctx, root, key)
+}
+
+// pendingWork reports whether the working set holds edits the ref lacks.
+func (s *Store) pendingWork() bool {
+	w := &s.work
+	if w.ref == "" {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.cur) > 0
+}
+
+// CatchUp applies the working set to the working ref now. Reading the ref
+// (Ref, Root) does it too.
+func (s *Store) CatchUp(ctx context.Context) error {
+	w := &s.work
+	if w.ref == "" {
+		return nil
+	}
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	if len(w.cur) == 0 && len(w.applying) == 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	// The edits of an earlier catch-up that failed are still applying:
+	// go again with them, the current generation's edits on top.
+	edits := w.applying
+	if edits == nil {
+		edits = map[string]workEdit{}
+	}
+	for k, e := range w.cur {
+		edits[k] = e
+	}
+	gens := append(w.failed, w.gen)
+	w.applying, w.cur, w.bytes = edits, map[string]workEdit{}, 0
+	w.gen++
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	w.mu.Unlock()
+	err := s.applyWork(ctx, gens, edits)
+	w.mu.Lock()
+	if err != nil {
+		w.failed = gens // still on disk, still visible through applying
+	} else {
+		w.applying, w.failed = nil, nil
+	}
+	w.mu.Unlock()
+	return err
+}
+
+// applyWork applies edits, the merged edits of generations gens, to the
+// working ref and deletes those generations from disk, in one batch.
+func (s *Store) applyWork(ctx context.Context, gens []uint64, edits map[string]workEdit) error {
+	es := make([]Edit, 0, len(edits))
+	for k, e := range edits {
+		es = append(es, Edit{Key: []byte(k), Value: e.value, Delete: e.delete})
+	}
+	slices.SortFunc(es, func(a, b Edit) int { return bytes.Compare(a.Key, b.Key) })
+	ref := s.work.ref
+	for {
+		b, err := s.NewBatch()
+		if err != nil {
+			return err
+		}
+		old, ok, err := s.rawRef(ref)
+		if err != nil {
+			b.Discard()
+			return err
+		}
+		root := old
+		if !ok {
+			root = node.EmptyRoot
+		}
+		newRoot, err := b.Apply(ctx, root, es)
+		if err != nil {
+			b.Discard()
+			return err
+		}
+		b.ExpectRef(ref, old, ok)
+		b.SetRef(ref, newRoot)
+		b.workDone = gens
+		err = b.Commit(ctx)
+		if errors.Is(err, ErrRefMoved) {
+			continue
+		}
+		return err
+	}
+}
+
+// catchUpLoop applies the working set in the background when Write asks.
+func (s *Store) catchUpLoop() {
+	w := &s.work
+	defer close(w.done)
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-w.kick:
+		}
+		err := s.CatchUp(context.Background())
+		w.mu.Lock()
+		w.lastErr = err
+		w.mu.Unlock()
+	}
+}
+
+// closeWorking stops the background catch-up and applies what is left
+// (what is left is durable anyway: the next Open applies it).
+func (s *Store) closeWorking() error {
+	w := &s.work
+	if w.ref == "" {
+		return nil
+	}
+	close(w.stop)
+	<-w.done
+	return s.CatchUp(context.Background())
+}
