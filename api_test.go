@@ -431,6 +431,8 @@ func TestLowerSentinelsReachable(t *testing.T) {
 			"only tree.Build returns it; the root package never builds from caller input (Import sorts first)"},
 		"tree.ErrAddressConflict": {tree.ErrAddressConflict, nil,
 			"only writes with address checks on return it (tree.Options.CheckAddresses, tree.Batch.CheckAddresses), which this package never turns on; a server answers it to the client as ErrRefused"},
+		"tree.ErrNoWorkingSet": {tree.ErrNoWorkingSet, nil,
+			"only Store.Write on a store opened without a working ref returns it; Open always gives a DB's store one"},
 		"node.ErrCorrupt":       {node.ErrCorrupt, arbor.ErrCorrupt, ""},
 		"node.ErrNotFound":      {node.ErrNotFound, arbor.ErrNodeNotFound, ""},
 		"scope.ErrOutOfScope":   {scope.ErrOutOfScope, arbor.ErrOutOfScope, ""},

@@ -79,7 +79,8 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if opts != nil {
 		o = *opts
 	}
-	s, err := tree.Open(dir, &tree.Options{Chunker: o.Chunker, NoSync: o.NoSync, CacheSize: o.CacheSize, MustExist: o.MustExist})
+	s, err := tree.Open(dir, &tree.Options{Chunker: o.Chunker, NoSync: o.NoSync, CacheSize: o.CacheSize, MustExist: o.MustExist,
+		WorkingRef: HeadRef})
 	if err != nil {
 		return nil, err
 	}
@@ -137,15 +138,9 @@ func (db *DB) Get(ctx context.Context, key []byte) ([]byte, error) {
 	if err := sc.Check(key); err != nil {
 		return nil, fmt.Errorf("arbor: read refused on a partial replica: %w", err)
 	}
-	// Hold GC off between reading the root and reading under it, so a
-	// concurrent write plus a GC cannot collect the root in between.
-	release := db.store.PreventGC()
-	defer release()
-	root, err := db.Root(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return db.store.Get(ctx, root, key)
+	// The working set first, then the tree at head, without making the
+	// tree catch up.
+	return db.store.Lookup(ctx, HeadRef, key)
 }
 
 // Put sets key to value, durably unless Options.NoSync.
@@ -179,8 +174,18 @@ func (b *Batch) Delete(key []byte) *Batch {
 // Len returns the number of writes in the batch.
 func (b *Batch) Len() int { return len(b.edits) }
 
+// workingMaxEdits is the largest batch Apply records in the store's working
+// set; a larger one is applied to the tree at once.
+const workingMaxEdits = 4096
+
 // Apply commits the batch atomically: after a crash the store shows all of
-// it or none of it.
+// it or none of it. A batch of up to 4096 writes (a Put or Delete is one)
+// costs about one raw Pebble write: it is recorded in the store's working
+// set, durable when Apply returns (unless Options.NoSync) and visible to
+// every read at once, and the tree catches up in batches, in the background
+// and whenever a root is needed (Root, Count, iterators, Diff, Sync,
+// Verify). On a partial replica every batch is applied to the tree at once,
+// since only applying it shows whether it needs a node outside the scope.
 func (db *DB) Apply(ctx context.Context, b *Batch) error {
 	if b == nil || len(b.edits) == 0 {
 		return nil
@@ -195,6 +200,9 @@ func (db *DB) Apply(ctx context.Context, b *Batch) error {
 				return fmt.Errorf("arbor: write refused on a partial replica: %w", err)
 			}
 		}
+	}
+	if sc.IsAll() && len(b.edits) <= workingMaxEdits {
+		return db.store.Write(ctx, b.edits)
 	}
 	_, err = db.store.Update(ctx, HeadRef, b.edits)
 	if err != nil && !sc.IsAll() && (errors.Is(err, node.ErrNotFound) || errors.Is(err, tree.ErrNotFound)) {
