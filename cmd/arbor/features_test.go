@@ -78,7 +78,8 @@ func TestCLITokenFromFileAndEnvironment(t *testing.T) {
 		{[]string{"--token-file", empty}, "first line is empty"},
 		{[]string{"--token-file", filepath.Join(dir, "missing")}, "no such file"},
 	} {
-		for _, cmd := range [][]string{{"--db", a, "sync", "--server", addr}, {"root", "--server", addr}} {
+		// (A fresh store: a remembers its token file since its sync above.)
+		for _, cmd := range [][]string{{"--db", filepath.Join(dir, "fresh"), "sync", "--server", addr}, {"root", "--server", addr}} {
 			r := runArborEnv(t, noEnv, "", append(cmd, c.args...)...)
 			if r.code == 0 || !strings.Contains(r.stderr, c.want) {
 				t.Errorf("%v %v: exit %d, stderr %q; want a refusal mentioning %q", cmd, c.args, r.code, r.stderr, c.want)

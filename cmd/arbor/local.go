@@ -120,11 +120,21 @@ func (c importCmd) Run(e *env) error {
 		}
 		in = f
 	}
-	db, err := e.openDB(false)
+	db, created, err := e.openCreating()
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := c.importInto(e, db, in, size); err != nil {
+		if created {
+			e.discardCreated(db) // a failed import into a new store leaves nothing behind
+		}
+		return err
+	}
+	return nil
+}
+
+func (c importCmd) importInto(e *env, db *arbor.DB, in io.Reader, size int64) error {
 	var progress func(records, bytes int64)
 	var bar *progressbar.ProgressBar
 	if e.isTTY {
@@ -144,6 +154,7 @@ func (c importCmd) Run(e *env) error {
 	}
 	start := time.Now()
 	var st arbor.ImportStats
+	var err error
 	if c.Format == "jsonl" {
 		st, err = importJSONL(e.ctx, db, in, progress)
 	} else {
@@ -318,10 +329,11 @@ type rootJSON struct {
 }
 
 type rootCmd struct {
-	Server string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip)."`
+	Server string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip). With --db, the store's remembered fingerprint and token file serve for flags left out."`
 	tokenFlags
 	trustFlags
-	JSON bool `name:"json" help:"Print as JSON: {\"root\": …}."`
+	Timeout time.Duration `default:"0s" help:"With --server: give up after this long (0: no limit)."`
+	JSON    bool          `name:"json" help:"Print as JSON: {\"root\": …}."`
 }
 
 func (rootCmd) Help() string {

@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
+	"path/filepath"
 	"time"
 
 	"github.com/arbor-sync/arbor"
@@ -15,58 +14,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 )
 
-// tokenFlags give a client's token: --token-file, the ARBOR_TOKEN
-// environment variable, or --token (which every user of the machine can
-// read in the process list).
-type tokenFlags struct {
-	TokenFile string `placeholder:"FILE" help:"Read the client token from the first line of FILE."`
-	Token     string `placeholder:"TOKEN" help:"The client token itself. Other users of this machine can see it in the process list ('ps'): prefer --token-file or the ARBOR_TOKEN environment variable."`
-}
-
-// token returns the token: from --token or --token-file (not both), else
-// from ARBOR_TOKEN.
-func (f tokenFlags) token() (string, error) {
-	switch {
-	case f.Token != "" && f.TokenFile != "":
-		return "", errors.New("give the token once: --token-file or --token, not both")
-	case f.Token != "":
-		return f.Token, nil
-	case f.TokenFile != "":
-		b, err := os.ReadFile(f.TokenFile)
-		if err != nil {
-			return "", fmt.Errorf("token file: %w", err)
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		tok := strings.TrimSpace(line)
-		if tok == "" {
-			return "", fmt.Errorf("token file %s: the first line is empty", f.TokenFile)
-		}
-		return tok, nil
-	}
-	if tok := strings.TrimSpace(os.Getenv("ARBOR_TOKEN")); tok != "" {
-		return tok, nil
-	}
-	return "", errors.New("no token: set ARBOR_TOKEN or pass --token-file FILE (or --token TOKEN, which other users can see in the process list)")
-}
-
-// trustFlags say how a client trusts the server's certificate.
-type trustFlags struct {
-	Fingerprint string `placeholder:"HEX" help:"The server's certificate fingerprint, as 'arbor serve' prints it. Remembered after the first sync."`
-	Trust       bool   `help:"Trust an unknown server on first use (and with sync, remember its fingerprint)."`
-	CA          string `name:"ca" placeholder:"FILE" help:"Verify the server against this CA file instead of a fingerprint."`
-}
-
-// clientOptions are the options every client command shares.
-func clientOptions(server string, tf tokenFlags, trust trustFlags) (arbor.SyncOptions, error) {
-	tok, err := tf.token()
-	if err != nil {
-		return arbor.SyncOptions{}, err
-	}
-	return arbor.SyncOptions{Server: server, Token: tok, Fingerprint: trust.Fingerprint, TrustOnFirstUse: trust.Trust, CAFile: trust.CA}, nil
-}
-
 type syncCmd struct {
-	Server string `required:"" placeholder:"ADDR" help:"Server address, host:port."`
+	Server string `placeholder:"ADDR" help:"Server address, host:port. Remembered, with the token file, after a successful sync: later syncs need neither."`
 	tokenFlags
 	trustFlags
 	Walk              bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
@@ -86,22 +35,23 @@ func (syncCmd) Help() string {
 		"everything else. The first sync of an empty store is a clone. With --watch it keeps the store in step\n" +
 		"with the server until interrupted.\n\n" +
 		"The token comes from --token-file, the ARBOR_TOKEN environment variable, or --token (which other\n" +
-		"users of the machine can read in the process list).\n\n" +
+		"users of the machine can read in the process list). After a successful sync the store remembers\n" +
+		"the server's address, its fingerprint and the token file (never the token itself), so a plain\n" +
+		"'arbor --db laptop sync' syncs again.\n\n" +
 		"Example:\n" +
-		"  export ARBOR_TOKEN=secret-token\n" +
-		"  arbor --db laptop sync --server 127.0.0.1:4433 --fingerprint 3a7f…\n" +
+		"  arbor --db laptop sync --server 127.0.0.1:4433 --token-file laptop.token --fingerprint 3a7f…\n" +
+		"  arbor --db laptop sync\n" +
 		"  arbor --db mirror sync --watch --server 127.0.0.1:4433 --token-file token --fingerprint 3a7f…"
 }
 
-func (c syncCmd) clientOptions() (arbor.SyncOptions, error) {
-	opts, err := clientOptions(c.Server, c.tokenFlags, c.trustFlags)
+// clientOptions resolves the flags, and what db remembers for those left
+// out; tokenFile is the file the token came from, if any.
+func (c syncCmd) clientOptions(db *arbor.DB) (opts arbor.SyncOptions, tokenFile string, err error) {
+	opts, tokenFile, err = clientOptions(c.Server, c.tokenFlags, c.trustFlags, recall(db))
 	opts.ForceWalk = c.Walk
 	opts.Scope = c.scope()
 	opts.Adopt, opts.Merge, opts.DiscardUnpushable = c.Adopt, c.Merge, c.DiscardUnpushable
-	if err == nil && c.Adopt && c.Merge {
-		err = errors.New("sync: --adopt and --merge exclude each other: choose one")
-	}
-	return opts, err
+	return opts, tokenFile, err
 }
 
 // scope is the union of the --prefix flags and the --start/--end range;
@@ -128,26 +78,51 @@ func (c syncCmd) scope() scope.Scope {
 }
 
 func (c syncCmd) Run(e *env) error {
-	opts, err := c.clientOptions()
-	if err != nil {
-		return err
+	if c.Adopt && c.Merge {
+		return errors.New("sync: --adopt and --merge exclude each other: choose one")
 	}
-	db, err := e.openDB(false)
+	if sc := c.scope(); sc.Ranges() != nil && sc.IsEmpty() {
+		return fmt.Errorf("sync: the scope given by --prefix/--start/--end holds no key")
+	}
+	db, created, err := e.openCreating()
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	err = c.run(e, db)
+	if created {
+		// A store this command made that never completed a sync (a
+		// wrong token, an unreachable server) is not left behind.
+		if st, serr := db.Status(e.ctx); err != nil || serr != nil || !st.Synced {
+			e.discardCreated(db)
+		}
+	}
+	return err
+}
+
+func (c syncCmd) run(e *env, db *arbor.DB) error {
+	opts, tokenFile, err := c.clientOptions(db)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
 	ctx := e.ctx
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	if sc := opts.Scope; sc.Ranges() != nil && sc.IsEmpty() {
-		return fmt.Errorf("sync: the scope given by --prefix/--start/--end holds no key")
+	// After a successful sync the store remembers the server and the
+	// token file.
+	rememberServer := func() {
+		changed, err := remember(ctx, db, opts.Server, tokenFile)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "arbor: sync: could not remember the server: %v\n", err)
+		} else if changed && !c.JSON {
+			fmt.Fprintf(e.stderr, "remembered server %s%s: 'arbor --db %s sync' syncs again\n", opts.Server, tokenFileNote(tokenFile), e.global.DB)
+		}
 	}
 	if c.Watch {
-		return c.follow(ctx, e, db, opts)
+		return c.follow(ctx, e, db, opts, rememberServer)
 	}
 	var bar *progressbar.ProgressBar
 	if e.isTTY && !c.JSON {
@@ -191,6 +166,9 @@ func (c syncCmd) Run(e *env) error {
 		// it to the next open.
 		err = db.Settle(ctx)
 	}
+	if err == nil {
+		rememberServer()
+	}
 	if c.JSON {
 		out := syncJSON(res)
 		if err != nil {
@@ -207,10 +185,14 @@ func (c syncCmd) Run(e *env) error {
 
 // follow runs 'arbor sync --watch': every sync's result is printed as it
 // happens; an interrupt ends it cleanly.
-func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.SyncOptions) error {
+func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.SyncOptions, onFirstSync func()) error {
 	n := 0
 	fo := arbor.FollowOptions{OnSync: func(res *arbor.SyncResult, err error) {
 		n++
+		if err == nil && onFirstSync != nil {
+			onFirstSync()
+			onFirstSync = nil
+		}
 		if c.JSON {
 			out := syncOut{Overridden: []overriddenJSON{}, Discarded: []overriddenJSON{}}
 			if res != nil {
@@ -229,7 +211,7 @@ func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.Sy
 		printSync(e, res)
 	}}
 	if !c.JSON {
-		fmt.Fprintf(e.stderr, "following %s; interrupt to stop\n", c.Server)
+		fmt.Fprintf(e.stderr, "following %s; interrupt to stop\n", opts.Server)
 	}
 	err := db.Follow(ctx, opts, fo)
 	if err == nil && !c.JSON {
@@ -341,11 +323,29 @@ func showOpt(b *[]byte) string {
 
 // remoteRoot implements 'arbor root --server': the server's root, for audits.
 func remoteRoot(e *env, c rootCmd) error {
-	opts, err := clientOptions(c.Server, c.tokenFlags, c.trustFlags)
+	// With --db, the store's pin and token file serve for the flags left
+	// out.
+	var rem remembered
+	if e.global.DB != "" {
+		db, err := e.openDB(true)
+		if err != nil {
+			return fmt.Errorf("root --server: %w", err)
+		}
+		rem = recall(db)
+		db.Close()
+	}
+	rem.server = ""
+	opts, _, err := clientOptions(c.Server, c.tokenFlags, c.trustFlags, rem)
 	if err != nil {
 		return fmt.Errorf("root --server: %w", err)
 	}
-	h, err := arbor.ServerRoot(e.ctx, opts)
+	ctx := e.ctx
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	h, err := arbor.ServerRoot(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -354,4 +354,15 @@ func remoteRoot(e *env, c rootCmd) error {
 	}
 	fmt.Fprintln(e.stdout, h)
 	return nil
+}
+
+// tokenFileNote is ", token file PATH" for a token read from a file.
+func tokenFileNote(file string) string {
+	if file == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(file); err == nil {
+		file = abs
+	}
+	return ", token file " + file
 }
