@@ -186,7 +186,14 @@ func (b *Batch) Commit(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := b.pb.Commit(b.s.wopts); err != nil {
+	wo := b.s.wopts
+	if b.workDone != nil {
+		// A catch-up need not be synced: what it applies is durable in
+		// the working set already, and until this commit reaches the disk
+		// (any later synced write takes it along) Open applies it again.
+		wo = pebble.NoSync
+	}
+	if err := b.pb.Commit(wo); err != nil {
 		return fmt.Errorf("store %s: commit: %w", b.s.dir, err)
 	}
 	b.cacheCommitted()
