@@ -118,7 +118,11 @@ func (c syncCmd) run(e *env, db *arbor.DB) error {
 		if err != nil {
 			fmt.Fprintf(e.stderr, "arbor: sync: could not remember the server: %v\n", err)
 		} else if changed && !c.JSON {
-			fmt.Fprintf(e.stderr, "remembered server %s%s: 'arbor --db %s sync' syncs again\n", opts.Server, tokenFileNote(tokenFile), e.global.DB)
+			if tokenFile != "" || recall(db).tokenFile != "" {
+				fmt.Fprintf(e.stderr, "remembered server %s%s: 'arbor --db %s sync' syncs again\n", opts.Server, tokenFileNote(tokenFile), e.global.DB)
+			} else {
+				fmt.Fprintf(e.stderr, "remembered server %s: 'arbor --db %s sync' syncs again, given the token (ARBOR_TOKEN; or sync once with --token-file, which is remembered)\n", opts.Server, e.global.DB)
+			}
 		}
 	}
 	if c.Watch {
@@ -183,16 +187,15 @@ func (c syncCmd) run(e *env, db *arbor.DB) error {
 	return err
 }
 
-// follow runs 'arbor sync --watch': every sync's result is printed as it
-// happens; an interrupt ends it cleanly.
+// follow runs 'arbor sync --watch' (see follower): every sync's result is
+// printed as it happens, and on standard error when the connection is
+// lost, when it is back and when the token is refused; an interrupt ends
+// it cleanly.
 func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.SyncOptions, onFirstSync func()) error {
-	n := 0
-	fo := arbor.FollowOptions{OnSync: func(res *arbor.SyncResult, err error) {
-		n++
-		if err == nil && onFirstSync != nil {
-			onFirstSync()
-			onFirstSync = nil
-		}
+	f := &follower{db: db, opts: opts, onFirstSync: onFirstSync,
+		minBackoff: 500 * time.Millisecond, maxBackoff: 30 * time.Second,
+		out: func(format string, args ...any) { fmt.Fprintf(e.stderr, format+"\n", args...) }}
+	report := func(res *arbor.SyncResult, err error) {
 		if c.JSON {
 			out := syncOut{Overridden: []overriddenJSON{}, Discarded: []overriddenJSON{}}
 			if res != nil {
@@ -204,18 +207,17 @@ func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.Sy
 			writeJSON(e.stdout, out) // one line per sync
 			return
 		}
-		if err != nil {
-			fmt.Fprintf(e.stderr, "sync %d failed (retrying): %v\n", n, err)
-			return
+		if err == nil {
+			printSync(e, res)
 		}
-		printSync(e, res)
-	}}
-	if !c.JSON {
-		fmt.Fprintf(e.stderr, "following %s; interrupt to stop\n", opts.Server)
 	}
-	err := db.Follow(ctx, opts, fo)
-	if err == nil && !c.JSON {
-		fmt.Fprintf(e.stderr, "stopped after %d syncs\n", n)
+	f.out("following %s; interrupt to stop", opts.Server)
+	err := f.run(ctx, report)
+	good, failed := f.counts()
+	if failed > 0 {
+		f.out("stopped after %d syncs (%d more failed)", good, failed)
+	} else {
+		f.out("stopped after %d syncs", good)
 	}
 	return err
 }
