@@ -73,6 +73,10 @@ func genEdits(seed uint64, g int) []Edit {
 	return append(edits, Edit{Key: []byte(crashGenKey), Value: []byte(strconv.Itoa(g))})
 }
 
+// singlePuts reports whether generation g is written as single-edit
+// working-set writes: a kill may then leave a prefix of its edits.
+func singlePuts(g int) bool { return g%crashBulkEvery != 0 && g%3 == 2 }
+
 // crashModel is the parent's replica of the child's state.
 type crashModel struct {
 	seed uint64
@@ -113,7 +117,10 @@ func TestCrashChild(t *testing.T) {
 	// several sstables before its commit and its tail in parts.
 	ingestSpillBytes, ingestTailMin, tailParts = 96<<10, 16<<10, 2
 	ctx := context.Background()
-	s, err := Open(filepath.Join(dir, "store"), &Options{NoSync: !sync, CacheSize: 1 << 20})
+	// A working set that catches up often, in the background, so kills
+	// land between working-set writes, during catch-ups and between them.
+	s, err := Open(filepath.Join(dir, "store"), &Options{NoSync: !sync, CacheSize: 1 << 20,
+		WorkingRef: crashRef, WorkingBytes: 8 << 10, WorkingDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,12 +140,27 @@ func TestCrashChild(t *testing.T) {
 	}
 	for {
 		g++
-		if g%crashBulkEvery == 0 {
+		switch {
+		case g%crashBulkEvery == 0:
 			if err := bulkGeneration(ctx, s, genEdits(seed, g)); err != nil {
 				t.Fatalf("bulk generation %d: %v", g, err)
 			}
-		} else if _, err := s.Update(ctx, crashRef, genEdits(seed, g)); err != nil {
-			t.Fatalf("generation %d: %v", g, err)
+		case singlePuts(g):
+			// One working-set write per edit, racing the background
+			// catch-up; the generation record comes last.
+			for _, e := range genEdits(seed, g) {
+				if err := s.Write(ctx, []Edit{e}); err != nil {
+					t.Fatalf("generation %d: single write: %v", g, err)
+				}
+			}
+		case g%3 == 1:
+			if err := s.Write(ctx, genEdits(seed, g)); err != nil { // one atomic working-set write
+				t.Fatalf("generation %d: %v", g, err)
+			}
+		default:
+			if _, err := s.Update(ctx, crashRef, genEdits(seed, g)); err != nil {
+				t.Fatalf("generation %d: %v", g, err)
+			}
 		}
 		// A write to the page cache survives SIGKILL: once this line is in
 		// the log, generation g was committed.
@@ -242,7 +264,7 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	model := &crashModel{seed: seed, recs: map[string]string{}}
 	verified := 0 // the generation the last check found
-	var lost, lastLines, deltas, bulk, midIngest int
+	var lost, lastLines, deltas, bulk, midIngest, leftWork, cutShort int
 	for it := 0; it < iters; it++ {
 		var out bytes.Buffer
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
@@ -300,8 +322,14 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 				}
 			}
 		}
-		found, nd, unsettled := checkCrashedStore(t, ctx, filepath.Join(dir, "store"), model, sync)
+		found, nd, unsettled, work := checkCrashedStore(t, ctx, filepath.Join(dir, "store"), model, sync)
 		deltas += nd
+		if work.left {
+			leftWork++
+		}
+		if work.prefix {
+			cutShort++
+		}
 		if unsettled {
 			bulk++
 		}
@@ -325,13 +353,16 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 		lastLines = 1
 		verified = found
 	}
-	t.Logf("%d kills, reached generation %d, %d unsynced generations lost, %d delta-stored nodes seen, %d stores reopened after a bulk generation (%d killed while writing an sstable to ingest)",
-		iters, verified, lost, deltas, bulk, midIngest)
+	t.Logf("%d kills, reached generation %d, %d unsynced generations lost, %d delta-stored nodes seen, %d stores reopened after a bulk generation (%d killed while writing an sstable to ingest), %d with working-set edits to apply (%d in a generation of single writes cut short)",
+		iters, verified, lost, deltas, bulk, midIngest, leftWork, cutShort)
 	if verified == 0 {
 		t.Fatalf("the child never committed a generation")
 	}
 	if iters >= 10 && deltas == 0 {
 		t.Fatalf("no reopened store held a delta-stored node: the kills did not exercise deltas")
+	}
+	if iters >= 20 && leftWork == 0 {
+		t.Fatalf("no reopened store had working-set edits to apply: the kills did not exercise the working set")
 	}
 	if iters >= 10 && bulk == 0 {
 		t.Fatalf("no reopened store followed a bulk generation: the kills did not exercise ingestion")
@@ -342,7 +373,7 @@ func crashLoop(t *testing.T, sync bool, iters int) {
 // compares its records with the generation the head names. It returns
 // that generation and how many nodes the store holds as deltas (each with
 // its base stored whole, which storedForms checks).
-func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashModel, sync bool) (gen, deltas int, unsettled bool) {
+func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashModel, sync bool) (gen, deltas int, unsettled bool, work crashWork) {
 	t.Helper()
 	// Before the first commit the kill may come while the child creates
 	// the store: then it need not exist yet.
@@ -355,6 +386,7 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 			t.Fatalf("close: %v", err)
 		}
 	}()
+	work.left = s.work.leftApplied > 0
 	// A bulk generation's commit marks the store unsettled until its
 	// background settle, which the child seldom lives to finish.
 	if unsettled, err = s.Unsettled(); err != nil {
@@ -379,9 +411,49 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 		t.Fatalf("store holds generation %d, earlier than the %d already checked", g, m.gen)
 	}
 	m.advance(g)
+	want := m.recs
+	if singlePuts(g + 1) {
+		// A kill during single writes leaves a prefix of generation g+1's
+		// edits (its generation record comes last): find the one the
+		// store holds, if any. Each write is atomic, so a prefix it is.
+		have := map[string]string{}
+		it := s.NewIterator(ctx, root, Range{})
+		for it.Next() {
+			v, err := s.ReadValue(ctx, it.Value())
+			if err != nil {
+				t.Fatal(err)
+			}
+			have[string(it.Key())] = string(v)
+		}
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+		next := genEdits(m.seed, g+1)
+		prefix := maps(m.recs)
+		applied := 0
+		for ; !sameRecords(prefix, have) && applied < len(next)-1; applied++ {
+			if e := next[applied]; e.Delete {
+				delete(prefix, string(e.Key))
+			} else {
+				prefix[string(e.Key)] = string(e.Value)
+			}
+		}
+		if applied > 0 && sameRecords(prefix, have) {
+			// Finish the generation here: a child would start it again from
+			// its first edit over this prefix, a state no generation or
+			// prefix of the model describes.
+			work.prefix = true
+			if root, err = s.Update(ctx, crashRef, next[applied:]); err != nil {
+				t.Fatal(err)
+			}
+			g++
+			m.advance(g)
+			want = m.recs
+		}
+	}
 	// Compare every record, in order, values included.
-	keys := make([]string, 0, len(m.recs))
-	for k := range m.recs {
+	keys := make([]string, 0, len(want))
+	for k := range want {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
@@ -400,7 +472,7 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 		if err != nil {
 			t.Fatalf("generation %d: read %q: %v", g, it.Key(), err)
 		}
-		if string(v) != m.recs[keys[i]] {
+		if string(v) != want[keys[i]] {
 			t.Fatalf("generation %d: value of %q differs from the model", g, it.Key())
 		}
 		i++
@@ -422,7 +494,7 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 		}
 		bl := b.NewBuilder(ctx)
 		for _, k := range keys {
-			if err := bl.Add([]byte(k), []byte(m.recs[k])); err != nil {
+			if err := bl.Add([]byte(k), []byte(want[k])); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -433,5 +505,21 @@ func checkCrashedStore(t *testing.T, ctx context.Context, dir string, m *crashMo
 		}
 	}
 	_, deltas = storedForms(t, s)
-	return g, deltas, unsettled
+	return g, deltas, unsettled, work
+}
+
+// crashWork says what a kill left of the working set: edits Open applied,
+// and a generation of single writes cut short.
+type crashWork struct{ left, prefix bool }
+
+func sameRecords(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
 }

@@ -55,6 +55,8 @@ type workingSet struct {
 	done     chan struct{}       // closed when the background goroutine ends
 	flushMu  sync.Mutex          // one catch-up at a time
 	lastErr  error               // the background catch-up's last error
+
+	leftApplied int // edits a previous run left that Open applied (for tests)
 }
 
 // workEdit is one pending edit: a value, or a delete.
@@ -169,6 +171,7 @@ func (s *Store) applyLeftWork() error {
 	if err := s.applyWork(context.Background(), gens, merged); err != nil {
 		return fmt.Errorf("apply the working set left by the last run: %w", err)
 	}
+	w.leftApplied = len(merged)
 	return nil
 }
 
@@ -297,7 +300,10 @@ func (s *Store) Lookup(ctx context.Context, ref string, key []byte) ([]byte, err
 	return s.Get(ctx, root, key)
 }
 
-// pendingWork reports whether the working set holds edits the ref lacks.
+// pendingWork reports whether the working set holds edits the ref lacks,
+// including those a catch-up is applying: a reader of the ref must wait for
+// that catch-up, or a write based on what it read could commit first and
+// the catch-up then apply older edits on top of it.
 func (s *Store) pendingWork() bool {
 	w := &s.work
 	if w.ref == "" {
@@ -305,7 +311,7 @@ func (s *Store) pendingWork() bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.cur) > 0
+	return len(w.cur) > 0 || w.applying != nil
 }
 
 // CatchUp applies the working set to the working ref now. Reading the ref
