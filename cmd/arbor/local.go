@@ -152,6 +152,16 @@ func (c importCmd) importInto(e *env, db *arbor.DB, in io.Reader, size int64) er
 			bar.Set64(bytes)
 		}
 	}
+	// Once the input is read, the import sorts and applies its last part
+	// and commits, which reports no progress: a spinner with the time
+	// elapsed takes over from the bar.
+	stopCommit := func() {}
+	if bar != nil {
+		in = &eofReader{r: in, onEOF: func() {
+			bar.Finish()
+			stopCommit = e.spinner("input read; building the tree and committing")
+		}}
+	}
 	start := time.Now()
 	var st arbor.ImportStats
 	var err error
@@ -160,11 +170,13 @@ func (c importCmd) importInto(e *env, db *arbor.DB, in io.Reader, size int64) er
 	} else {
 		st, err = db.Import(e.ctx, in, arbor.ImportOptions{Format: arbor.FormatTSV, Progress: progress})
 	}
+	stopCommit()
 	if bar != nil {
 		bar.Finish()
 	}
 	if err == nil {
-		err = db.Settle(e.ctx) // this process ends here; see arbor.DB.Settle
+		// This process ends here; see arbor.DB.Settle.
+		err = e.timed("settling the store (moving the new nodes to blob files)", func() error { return db.Settle(e.ctx) })
 	}
 	if err != nil {
 		return err
@@ -374,7 +386,15 @@ func (c verifyCmd) Run(e *env) error {
 		return err
 	}
 	defer db.Close()
-	rep, verr := db.Verify(e.ctx)
+	var rep *arbor.VerifyReport
+	desc := "verifying"
+	if n, err := db.Count(e.ctx); err == nil {
+		desc = fmt.Sprintf("verifying %d records", n)
+	}
+	verr := e.timed(desc+" (re-hashing every node)", func() (err error) {
+		rep, err = db.Verify(e.ctx)
+		return err
+	})
 	if rep == nil {
 		return verr
 	}
@@ -424,7 +444,11 @@ func (c gcCmd) Run(e *env) error {
 	}
 	defer db.Close()
 	before, _ := db.Store().DiskSize()
-	st, err := db.GC(e.ctx)
+	var st arbor.GCStats
+	err = e.timed("collecting garbage (marking live nodes, sweeping, compacting)", func() (err error) {
+		st, err = db.GC(e.ctx)
+		return err
+	})
 	if err != nil {
 		return err
 	}
