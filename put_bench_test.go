@@ -89,7 +89,7 @@ func BenchmarkPut(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 		})
 		b.Run("pebble/"+mode.name, func(b *testing.B) {
-			po := tree.PebbleOptions(64 << 20)
+			po := tree.PebbleOptions(tree.DefaultPebbleCacheSize) // the store's own default
 			pdb, err := pebble.Open(filepath.Join(b.TempDir(), "raw"), po)
 			if err != nil {
 				b.Fatal(err)

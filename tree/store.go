@@ -66,7 +66,9 @@ type Options struct {
 	// CacheSize bounds the memory of decoded nodes kept for reads, in
 	// bytes. Zero means 256 MiB; negative disables the cache.
 	CacheSize int64
-	// PebbleCacheSize is Pebble's block cache, in bytes. Zero means 64 MiB.
+	// PebbleCacheSize is Pebble's block cache, in bytes. Pebble charges its
+	// memtables to it, so it must hold them as well as blocks. Zero means
+	// DefaultPebbleCacheSize.
 	PebbleCacheSize int64
 	// MustExist makes Open fail instead of creating a new store.
 	MustExist bool
@@ -292,7 +294,7 @@ func writeMarker(dir string) error {
 func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	cacheSize := o.PebbleCacheSize
 	if cacheSize <= 0 {
-		cacheSize = 64 << 20
+		cacheSize = DefaultPebbleCacheSize
 	}
 	pc := pebble.NewCache(cacheSize)
 	defer pc.Unref()
@@ -356,6 +358,12 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	}
 	return s, nil
 }
+
+// DefaultPebbleCacheSize is Pebble's default cache in a store: 64 MiB for
+// blocks (bloom filters, indexes, data) plus the two memtables Pebble
+// charges to the cache. With 64 MiB in all, the memtables took nearly all
+// of it and every lookup read its filter and index blocks from the files.
+const DefaultPebbleCacheSize = 64<<20 + 2*32<<20
 
 // PebbleOptions returns the Pebble options a store uses (memtable size,
 // bloom filters, quiet logger) with a new block cache of cacheBytes. Tools
