@@ -99,4 +99,9 @@ func TestCLIClientRemembersServer(t *testing.T) {
 			t.Fatalf("the watcher did not pull the change; stderr %q", stderr.String())
 		}
 	}
+	// While the watcher holds the store, root --server with --db needs it
+	// only for what the flags leave out.
+	if r := runArborEnv(t, noEnv, "", "--db", laptop, "root", "--server", s.addr, "--fingerprint", s.fp, "--token-file", tokFile); r.code != 0 || strings.TrimSpace(r.stdout) != want {
+		t.Errorf("root --server with every flag, the store locked: exit %d, %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/arbor-sync/arbor"
@@ -328,7 +330,9 @@ func remoteRoot(e *env, c rootCmd) error {
 	// With --db, the store's pin and token file serve for the flags left
 	// out.
 	var rem remembered
-	if e.global.DB != "" {
+	needPin := c.Fingerprint == "" && c.CA == "" && !c.Trust
+	needToken := c.Token == "" && c.TokenFile == "" && strings.TrimSpace(os.Getenv("ARBOR_TOKEN")) == ""
+	if e.global.DB != "" && (needPin || needToken) {
 		db, err := e.openDB(true)
 		if err != nil {
 			return fmt.Errorf("root --server: %w", err)
