@@ -114,7 +114,7 @@ func (c serveCmd) Run(e *env) error {
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	defer func() { signal.Stop(hup); close(hup) }() // ends the reloader
 	go func() {
 		for range hup {
 			toks, err := arbor.LoadTokens(c.Tokens)
