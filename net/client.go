@@ -306,7 +306,12 @@ func Sync(ctx context.Context, store *tree.Store, opts ClientOptions) (*SyncResu
 	if err == nil && sy.hasBase && sy.sc.Ranges() != nil && !sy.sc.Covers(sy.oldSc) {
 		// The scope shrank (the token's read scope did, or the caller asked
 		// for less): drop the records the replica no longer holds.
-		if _, gerr := store.GCScope(ctx, sy.sc); gerr != nil {
+		// Only while head is where the commit put it: a write that landed
+		// since (outside the new scope, through a stale check of it) must
+		// not lose its nodes; the next sync prunes instead.
+		if _, gerr := store.GCScopeAt(ctx, sy.sc, HeadRef, sy.newHead); errors.Is(gerr, tree.ErrRefMoved) {
+			sy.log.Warn("arbor sync: head moved after the commit; records outside the shrunk scope are dropped by a later sync", "scope", sy.sc.String())
+		} else if gerr != nil {
 			err = fmt.Errorf("drop records outside the shrunk scope %s: %w", sy.sc, gerr)
 		}
 	}
@@ -347,6 +352,7 @@ type syncer struct {
 	oldSc   scope.Scope // the scope the store held before this sync
 	pushSc  scope.Scope // where local changes are pushed from: oldSc, or All without a base
 	adopt   bool        // a store without a base takes the server's state
+	newHead node.Hash   // head as the commit left it
 	added   scope.Scope // sc minus oldSc: fetched even below held nodes
 	partial bool
 }
@@ -624,7 +630,7 @@ func (sy *syncer) run(ctx context.Context) error {
 // server's tree was fetched (the next sync reuses it); no ref moved.
 func (sy *syncer) noHistory(ctx context.Context, root node.Hash) error {
 	var differ, only int
-	for c, err := range diffScope(ctx, sy.store, sy.head0, root, sy.sc) {
+	for c, err := range sy.adoptChanges(ctx, root) {
 		if err != nil {
 			return err
 		}
@@ -641,6 +647,27 @@ func (sy *syncer) noHistory(ctx context.Context, root node.Hash) error {
 		"those records are dropped and listed) or merge (Merge, --merge: push every local record as a new write; "+
 		"the server's value wins where it has one, and records it deleted come back)",
 		ErrNoSyncHistory, sy.store.Dir(), differ+only, differ, only)
+}
+
+// adoptChanges yields what adopting the server's root changes in the local
+// head: the differences within the synced scope, then every local record
+// outside it (a partial replica keeps nothing there).
+func (sy *syncer) adoptChanges(ctx context.Context, root node.Hash) iter.Seq2[diffChange, error] {
+	return func(yield func(diffChange, error) bool) {
+		for c, err := range diffScope(ctx, sy.store, sy.head0, root, sy.sc) {
+			if !yield(c, err) || err != nil {
+				return
+			}
+		}
+		if sy.sc.IsAll() {
+			return
+		}
+		for c, err := range diffScope(ctx, sy.store, sy.head0, node.EmptyRoot, complement(sy.sc)) {
+			if !yield(c, err) || err != nil {
+				return
+			}
+		}
+	}
 }
 
 // checkWritable finds the local changes outside the token's write scope,
@@ -687,7 +714,7 @@ func (sy *syncer) checkWritable(ctx context.Context, write scope.Scope) error {
 // reportAdopted lists, for a store that adopted the server's state, every
 // local record the server's state dropped or replaced.
 func (sy *syncer) reportAdopted(ctx context.Context, root node.Hash) error {
-	for c, err := range diffScope(ctx, sy.store, sy.head0, root, sy.sc) {
+	for c, err := range sy.adoptChanges(ctx, root) {
 		if err != nil {
 			return err
 		}
@@ -754,7 +781,7 @@ func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
 				if err != nil {
 					return err
 				}
-				return fmt.Errorf("%w: key %q was written during the sync, outside the new scope %s; it stays local: sync again", ErrUnpushable, c.Key, sy.sc)
+				return fmt.Errorf("%w: key %q was written during the sync, outside the new scope %s; it stays local: sync again", errWrittenDuringSync, c.Key, sy.sc)
 			}
 		}
 		if cur != sy.head0 {
@@ -767,6 +794,7 @@ func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
 		}
 		b.ExpectRef(HeadRef, cur, had)
 		b.SetRef(HeadRef, newHead)
+		sy.newHead = newHead
 		b.SetRef(BaseRef, newBase)
 		sy.setServerMeta(b)
 		err = b.Commit(ctx)

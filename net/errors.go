@@ -117,6 +117,9 @@ func errorCode(err error) uint64 {
 }
 
 var (
-	errForbidden = fmt.Errorf("%w: not shown to this session", ErrProtocol)
-	errLimit     = errors.New("session limit exceeded")
+	// errWrittenDuringSync reports a local write made during a sync that
+	// the sync's new scope cannot hold; the next sync pushes it.
+	errWrittenDuringSync = errors.New("written during the sync")
+	errForbidden         = fmt.Errorf("%w: not shown to this session", ErrProtocol)
+	errLimit             = errors.New("session limit exceeded")
 )

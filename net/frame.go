@@ -256,7 +256,7 @@ type frameWriter struct {
 }
 
 func newFrameWriter(w io.Writer, max int) *frameWriter {
-	return &frameWriter{w: bufio.NewWriterSize(w, 64<<10), max: max}
+	return &frameWriter{w: bufio.NewWriterSize(w, exchangeWriteBuffer), max: max}
 }
 
 // WriteFrame buffers one frame. Call Flush to send.

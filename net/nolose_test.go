@@ -95,22 +95,34 @@ func TestNarrowedScopeKeepsLocalWrites(t *testing.T) {
 	mustSync(t, c, ts.opts(tok))
 
 	// The server narrows the read scope to key-0001 while a write under
-	// key-0002 waits to be pushed.
+	// key-0002 waits to be pushed: the token may no longer write there, so
+	// the sync fails naming it and the write stays local...
 	edit(t, c, tree.Edit{Key: rec(250), Value: []byte("unpushed")}, tree.Edit{Key: rec(150), Value: []byte("in scope")})
 	ts.srv.SetTokens(grant(scope.Prefixes([]byte("key-0001"))))
-	res := mustSync(t, c, ts.opts(tok))
-	if res.Accepted != 2 {
-		t.Fatalf("accepted %d of 2 local writes", res.Accepted)
+	head := ref(t, c, HeadRef)
+	if _, err := Sync(context.Background(), c, ts.opts(tok)); !errors.Is(err, ErrUnpushable) || !strings.Contains(err.Error(), "key-000250") {
+		t.Fatalf("narrowed under an unpushed write: %v, want ErrUnpushable naming key-000250", err)
 	}
-	for k, want := range map[int]string{250: "unpushed", 150: "in scope"} {
-		if v := get(t, ts.store, ref(t, ts.store, HeadRef), rec(k)); v == nil || *v != want {
-			t.Fatalf("key %d on the server: %v, want %q", k, v, want)
-		}
+	if ref(t, c, HeadRef) != head {
+		t.Fatal("a sync that stopped on an unpushable write changed the replica")
+	}
+	// ...until the user drops it on purpose, and hears of it.
+	opts := ts.opts(tok)
+	opts.DiscardUnpushable = true
+	res := mustSync(t, c, opts)
+	if res.Accepted != 1 || len(res.Discarded) != 1 || string(res.Discarded[0].Key) != string(rec(250)) {
+		t.Fatalf("accepted %d, discarded %v; want key-000150 pushed and key-000250 reported", res.Accepted, res.Discarded)
+	}
+	if v := get(t, ts.store, ref(t, ts.store, HeadRef), rec(150)); v == nil || *v != "in scope" {
+		t.Fatalf("key 150 on the server: %v", v)
 	}
 
 	// The client narrows itself.
+	// The client narrows itself: its unpushed write outside the new scope
+	// goes up first.
+	ts.srv.SetTokens(grant(ab))
 	edit(t, c, tree.Edit{Key: rec(160), Value: []byte("before narrowing")})
-	opts := ts.opts(tok)
+	opts = ts.opts(tok)
 	opts.Scope = scope.Prefixes([]byte("key-00010"))
 	mustSync(t, c, opts)
 	if v := get(t, ts.store, ref(t, ts.store, HeadRef), rec(160)); v == nil || *v != "before narrowing" {
@@ -150,6 +162,7 @@ func TestScopeChangesModel(t *testing.T) {
 		mustSync(t, stores[i], ts.opts(toks[i].Token))
 	}
 	pending := make([]map[string]string, clients) // local writes not yet confirmed
+	discard := make([]bool, clients)              // the last sync found unpushable writes
 	for i := range pending {
 		pending[i] = map[string]string{}
 	}
@@ -176,13 +189,17 @@ func TestScopeChangesModel(t *testing.T) {
 				want[string(k)] = v
 			}
 			opts := ts.opts(toks[i].Token)
+			opts.DiscardUnpushable = discard[i]
 			if r.IntN(3) == 0 {
 				opts.Scope = randomScope(r)
 			}
 			res, err := Sync(context.Background(), c, opts)
-			if errors.Is(err, ErrForbiddenScope) {
-				// The scope asked for and the read scope do not meet: nothing
-				// happened, and the writes are still local.
+			if errors.Is(err, ErrForbiddenScope) || errors.Is(err, ErrUnpushable) {
+				// The scope asked for and the read scope do not meet, or the
+				// token may no longer write some of the local changes: nothing
+				// happened, and the writes are still local (the next round
+				// discards the unpushable ones on purpose).
+				discard[i] = errors.Is(err, ErrUnpushable)
 				for k, v := range want {
 					if got := get(t, c, ref(t, c, HeadRef), []byte(k)); got == nil || *got != v {
 						t.Fatalf("round %d client %d: a refused sync lost local write %s", round, i, k)

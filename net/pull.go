@@ -41,8 +41,9 @@ func (sy *syncer) pullChanges(ctx context.Context, target node.Hash, pushed *pus
 	}
 	if pushed != nil {
 		// The client's own accepted changes are not echoed back: re-apply
-		// them from the local head.
-		for c, err := range diffTrees(ctx, s, sy.base, sy.head0) {
+		// them from the local head (only those pushed: not the ones
+		// discarded as unpushable).
+		for c, err := range diffScope(ctx, s, sy.base, sy.head0, sy.pushSc) {
 			if err != nil {
 				return root, err
 			}

@@ -1,6 +1,7 @@
 package net
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	stdnet "net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,7 +212,9 @@ type tokenGrant struct {
 func (s *Server) SetTokens(toks []Token) {
 	m := make(map[[32]byte]tokenGrant, len(toks))
 	for _, t := range toks {
-		m[sha256.Sum256([]byte(t.Token))] = tokenGrant{clientID: t.ClientID, read: orAll(t.Read), write: orAll(t.Write)}
+		read := orAll(t.Read)
+		// A client writes only what it may read (see Token.Write).
+		m[sha256.Sum256([]byte(t.Token))] = tokenGrant{clientID: t.ClientID, read: read, write: orAll(t.Write).Intersect(read)}
 	}
 	s.tokMu.Lock()
 	s.tokens = m
@@ -393,6 +397,9 @@ type session struct {
 	grant    tokenGrant  // what the token gave when the session started
 	mem      *memBudget  // bytes this session holds, within the server's
 	watching atomic.Bool // a Watch exchange is open
+
+	welcomeRoot node.Hash // published by the handshake
+	pushRoot    node.Hash // published by the session's last push (guarded by mu)
 }
 
 func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
@@ -483,6 +490,15 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		go func() {
 			defer wg.Done()
 			defer active.Add(-1)
+			// The exchange's write buffer counts against the budgets too.
+			if err := sess.mem.take(exchangeWriteBuffer); err != nil {
+				s.stats.exchangesFailed.Add(1)
+				st.CancelRead(quic.StreamErrorCode(codeLimit))
+				st.CancelWrite(quic.StreamErrorCode(codeLimit))
+				qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), truncate(err.Error()))
+				return
+			}
+			defer sess.mem.give(exchangeWriteBuffer)
 			ex := newExchange(st, &sess.c, s.opts.IOTimeout, s.opts.MaxFrame, sess.peer)
 			ex.fr.mem = sess.mem
 			defer ex.fr.release()
@@ -578,6 +594,7 @@ func (sess *session) handshake(ctx context.Context) error {
 	}
 	w.Retained = sess.baseRetained
 	sess.publish(root)
+	sess.welcomeRoot = root
 	if h.Flags&(flagAudit|flagPush) == 0 && !sess.baseRetained && root != h.Base {
 		// The client will walk: send the root node now and save a round trip.
 		n, err := s.store.Node(ctx, root)
@@ -644,6 +661,38 @@ func (sess *session) publish(root node.Hash) {
 	sess.pinned = append(sess.pinned, root)
 }
 
+// publishPush publishes the root a push of this session committed, and
+// withdraws the one its previous push published: a client pulls from its
+// last push's root, so a session that pushes again and again holds two
+// roots (Welcome's and its last push's), not one pin per push.
+func (sess *session) publishPush(root node.Hash) {
+	sess.mu.Lock()
+	old, welcome := sess.pushRoot, sess.welcomeRoot
+	sess.pushRoot = root
+	sess.mu.Unlock()
+	sess.publish(root)
+	if !old.IsZero() && old != root && old != welcome {
+		sess.unpublish(old)
+	}
+}
+
+// unpublish withdraws a root published to the session: it may no longer
+// be fetched, and the session no longer pins it.
+func (sess *session) unpublish(root node.Hash) {
+	sess.mu.Lock()
+	if !sess.published[root] {
+		sess.mu.Unlock()
+		return
+	}
+	delete(sess.published, root)
+	delete(sess.nodes, root)
+	if i := slices.Index(sess.pinned, root); i >= 0 {
+		sess.pinned = slices.Delete(sess.pinned, i, i+1)
+	}
+	sess.mu.Unlock()
+	sess.s.unpin(root)
+}
+
 // bound is a node's key interval for scope tests: its keys lie above lo
 // (nil: unbounded); open marks a node on the tree's right edge, whose
 // interval is unbounded above.
@@ -662,8 +711,9 @@ func (sess *session) served(n *node.Node, b bound) error {
 	if !all {
 		if len(sess.sent) >= sess.s.opts.MaxShown {
 			// Bounded: forgetting costs only deltas against older hints
-			// (the node is then sent whole).
-			clear(sess.sent)
+			// (the node is then sent whole). A new map: clear would keep
+			// the grown one's memory.
+			sess.sent = map[node.Hash]struct{}{}
 		}
 		sess.sent[n.Hash()] = struct{}{}
 	}
@@ -772,6 +822,9 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 		if err := ex.expectEOF(); err != nil {
 			return err
 		}
+		// Nothing more is read: return the read buffer to the budgets
+		// now, not when a long exchange (a Watch) ends.
+		ex.fr.release()
 	}
 	st := &sess.s.stats
 	switch f.Type {
@@ -1095,10 +1148,15 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 	return ex.flush()
 }
 
-// maxAcceptedBytes bounds the key bytes a session keeps for echo
-// suppression; past it the session forgets them (its client then receives
-// its own changes back, which is harmless).
+// maxAcceptedBytes bounds the memory a session keeps for echo suppression
+// (keys, hashes and the map's own cost per entry); past it the session
+// forgets them (its client then receives its own changes back, which is
+// harmless).
 const maxAcceptedBytes = 16 << 20
+
+// acceptedEntryOverhead is what an echo-suppression entry costs beyond its
+// key bytes: the string header, the 16-byte hash and the map's slot.
+const acceptedEntryOverhead = 72
 
 // checkPushAddresses is false only in a benchmark that measures what the
 // address checks cost.
@@ -1128,12 +1186,12 @@ func (s *Server) validate(ctx context.Context, sess *session, c pushChange, res 
 // storedForm returns the stored form of value v (inline, or a reference to
 // its value index) without storing anything: the server decides what it
 // applies before it writes a byte of it.
-func storedForm(v []byte) (node.Value, error) {
+func storedForm(v []byte) (node.Value, []node.Chunk, error) {
 	if len(v) <= node.MaxInlineValue {
-		return node.InlineValue(v), nil
+		return node.InlineValue(v), nil, nil
 	}
 	if len(v) > node.MaxValueSize {
-		return node.Value{}, fmt.Errorf("%w: value of %d bytes (limit %d)", tree.ErrValueTooLarge, len(v), node.MaxValueSize)
+		return node.Value{}, nil, fmt.Errorf("%w: value of %d bytes (limit %d)", tree.ErrValueTooLarge, len(v), node.MaxValueSize)
 	}
 	sizes := chunker.SplitValue(v)
 	chunks := make([]node.Chunk, len(sizes))
@@ -1142,30 +1200,84 @@ func storedForm(v []byte) (node.Value, error) {
 		chunks[i] = node.Chunk{Hash: node.Sum(v[off : off+n]), Size: uint32(n)}
 		off += n
 	}
-	return node.RefValue(node.Sum(node.EncodeValueIndex(chunks)), uint64(len(v))), nil
+	return node.RefValue(node.Sum(node.EncodeValueIndex(chunks)), uint64(len(v))), chunks, nil
+}
+
+// checkBlobAddresses refuses, before anything of the push is written, a
+// push whose value chunks or indexes would land under an address that
+// holds other bytes, in the store or elsewhere in the push (a crafted
+// collision). The push batch checks every write again; this check comes
+// first so that a refused push leaves nothing behind, even what a batch
+// writes ahead of its commit. Server writes are serialised (wmu), so no
+// other writer can store an address between this check and the batch.
+func (s *Server) checkBlobAddresses(ctx context.Context, sess *session, changes []pushChange, chunks [][]node.Chunk, apply []int) error {
+	seen := map[node.Hash][]byte{}
+	check := func(key []byte, h node.Hash, raw []byte) error {
+		if prev, ok := seen[h]; ok {
+			if !bytes.Equal(prev, raw) {
+				return pushStoreError(sess, key, fmt.Errorf("blob %s: %w (two values of the push)", h, tree.ErrAddressConflict))
+			}
+			return nil
+		}
+		seen[h] = raw
+		ok, err := s.store.HasBlob(h)
+		if err != nil || !ok {
+			return err
+		}
+		stored, err := s.store.Blob(ctx, h)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(stored, raw) {
+			return pushStoreError(sess, key, fmt.Errorf("blob %s: %w (address already stored with different bytes)", h, tree.ErrAddressConflict))
+		}
+		return nil
+	}
+	for _, i := range apply {
+		c := changes[i]
+		if c.Delete || chunks[i] == nil {
+			continue
+		}
+		off := 0
+		for _, ch := range chunks[i] {
+			if err := check(c.Key, ch.Hash, c.Value[off:off+int(ch.Size)]); err != nil {
+				return err
+			}
+			off += int(ch.Size)
+		}
+		index := node.EncodeValueIndex(chunks[i])
+		if err := check(c.Key, node.Sum(index), index); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // applyPush decides every change against the server's current head, then
 // stores the values of the changes it applies, and only those, and commits.
-// A change to a key outside the session's read scope is a blind write: the
-// client cannot know the server's value, and an answer that depended on its
-// guess of it ("accepted" only when the guess was right) would reveal a
-// value it may not read.
+// Every key is inside the session's read scope (its write scope is), so
+// the answer reveals nothing the client may not read.
 func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushChange) (pushDone, error) {
 	start := time.Now()
 	forms := make([]node.Value, len(changes))
+	chunks := make([][]node.Chunk, len(changes))
 	for i, c := range changes {
 		if c.Delete {
 			continue
 		}
-		v, err := storedForm(c.Value)
+		v, cs, err := storedForm(c.Value)
 		if err != nil {
 			return pushDone{}, fmt.Errorf("%w: push key %q: %v", ErrProtocol, c.Key, err)
 		}
-		forms[i] = v
+		forms[i], chunks[i] = v, cs
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	// The push may have waited for the lock: a session its token's
+	// revocation (or any other end) closed meanwhile writes nothing.
+	if err := context.Cause(sess.qc.Context()); err != nil {
+		return pushDone{}, fmt.Errorf("%w: push of client %s: session ended before its push was applied: %v", errLimit, sess.clientID, err)
+	}
 	for {
 		old, had, err := s.store.Ref(HeadRef)
 		if err != nil {
@@ -1196,9 +1308,6 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 			}
 			same := (c.Delete && !present) || (!c.Delete && present && newHash == curHash)
 			match := (c.HasFrom == present) && (!present || c.From == curHash)
-			if !sess.read.Contains(c.Key) {
-				match = true // a blind write: see above
-			}
 			switch {
 			case !same && !match:
 				res.Overridden = append(res.Overridden, uint64(i))
@@ -1212,6 +1321,11 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 				res.Accepted++
 				accepted[string(c.Key)] = newHash
 				apply = append(apply, i)
+			}
+		}
+		if checkPushAddresses {
+			if err := s.checkBlobAddresses(ctx, sess, changes, chunks, apply); err != nil {
+				return pushDone{}, err
 			}
 		}
 		b, err := s.store.NewBatch()
@@ -1252,18 +1366,18 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		if s.afterPush != nil {
 			s.afterPush(sess, root, changes, res.Overridden)
 		}
-		sess.publish(root)
+		sess.publishPush(root)
 		sess.mu.Lock()
 		for k, h := range accepted {
 			if _, ok := sess.accepted[k]; !ok {
-				sess.acceptedBytes += len(k)
+				sess.acceptedBytes += len(k) + acceptedEntryOverhead
 			}
 			sess.accepted[k] = h
 		}
 		if len(sess.accepted) > s.opts.MaxShown || sess.acceptedBytes > maxAcceptedBytes {
 			// Echo suppression would cost too much memory: forget it. The
 			// client then receives its own changes back, which is harmless.
-			clear(sess.accepted)
+			sess.accepted = map[string]node.Hash{} // clear would keep the grown map's memory
 			sess.acceptedBytes = 0
 		}
 		sess.mu.Unlock()

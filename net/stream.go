@@ -52,6 +52,9 @@ type exchange struct {
 	peer string
 }
 
+// exchangeWriteBuffer is the size of an exchange's write buffer.
+const exchangeWriteBuffer = 64 << 10
+
 func newExchange(st *quic.Stream, c *counters, timeout time.Duration, maxFrame int, peer string) *exchange {
 	cs := &countingStream{st: st, c: c, timeout: timeout}
 	return &exchange{st: st, fr: newFrameReader(cs, maxFrame), fw: newFrameWriter(cs, maxFrame), peer: peer}

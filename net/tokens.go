@@ -21,7 +21,9 @@ type Token struct {
 	// zero Scope means every key (scope.All).
 	Read scope.Scope
 	// Write is the scope the client may push changes to; a push with any
-	// key outside it is refused whole. The zero Scope means every key.
+	// key outside it is refused whole. The zero Scope means every key. The
+	// server grants it only within Read: a client may write only what it
+	// may read.
 	Write scope.Scope
 }
 
@@ -41,7 +43,8 @@ func orAll(s scope.Scope) scope.Scope {
 // whitespace-separated, with "#" starting a comment. A token is at least
 // MinTokenLen bytes. Further fields have the form name=value: read= and
 // write= give the token's read and write scopes as comma-separated key
-// prefixes ("*": every key; an absent field: every key), e.g.
+// prefixes ("*": every key; an absent field: every key; an absent write=
+// means the read scope, and a write= outside read= is an error), e.g.
 // "tok-a client-a read=a/,shared/ write=a/". The parser fails closed: an
 // unknown field, a field given twice or an empty scope list is an error,
 // never a wider grant. Errors name the file and line.
@@ -115,6 +118,12 @@ func ParseTokens(data []byte) ([]Token, error) {
 					tok.Write = sc
 				}
 			}
+		}
+		if given["write"] && given["read"] && !tok.Read.Covers(tok.Write) {
+			// A key one may write but not read would make push answers an
+			// oracle for its value (the root moves or not), and a write
+			// there could never lose to the server's value.
+			return nil, fmt.Errorf("line %d: write scope %s is not inside the read scope %s", line, tok.Write, tok.Read)
 		}
 		if prev, ok := seen[f[0]]; ok {
 			return nil, fmt.Errorf("line %d: token already defined on line %d", line, prev)

@@ -405,7 +405,8 @@ func followEnd(ctx context.Context) error {
 func permanent(err error) bool {
 	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrFingerprint) ||
 		errors.Is(err, ErrConfigMismatch) || errors.Is(err, ErrForbiddenScope) ||
-		errors.Is(err, ErrVersion) || errors.Is(err, ErrProtocol)
+		errors.Is(err, ErrVersion) || errors.Is(err, ErrProtocol) ||
+		errors.Is(err, ErrNoSyncHistory) || errors.Is(err, ErrUnpushable)
 }
 
 func jitter(d time.Duration) time.Duration {

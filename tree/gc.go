@@ -47,7 +47,7 @@ type GCStats struct {
 // cancelled or the process dies mid-sweep, every node still stored still
 // heads a complete subtree — the invariant sync's walk relies on.
 func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error) {
-	return s.gcScope(ctx, nil, extraRoots)
+	return s.gcScope(ctx, nil, extraRoots, nil)
 }
 
 // GCScope is GC for a partial replica, which holds its trees pruned to sc
@@ -55,7 +55,22 @@ func (s *Store) GC(ctx context.Context, extraRoots ...node.Hash) (GCStats, error
 // interval overlaps sc and the value blobs of keys in sc, and deletes the
 // rest, so records outside sc that the store still held are dropped.
 func (s *Store) GCScope(ctx context.Context, sc Scope, extraRoots ...node.Hash) (GCStats, error) {
-	return s.gcScope(ctx, sc, extraRoots)
+	return s.gcScope(ctx, sc, extraRoots, nil)
+}
+
+// GCScopeAt is GCScope that runs only while ref still points at root: it
+// checks under the GC lock, which every write holds shared, and fails with
+// ErrRefMoved otherwise, deleting nothing. A sync that narrowed a replica
+// uses it, so that a write which landed outside the new scope since the
+// sync's commit is never pruned away.
+func (s *Store) GCScopeAt(ctx context.Context, sc Scope, ref string, root node.Hash, extraRoots ...node.Hash) (GCStats, error) {
+	return s.gcScope(ctx, sc, extraRoots, &refAt{ref, root})
+}
+
+// refAt is a ref's expected root.
+type refAt struct {
+	ref  string
+	root node.Hash
 }
 
 // afterGCUnlock, when set by a test, runs after a GC that deleted something
@@ -63,7 +78,7 @@ func (s *Store) GCScope(ctx context.Context, sc Scope, extraRoots ...node.Hash) 
 // context.
 var afterGCUnlock func(ctx context.Context)
 
-func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (st GCStats, err error) {
+func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash, at *refAt) (st GCStats, err error) {
 	done, err := s.use()
 	if err != nil {
 		return st, err
@@ -86,7 +101,7 @@ func (s *Store) gcScope(ctx context.Context, sc Scope, extraRoots []node.Hash) (
 	defer func() { <-s.gcRun }()
 
 	var cp *liveCopy
-	st, cp, err = s.collect(ctx, sc, extraRoots)
+	st, cp, err = s.collect(ctx, sc, extraRoots, at)
 	if err != nil || st.DeletedNodes+st.DeletedBlobs == 0 {
 		return st, err
 	}
@@ -174,12 +189,22 @@ type liveCopy struct {
 
 // collect marks and sweeps under the exclusive GC lock. If the garbage
 // justifies copying the live values, it returns what to copy.
-func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash) (GCStats, *liveCopy, error) {
+func (s *Store) collect(ctx context.Context, sc Scope, extraRoots []node.Hash, at *refAt) (GCStats, *liveCopy, error) {
 	var st GCStats
 	if err := s.lockGC(ctx); err != nil {
 		return st, nil, fmt.Errorf("gc %s: %w", s.dir, err)
 	}
 	defer s.gc.Unlock()
+	if at != nil {
+		if s.pendingWork() {
+			return st, nil, fmt.Errorf("gc %s: ref %q has working-set edits to apply: %w", s.dir, at.ref, ErrRefMoved)
+		}
+		if h, ok, err := s.rawRef(at.ref); err != nil {
+			return st, nil, err
+		} else if !ok || h != at.root {
+			return st, nil, fmt.Errorf("gc %s: ref %q: %w", s.dir, at.ref, ErrRefMoved)
+		}
+	}
 
 	refs, err := s.Refs()
 	if err != nil {
