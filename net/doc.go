@@ -14,7 +14,7 @@
 //  2. Push: the client sends its local changes (base→head), each with the
 //     hash of the value it started from. The server decides every change
 //     before it stores anything: it applies a change only if the key still
-//     holds that value (a key the token may not read is a blind write) and
+//     holds that value (a token writes only inside its read scope) and
 //     Validate accepts it, stores only the values it applies (refusing
 //     content whose address holds other bytes), commits them atomically,
 //     and reports the rest as overridden. The server builds its own tree
