@@ -28,7 +28,7 @@ func TestCLISyncWatchReconnects(t *testing.T) {
 	s := startServe(t, "--db", srv, "serve", "--listen", "127.0.0.1:0", "--tokens", tokens)
 	mirror := filepath.Join(dir, "mirror")
 
-	cmd, stdout, stderr := startArbor(t, "--db", mirror, "sync", "--watch", "--server", s.addr, "--token", tokM, "--fingerprint", s.fp)
+	cmd, stdout, stderr := startArborLive(t, "--db", mirror, "sync", "--watch", "--server", s.addr, "--token", tokM, "--fingerprint", s.fp)
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	var mu sync.Mutex
 	var outLines []string

@@ -70,7 +70,7 @@ func TestCLIClientRemembersServer(t *testing.T) {
 	}
 	// sync --watch with the remembered server, pin and token file follows
 	// a change another client pushes.
-	cmd, stdout, stderr := startArbor(t, "--db", laptop, "sync", "--watch", "--json")
+	cmd, stdout, stderr := startArborLive(t, "--db", laptop, "sync", "--watch", "--json")
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	roots := make(chan string, 16)
 	go func() {

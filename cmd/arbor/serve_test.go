@@ -122,6 +122,24 @@ func (s *served) stop(t *testing.T, sig os.Signal, limit time.Duration) int {
 	return s.cmd.ProcessState.ExitCode()
 }
 
+// startArborLive is startArbor with a standard error the test may read
+// while the process runs.
+func startArborLive(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(lockedBuffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
+}
+
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
