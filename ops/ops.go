@@ -7,7 +7,13 @@
 //	m := ops.NewMetrics()
 //	srv, _ := arbor.NewServer(db, arbor.ServerOptions{…, OnCommit: m.ObserveCommit})
 //	m.Register(srv, ops.StoreSize(db.Store().DiskSize))
-//	http.ListenAndServe("127.0.0.1:9090", ops.Handler(m, srv.Ready))
+//	ready := func() error {
+//		if !srv.Ready() {
+//			return errors.New("not listening, or draining")
+//		}
+//		return nil
+//	}
+//	http.ListenAndServe("127.0.0.1:9090", ops.Handler(m, ready))
 package ops
 
 import (
