@@ -2,6 +2,7 @@ package arbor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 
@@ -69,8 +70,36 @@ func (db *DB) DiffWith(ctx context.Context, other *DB, opts DiffOptions) iter.Se
 	}
 }
 
+// ErrRootNotRetained reports a root hash whose tree a store no longer
+// holds (garbage collection removed it) or never held.
+var ErrRootNotRetained = errors.New("root no longer retained")
+
+// checkRoot fails with ErrRootNotRetained if db does not hold root's node.
+func checkRoot(db *DB, root Hash) error {
+	if root == EmptyRoot {
+		return nil
+	}
+	ok, err := db.store.HasNode(root)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("store %s: root %s: %w (garbage collection removed it, or the store never held it; 'arbor status' lists the roots it keeps)", db.Dir(), root, ErrRootNotRetained)
+	}
+	return nil
+}
+
 func diffBetween(ctx context.Context, a *DB, from Hash, b *DB, to Hash, opts DiffOptions) iter.Seq2[Change, error] {
 	return func(yield func(Change, error) bool) {
+		for _, r := range []struct {
+			db   *DB
+			root Hash
+		}{{a, from}, {b, to}} {
+			if err := checkRoot(r.db, r.root); err != nil {
+				yield(Change{}, err)
+				return
+			}
+		}
 		for c, err := range diff.Diff(ctx, a.store, from, b.store, to, diff.Options{Range: opts.Range.treeRange()}) {
 			if err != nil {
 				yield(Change{}, err)

@@ -94,6 +94,8 @@
 //   - [ErrCorrupt]: a node or value whose bytes are damaged.
 //   - [ErrNodeNotFound]: a node or value chunk the store does not hold.
 //   - [ErrVerify]: Verify found problems; its report lists them all.
+//   - [ErrRootNotRetained]: Diff from or to a root the store no longer
+//     holds (garbage collection removed it) or never held.
 //
 // Syncing (Sync, Follow, WatchServer, ServerRoot, and the client's view of
 // a Server):
