@@ -3,8 +3,8 @@ package net
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
+	"github.com/arbor-sync/arbor/internal/xxh3collide"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -14,34 +14,8 @@ import (
 	"github.com/arbor-sync/arbor/tree"
 )
 
-// xxh3Secret0 and xxh3Secret8 are bytes 0..7 and 8..15 of xxh3's default
-// secret, little endian: the secret words stripes 0 and 1 of a long input
-// mix into lane 0.
-const (
-	xxh3Secret0 uint64 = 0xbe4ba423396cfeb8
-	xxh3Secret8 uint64 = 0x1cad21f72c81017c
-)
-
-// xxh3Collision returns two different values of n bytes (n > 1024, so
-// that both are long inputs) with equal node.Sum, built the way a hostile
-// tenant can: in xxh3's long-input loop lane 0 of a stripe adds its data
-// word to one accumulator and the product of the halves of data^secret to
-// the other. Choosing each data word so that the low half of data^secret
-// is zero makes every product zero, and swapping the high halves between
-// stripes 0 and 1 keeps the sum of the data words. rest fills the other
-// bytes.
-func xxh3Collision(n int, rest []byte) (a, b []byte) {
-	a = bytes.Clone(rest[:n])
-	word := func(secret uint64, hi uint64) uint64 {
-		return secret&0xffffffff | ((secret>>32)^hi)<<32
-	}
-	binary.LittleEndian.PutUint64(a[0:], word(xxh3Secret0, 1))
-	binary.LittleEndian.PutUint64(a[64:], word(xxh3Secret8, 2))
-	b = bytes.Clone(a)
-	binary.LittleEndian.PutUint64(b[0:], word(xxh3Secret0, 2))
-	binary.LittleEndian.PutUint64(b[64:], word(xxh3Secret8, 1))
-	return a, b
-}
+// xxh3Collision is xxh3collide.Pair: two values of n bytes, one xxh3-128.
+func xxh3Collision(n int, rest []byte) (a, b []byte) { return xxh3collide.Pair(n, rest) }
 
 func TestXXH3CollisionIsReal(t *testing.T) {
 	rest := make([]byte, 3000)

@@ -3,9 +3,9 @@ package tree
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/arbor-sync/arbor/internal/xxh3collide"
 	"path/filepath"
 	"testing"
 
@@ -415,25 +415,8 @@ func TestUncheckedStoreOverwrites(t *testing.T) {
 	mustStore(t, s, blobKey(node.Sum(y)), y)
 }
 
-// xxh3Collision returns two different values of n bytes (n > 1024) with
-// equal node.Sum, taken from net's collision_test.go: in xxh3's long-input
-// loop lane 0 of a stripe adds its data word to one accumulator and the
-// product of the halves of data^secret to the other; data words whose low
-// half of data^secret is zero make every product zero, and swapping the
-// high halves between stripes 0 and 1 keeps the sum of the data words.
-func xxh3Collision(n int, rest []byte) (a, b []byte) {
-	const secret0, secret8 uint64 = 0xbe4ba423396cfeb8, 0x1cad21f72c81017c
-	a = bytes.Clone(rest[:n])
-	word := func(secret uint64, hi uint64) uint64 {
-		return secret&0xffffffff | ((secret>>32)^hi)<<32
-	}
-	binary.LittleEndian.PutUint64(a[0:], word(secret0, 1))
-	binary.LittleEndian.PutUint64(a[64:], word(secret8, 2))
-	b = bytes.Clone(a)
-	binary.LittleEndian.PutUint64(b[0:], word(secret0, 2))
-	binary.LittleEndian.PutUint64(b[64:], word(secret8, 1))
-	return a, b
-}
+// xxh3Collision is xxh3collide.Pair: two values of n bytes, one xxh3-128.
+func xxh3Collision(n int, rest []byte) (a, b []byte) { return xxh3collide.Pair(n, rest) }
 
 // TestCheckAddressesRealCollision: blobs with a real xxh3 collision, in
 // one batch, in two concurrent batches, and against a committed one; and
