@@ -301,9 +301,8 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 }
 
 // Serve accepts connections until ctx is cancelled, then closes the
-// listener, ends every session and returns nil. After Drain it stops
-// accepting and returns nil once the remaining sessions end (cancel ctx to
-// end them). Listen must come first.
+// listener, ends every session and returns nil. After Drain it refuses
+// new connections until then. Listen must come first.
 func (s *Server) Serve(ctx context.Context) error {
 	s.lnMu.Lock()
 	ln, tr, udp := s.ln, s.tr, s.udp
@@ -321,13 +320,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	for {
 		qc, err := ln.Accept(ctx)
 		if err != nil {
-			s.lnMu.Lock()
-			draining := s.draining
-			s.lnMu.Unlock()
-			if ctx.Err() != nil || draining {
-				return nil // after Drain: once the sessions end (or ctx does)
+			if ctx.Err() != nil {
+				return nil
 			}
 			return fmt.Errorf("arbor server: accept: %w", err)
+		}
+		s.lnMu.Lock()
+		draining := s.draining
+		s.lnMu.Unlock()
+		if draining {
+			s.stats.refusedBusy.Add(1)
+			qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "server draining")
+			continue
 		}
 		if s.handshakes.Add(1) > int64(s.opts.MaxHandshakes) {
 			s.handshakes.Add(-1)

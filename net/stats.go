@@ -104,18 +104,15 @@ func (s *Server) Ready() bool {
 	return s.ln != nil && !s.draining
 }
 
-// Drain stops accepting connections and waits until every session has
-// ended or ctx is done, whichever comes first; Serve's context then ends
-// the rest. Sessions in the middle of a sync finish it (an interrupted walk
-// resumes on the client's next sync without refetching what it stored).
+// Drain refuses new connections (at once, "server draining", code 8) and
+// waits until every session has ended or ctx is done, whichever comes
+// first; cancelling Serve's context then ends the rest. Sessions in the
+// middle of a sync finish it (an interrupted walk resumes on the client's
+// next sync without refetching what it stored).
 func (s *Server) Drain(ctx context.Context) {
 	s.lnMu.Lock()
 	s.draining = true
-	ln := s.ln
 	s.lnMu.Unlock()
-	if ln != nil {
-		ln.Close()
-	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for s.sessions.Load()+s.handshakes.Load() > 0 {

@@ -2,6 +2,7 @@ package net
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,8 +60,12 @@ func TestDrain(t *testing.T) {
 	if ts.srv.Ready() {
 		t.Fatal("a draining server is ready")
 	}
-	if _, err := Root(context.Background(), ClientOptions{Server: ts.addr, Token: alice, Fingerprint: ts.fp, IOTimeout: 500 * time.Millisecond}); err == nil {
-		t.Fatal("a draining server accepted a connection")
+	start = time.Now()
+	if _, err := Root(context.Background(), ClientOptions{Server: ts.addr, Token: alice, Fingerprint: ts.fp}); err == nil || !strings.Contains(err.Error(), "draining") {
+		t.Fatalf("a draining server answered a new connection with %v, want a refusal", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the refusal took %v", took)
 	}
 	cancel() // the watcher goes away: a second Drain returns at once
 	eventually(t, "the watch session to end", func() bool { return ts.srv.Stats().Sessions == 0 })

@@ -18,6 +18,7 @@ package ops
 
 import (
 	"fmt"
+	"github.com/arbor-sync/arbor/tree"
 	"net/http"
 	"time"
 
@@ -88,6 +89,13 @@ func StoreSize(size func() (uint64, error)) StoreOption {
 	return func(c *statsCollector) { c.diskSize = size }
 }
 
+// StorePebble reports Pebble's figures (tree.Store.PebbleStats):
+// compaction debt, read amplification, L0 files, tables, block cache size,
+// hits and misses, memtable and WAL bytes.
+func StorePebble(stats func() (tree.PebbleStats, error)) StoreOption {
+	return func(c *statsCollector) { c.pebble = stats }
+}
+
 // Register adds the server's counters and gauges, read from src.Stats()
 // at every scrape. Call it once per Metrics.
 func (m *Metrics) Register(src StatsSource, opts ...StoreOption) error {
@@ -130,11 +138,14 @@ func Handler(m *Metrics, ready func() error) http.Handler {
 type statsCollector struct {
 	src      StatsSource
 	diskSize func() (uint64, error)
+	pebble   func() (tree.PebbleStats, error)
 
 	sessions, handshakes, watchers, memory, retained   *prometheus.Desc
 	sessionsStarted, refused, exchangesFailed, syncs   *prometheus.Desc
 	bytesReceived, bytesSent, pushes, changes, refPush *prometheus.Desc
 	disk                                               *prometheus.Desc
+	debt, readAmp, l0, tables, cacheBytes, cacheOps    *prometheus.Desc
+	memtable, wal, walWritten                          *prometheus.Desc
 }
 
 func newStatsCollector(src StatsSource) *statsCollector {
@@ -158,6 +169,15 @@ func newStatsCollector(src StatsSource) *statsCollector {
 		changes:         d("server", "changes_total", "Pushed changes by outcome: accepted, overridden (the server's value won a compare-and-set), rejected (by validation).", "outcome"),
 		refPush:         d("server", "pushes_refused_total", "Pushes refused whole because their content collides with stored content (nothing applied)."),
 		disk:            d("store", "disk_bytes", "Bytes the store's files use on disk."),
+		debt:            d("pebble", "compaction_debt_bytes", "Estimated bytes Pebble's compactions must still rewrite."),
+		readAmp:         d("pebble", "read_amplification", "Sorted runs a read may visit: L0 sublevels plus non-empty levels."),
+		l0:              d("pebble", "l0_files", "Sstables in L0."),
+		tables:          d("pebble", "tables", "Live sstables in all levels."),
+		cacheBytes:      d("pebble", "block_cache_bytes", "Bytes in Pebble's block cache."),
+		cacheOps:        d("pebble", "block_cache_lookups_total", "Block cache lookups, by result (hit, miss).", "result"),
+		memtable:        d("pebble", "memtable_bytes", "Bytes allocated by memtables."),
+		wal:             d("pebble", "wal_bytes", "Live data in the write-ahead log."),
+		walWritten:      d("pebble", "wal_written_bytes_total", "Bytes written to the write-ahead log since the store opened."),
 	}
 }
 
@@ -169,6 +189,11 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.diskSize != nil {
 		ch <- c.disk
+	}
+	if c.pebble != nil {
+		for _, d := range []*prometheus.Desc{c.debt, c.readAmp, c.l0, c.tables, c.cacheBytes, c.cacheOps, c.memtable, c.wal, c.walWritten} {
+			ch <- d
+		}
 	}
 }
 
@@ -205,6 +230,21 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.diskSize != nil {
 		if n, err := c.diskSize(); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.disk, prometheus.GaugeValue, float64(n))
+		}
+	}
+	if c.pebble != nil {
+		if p, err := c.pebble(); err == nil {
+			g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+			g(c.debt, float64(p.CompactionDebtBytes))
+			g(c.readAmp, float64(p.ReadAmp))
+			g(c.l0, float64(p.L0Files))
+			g(c.tables, float64(p.Tables))
+			g(c.cacheBytes, float64(p.BlockCacheBytes))
+			ch <- prometheus.MustNewConstMetric(c.cacheOps, prometheus.CounterValue, float64(p.BlockCacheHits), "hit")
+			ch <- prometheus.MustNewConstMetric(c.cacheOps, prometheus.CounterValue, float64(p.BlockCacheMisses), "miss")
+			g(c.memtable, float64(p.MemTableBytes))
+			g(c.wal, float64(p.WALBytes))
+			ch <- prometheus.MustNewConstMetric(c.walWritten, prometheus.CounterValue, float64(p.WALBytesWritten))
 		}
 	}
 }

@@ -40,7 +40,7 @@ func serve(t *testing.T) (*arbor.Server, arbor.SyncOptions, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Register(srv, ops.StoreSize(db.Store().DiskSize)); err != nil {
+	if err := m.Register(srv, ops.StoreSize(db.Store().DiskSize), ops.StorePebble(db.Store().PebbleStats)); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Listen("127.0.0.1:0"); err != nil {
@@ -149,10 +149,18 @@ func TestMetricsAfterSyncs(t *testing.T) {
 		}
 	}
 	positive := []string{`arbor_server_received_bytes_total`, `arbor_server_sent_bytes_total`,
-		`arbor_server_retained_roots`, `arbor_store_disk_bytes`, `go_goroutines`}
+		`arbor_server_retained_roots`, `arbor_store_disk_bytes`, `go_goroutines`,
+		`arbor_pebble_memtable_bytes`, `arbor_pebble_wal_written_bytes_total`}
 	for _, series := range positive {
 		if got := sample(text, series); got <= 0 {
 			t.Errorf("%s = %v, want > 0", series, got)
+		}
+	}
+	// A small store lives in its memtable: these are present, maybe zero.
+	for _, series := range []string{`arbor_pebble_block_cache_lookups_total{result="hit"}`, `arbor_pebble_block_cache_lookups_total{result="miss"}`,
+		`arbor_pebble_compaction_debt_bytes`, `arbor_pebble_read_amplification`, `arbor_pebble_l0_files`, `arbor_pebble_tables`} {
+		if !strings.Contains(text, series+" ") {
+			t.Errorf("%s missing:\n%s", series, grep(text, "pebble"))
 		}
 	}
 	if sample(text, `arbor_server_syncs_total{path="tree"}`)+sample(text, `arbor_server_syncs_total{path="walk"}`) <= 0 {

@@ -77,7 +77,7 @@ func (c serveCmd) Run(e *env) error {
 	}
 	var httpAddr string
 	if metrics != nil {
-		if err := metrics.Register(srv, ops.StoreSize(db.Store().DiskSize)); err != nil {
+		if err := metrics.Register(srv, ops.StoreSize(db.Store().DiskSize), ops.StorePebble(db.Store().PebbleStats)); err != nil {
 			return err
 		}
 		ready := func() error {
