@@ -143,7 +143,8 @@ type SyncResult struct {
 	Scope         scope.Scope  // the scope synced (scope.All for a full replica)
 	BytesSent     int64        // at the QUIC stream level
 	BytesReceived int64
-	RoundTrips    int // request/response exchanges, the handshake included
+	RoundTrips    int  // request/response exchanges, the handshake included
+	Resumed       bool // the TLS session was resumed (no certificate sent)
 	NodesFetched  int
 	BlobsFetched  int
 	Duration      time.Duration
@@ -158,10 +159,13 @@ type client struct {
 	log  *slog.Logger
 	w    welcome
 	fp   string
+
+	resumed bool // the TLS session was resumed from a ticket
 }
 
 // dial connects and performs the Hello exchange.
-func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client, error) {
+// sessions, if set, resumes and keeps TLS sessions (storeSessionCache).
+func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions tls.ClientSessionCache) (*client, error) {
 	host, _, err := stdnet.SplitHostPort(opts.Server)
 	if err != nil {
 		return nil, fmt.Errorf("server address %q: %w", opts.Server, err)
@@ -171,6 +175,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 	if err != nil {
 		return nil, err
 	}
+	tconf.ClientSessionCache = sessions
 	var pinMu sync.Mutex
 	var pinErr error
 	if vc := tconf.VerifyConnection; vc != nil {
@@ -213,6 +218,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello) (*client
 		return nil, fmt.Errorf("connect to %s: %w: the server speaks %s, an older protocol than this client's %s: upgrade the server", cl.peer, ErrVersion, p, ALPN)
 	}
 	cl.qc = qc
+	cl.resumed = qc.ConnectionState().TLS.DidResume
 	if pc := qc.ConnectionState().TLS.PeerCertificates; len(pc) > 0 {
 		cl.fp = Fingerprint(pc[0].Raw)
 	}
@@ -279,7 +285,7 @@ func (cl *client) request(ctx context.Context, typ byte, payload []byte) (*excha
 // audit. It needs a pin, a CA file or TrustOnFirstUse.
 func Root(ctx context.Context, opts ClientOptions) (node.Hash, error) {
 	opts.defaults()
-	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit})
+	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit}, nil)
 	if err != nil {
 		return node.Hash{}, err
 	}
@@ -491,11 +497,18 @@ func (sy *syncer) run(ctx context.Context) error {
 		h.Flags |= flagPush
 	}
 	sy.progress("connect")
-	cl, err := dial(ctx, sy.opts, pin, h)
+	var sessions tls.ClientSessionCache
+	if pin != "" {
+		// Resume only under a pin: a resumed session shows the certificate
+		// it was made with, which the pin checks again.
+		sessions = &storeSessionCache{store: s, pin: normFingerprint(pin)}
+	}
+	cl, err := dial(ctx, sy.opts, pin, h, sessions)
 	if err != nil {
 		return err
 	}
 	sy.cl = cl
+	sy.res.Resumed = cl.resumed
 	stop := watch(ctx, cl.qc)
 	defer stop()
 	w := cl.w

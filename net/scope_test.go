@@ -167,7 +167,7 @@ func TestScopedNodeRequestRefused(t *testing.T) {
 	}
 	outside, _ := rn.Child(rn.Len() - 1) // holds key-000999: outside the scope
 	cl, err := dial(context.Background(), ClientOptions{Server: ts.addr, Fingerprint: ts.fp, IOTimeout: 5e9, MaxFrame: DefaultMaxFrame},
-		ts.fp, hello{Token: "tok-carol-0123456789", Flags: flagWalk, Config: smallChunks})
+		ts.fp, hello{Token: "tok-carol-0123456789", Flags: flagWalk, Config: smallChunks}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestScopedTreeRequestRefused(t *testing.T) {
 	inside, _ := rn.Child(0) // holds key-000100: shown with the root
 	for _, tok := range []string{"tok-carol-0123456789", alice} {
 		cl, err := dial(context.Background(), ClientOptions{Server: ts.addr, Fingerprint: ts.fp, IOTimeout: 5e9, MaxFrame: DefaultMaxFrame},
-			ts.fp, hello{Token: tok, Flags: flagWalk, Config: smallChunks})
+			ts.fp, hello{Token: tok, Flags: flagWalk, Config: smallChunks}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +515,7 @@ func TestScopedBlobRequestRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl, err := dial(context.Background(), ClientOptions{Server: ts.addr, Fingerprint: ts.fp, IOTimeout: 5e9, MaxFrame: DefaultMaxFrame},
-		ts.fp, hello{Token: "tok-carol-0123456789", Flags: flagWalk, Config: smallChunks})
+		ts.fp, hello{Token: "tok-carol-0123456789", Flags: flagWalk, Config: smallChunks}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

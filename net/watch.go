@@ -171,7 +171,7 @@ func touches(ctx context.Context, s *tree.Store, from, to node.Hash, sc scope.Sc
 // reports only moves that change a record in that scope.
 func Watch(ctx context.Context, opts ClientOptions, fn func(root node.Hash) error) error {
 	opts.defaults()
-	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit})
+	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit}, nil)
 	if err != nil {
 		return err
 	}
