@@ -81,6 +81,9 @@ type ClientOptions struct {
 	// Merge pushes the local records as new writes: the server's value
 	// wins for keys it holds, and keys it deleted since come back.
 	Adopt, Merge bool
+	// NoSessionResumption makes Sync neither keep nor use the TLS session
+	// ticket its store holds for the server (see SyncResult.Resumed).
+	NoSessionResumption bool
 	// DiscardUnpushable drops, and reports in SyncResult.Discarded, the
 	// local changes the token may not write (its write scope) instead of
 	// failing the sync with ErrUnpushable.
@@ -498,7 +501,7 @@ func (sy *syncer) run(ctx context.Context) error {
 	}
 	sy.progress("connect")
 	var sessions tls.ClientSessionCache
-	if pin != "" {
+	if pin != "" && !sy.opts.NoSessionResumption {
 		// Resume only under a pin: a resumed session shows the certificate
 		// it was made with, which the pin checks again.
 		sessions = &storeSessionCache{store: s, pin: normFingerprint(pin)}
