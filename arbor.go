@@ -136,7 +136,7 @@ func (db *DB) Get(ctx context.Context, key []byte) ([]byte, error) {
 		return nil, err
 	}
 	if err := sc.Check(key); err != nil {
-		return nil, fmt.Errorf("arbor: read refused on a partial replica: %w", err)
+		return nil, fmt.Errorf("read refused on a partial replica: %w", err)
 	}
 	// The working set first, then the tree at head, without making the
 	// tree catch up.
@@ -197,7 +197,7 @@ func (db *DB) Apply(ctx context.Context, b *Batch) error {
 	if !sc.IsAll() {
 		for _, e := range b.edits {
 			if err := sc.Check(e.Key); err != nil {
-				return fmt.Errorf("arbor: write refused on a partial replica: %w", err)
+				return fmt.Errorf("write refused on a partial replica: %w", err)
 			}
 		}
 	}
@@ -208,7 +208,7 @@ func (db *DB) Apply(ctx context.Context, b *Batch) error {
 	if err != nil && !sc.IsAll() && (errors.Is(err, node.ErrNotFound) || errors.Is(err, tree.ErrNotFound)) {
 		// Re-chunking next to the scope's edge can need a node outside it,
 		// which a partial replica does not hold: nothing was written.
-		return fmt.Errorf("arbor: write on a partial replica (scope %s) needs a node outside the scope; nothing was written; widen the scope by a few keys: %w", sc, err)
+		return fmt.Errorf("write on a partial replica (scope %s) needs a node outside the scope; nothing was written; widen the scope by a few keys: %w", sc, err)
 	}
 	return err
 }

@@ -11,17 +11,20 @@ import (
 type (
 	// SyncOptions configure DB.Sync: the server address, the client's token,
 	// and how to trust the server (a pinned fingerprint, a CA file, or
-	// trust on first use).
+	// trust on first use). Fields: see net.ClientOptions
+	// (go doc github.com/arbor-sync/arbor/net.ClientOptions).
 	SyncOptions = arbornet.ClientOptions
 	// SyncResult describes a completed sync: records pulled and pushed, the
 	// local changes the server's values overrode, bytes on the wire, round
-	// trips and the new root.
+	// trips and the new root. Fields: see net.SyncResult.
 	SyncResult = arbornet.SyncResult
 	// Overridden is a local change that lost to the server's value.
 	Overridden = arbornet.Overridden
 	// SyncProgress reports how far a sync has come.
 	SyncProgress = arbornet.Progress
-	// ServerOptions configure a Server.
+	// ServerOptions configure a Server: tokens, certificate directory,
+	// retention, limits per peer, the Validate hook. Fields: see
+	// net.ServerOptions (go doc github.com/arbor-sync/arbor/net.ServerOptions).
 	ServerOptions = arbornet.ServerOptions
 	// Token is one client credential: the secret and the client id.
 	Token = arbornet.Token

@@ -170,7 +170,7 @@ type Server struct {
 func NewServer(store *tree.Store, opts ServerOptions) (*Server, error) {
 	opts.defaults()
 	if opts.CertDir == "" {
-		return nil, errors.New("arbor server: ServerOptions.CertDir is required")
+		return nil, errors.New("new server: ServerOptions.CertDir is required")
 	}
 	cert, err := loadOrCreateCert(opts.CertDir)
 	if err != nil {
@@ -263,7 +263,7 @@ func (s *Server) grant(token string) (tokenGrant, bool) {
 func (s *Server) Listen(addr string) error {
 	udp, err := stdnet.ListenPacket("udp", addr)
 	if err != nil {
-		return fmt.Errorf("arbor server: listen %s: %w", addr, err)
+		return fmt.Errorf("server: listen %s: %w", addr, err)
 	}
 	tr := &quic.Transport{Conn: udp}
 	ln, err := tr.Listen(serverTLS(s.cert), &quic.Config{
@@ -274,7 +274,7 @@ func (s *Server) Listen(addr string) error {
 	})
 	if err != nil {
 		udp.Close()
-		return fmt.Errorf("arbor server: listen %s: %w", addr, err)
+		return fmt.Errorf("server: listen %s: %w", addr, err)
 	}
 	s.lnMu.Lock()
 	s.ln, s.tr, s.udp = ln, tr, udp
@@ -308,7 +308,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	ln, tr, udp := s.ln, s.tr, s.udp
 	s.lnMu.Unlock()
 	if ln == nil {
-		return errors.New("arbor server: Serve before Listen")
+		return errors.New("server: Serve before Listen")
 	}
 	s.log.Info("arbor server listening", "addr", ln.Addr().String(), "fingerprint", s.fp)
 	defer func() {
@@ -323,7 +323,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("arbor server: accept: %w", err)
+			return fmt.Errorf("server: accept: %w", err)
 		}
 		s.lnMu.Lock()
 		draining := s.draining

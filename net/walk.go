@@ -849,7 +849,7 @@ func (w *walker) putValueBlob(ctx context.Context, it walkItem) error {
 	l := w.values.leaf
 	if l == nil || (it.index && l.refs[0] != it.h) {
 		// fetchTrees passes a leaf's blobs right after it, in order.
-		return fmt.Errorf("arbor sync: value blob %s out of order in a subtree stream", it.h)
+		return fmt.Errorf("value blob %s out of order in a subtree stream", it.h)
 	}
 	if _, err := w.b.PutBlob(it.blob); err != nil {
 		return err
