@@ -505,3 +505,16 @@ func TestCLIServeJSON(t *testing.T) {
 		t.Fatalf("serve --json line %q: %+v, %v", line, v, err)
 	}
 }
+
+// TestCLICacheSize: --cache-mb sets the node cache of any command that
+// opens a store (serve included); a negative size is refused.
+func TestCLICacheSize(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "db")
+	mustRun(t, "", "--cache-mb", "8", "--db", db, "put", "k", "v")
+	if got := mustRun(t, "", "--cache-mb", "8", "--db", db, "get", "k"); strings.TrimSpace(got) != "v" {
+		t.Fatalf("get = %q", got)
+	}
+	if r := runArbor(t, "", "--cache-mb=-1", "--db", db, "get", "k"); r.code == 0 || !strings.Contains(r.stderr, "--cache-mb -1") {
+		t.Fatalf("a negative cache size: exit %d, %q", r.code, r.stderr)
+	}
+}

@@ -28,6 +28,7 @@ var version string
 // the command name.
 type cli struct {
 	DB          string           `name:"db" env:"ARBOR_DB" placeholder:"DIR" help:"Store directory (or set ARBOR_DB)."`
+	CacheMB     int64            `name:"cache-mb" env:"ARBOR_CACHE_MB" placeholder:"MIB" help:"Memory for decoded nodes kept for reads and syncs, in MiB (default 256; serve on a large store may want less or more)."`
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
 	Put        putCmd        `cmd:"" help:"Set KEY to VALUE ('-' reads the value from standard input)."`
@@ -66,7 +67,10 @@ func (e *env) openDB(mustExist bool) (*arbor.DB, error) {
 	if e.global.DB == "" {
 		return nil, errors.New("no store: pass --db DIR or set ARBOR_DB")
 	}
-	db, err := arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist})
+	if e.global.CacheMB < 0 {
+		return nil, fmt.Errorf("--cache-mb %d: want a size in MiB, or 0 for the default", e.global.CacheMB)
+	}
+	db, err := arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist, CacheSize: e.global.CacheMB << 20})
 	if errors.Is(err, arbor.ErrLocked) {
 		err = fmt.Errorf("%w. If 'arbor serve' runs on it, change its records through a replica: "+
 			"sync one with a token that may write every key ('arbor --db admin sync --server ADDR --token-file admin.token'), "+
