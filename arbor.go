@@ -79,8 +79,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if opts != nil {
 		o = *opts
 	}
+	var s *tree.Store
 	s, err := tree.Open(dir, &tree.Options{Chunker: o.Chunker, NoSync: o.NoSync, CacheSize: o.CacheSize, MustExist: o.MustExist,
-		WorkingRef: HeadRef})
+		WorkingRef: HeadRef, WorkingGuard: fullReplicaGuard(&s)})
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +175,42 @@ func (b *Batch) Delete(key []byte) *Batch {
 // Len returns the number of writes in the batch.
 func (b *Batch) Len() int { return len(b.edits) }
 
+// fullReplica declines the working set on a partial replica, reading the
+// stored scope itself rather than a DB's cached one: the guard runs under
+// the working set's lock, which the sync commit that narrows a scope also
+// holds, so a write can never be acknowledged into a working set that the
+// narrowed tree cannot take.
+func fullReplica(s *tree.Store) error {
+	sc, err := arbornet.StoredScope(s)
+	if err != nil {
+		return err
+	}
+	if !sc.IsAll() {
+		return fmt.Errorf("partial replica: %w", tree.ErrNoWorkingSet)
+	}
+	return nil
+}
+
+// fullReplicaGuard is fullReplica with its answer kept until the store's
+// metadata changes (the guard runs serialised, under the working set's lock).
+func fullReplicaGuard(s **tree.Store) func() error {
+	var gen uint64
+	var known bool
+	var answer error
+	return func() error {
+		g := (*s).MetaGeneration()
+		if known && g == gen {
+			return answer
+		}
+		err := fullReplica(*s)
+		if err != nil && !errors.Is(err, tree.ErrNoWorkingSet) {
+			return err // not kept: an I/O error may pass
+		}
+		gen, known, answer = g, true, err
+		return err
+	}
+}
+
 // workingMaxEdits is the largest batch Apply records in the store's working
 // set; a larger one is applied to the tree at once.
 const workingMaxEdits = 4096
@@ -202,7 +239,21 @@ func (db *DB) Apply(ctx context.Context, b *Batch) error {
 		}
 	}
 	if sc.IsAll() && len(b.edits) <= workingMaxEdits {
-		return db.store.Write(ctx, b.edits)
+		err := db.store.Write(ctx, b.edits)
+		if !errors.Is(err, tree.ErrNoWorkingSet) {
+			return err
+		}
+		// A sync narrowed the replica since the scope was cached: check
+		// against the stored scope and apply to the tree.
+		db.scope.Store(nil)
+		if sc, err = db.Scope(); err != nil {
+			return err
+		}
+		for _, e := range b.edits {
+			if err := sc.Check(e.Key); err != nil {
+				return fmt.Errorf("write refused on a partial replica: %w", err)
+			}
+		}
 	}
 	_, err = db.store.Update(ctx, HeadRef, b.edits)
 	if err != nil && !sc.IsAll() && (errors.Is(err, node.ErrNotFound) || errors.Is(err, tree.ErrNotFound)) {

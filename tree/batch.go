@@ -142,6 +142,18 @@ func (b *Batch) Commit(ctx context.Context) error {
 	if err := b.s.failure.get(); err != nil {
 		return fmt.Errorf("store %s: %w", b.s.dir, err) // found corrupt since the batch began
 	}
+	if w := &b.s.work; w.ref != "" && b.workDone == nil {
+		if _, ok := b.expect[w.ref]; ok {
+			// A write acknowledged after the caller read the ref is not in
+			// it yet: the ref has moved in effect. Hold the working set's
+			// lock through the commit, so none slips in between.
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if len(w.cur) > 0 || w.applying != nil {
+				return fmt.Errorf("store %s: ref %q has working-set edits it lacks: %w", b.s.dir, w.ref, ErrRefMoved)
+			}
+		}
+	}
 	for name, want := range b.expect {
 		got, ok, err := b.s.rawRef(name) // under commit: a catch-up here would deadlock
 		if err != nil {
@@ -195,6 +207,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 	}
 	if err := b.pb.Commit(wo); err != nil {
 		return fmt.Errorf("store %s: commit: %w", b.s.dir, err)
+	}
+	if len(b.meta) > 0 {
+		b.s.metaGen.Add(1) // after the commit: see MetaGeneration
 	}
 	b.cacheCommitted()
 	if len(b.refs) > 0 {

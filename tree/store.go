@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/arbor-sync/arbor/chunker"
@@ -24,10 +25,12 @@ import (
 )
 
 // FormatVersion is the store layout version written in the marker file.
-// Version 2 may store nodes as deltas (see delta.go); this package reads
-// version 1 stores too and marks them version 2 when it opens them, so that
-// an older arbor refuses them once they may hold deltas.
-const FormatVersion = 2
+// Version 2 may store nodes as deltas (see delta.go); version 3 may hold
+// working-set edits (working.go), which an arbor that knows only version 2
+// would ignore, and a later open then replay over newer writes. This
+// package reads versions 1 and 2 too and marks them version 3 when it opens
+// them, so that an older arbor refuses them from then on.
+const FormatVersion = 3
 
 const (
 	markerFile = "ARBOR"
@@ -113,6 +116,13 @@ type Options struct {
 	// a background catch-up applies it (readers of the ref never wait for
 	// it: reading the ref catches up). Zero means 50 ms.
 	WorkingDelay time.Duration
+	// WorkingGuard, if set, runs under the working set's lock before each
+	// Write, which fails with its error (wrap ErrNoWorkingSet to have the
+	// caller apply the write to the tree instead). A commit that moves the
+	// working ref holds the same lock, so the guard sees the state the
+	// write will be applied to: a partial replica's root package uses it
+	// to refuse the working set once a sync has narrowed its scope.
+	WorkingGuard func() error
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -159,6 +169,11 @@ type Store struct {
 	drained  *sync.Cond
 	inflight int
 	closing  bool
+	metaGen  atomic.Uint64 // commits that changed application metadata
+
+	// closeStarted: Close has begun (it applies the working set before it
+	// sets closing, while the store still takes operations).
+	closeStarted bool
 }
 
 // Open opens the store in dir, creating it if it does not exist (unless
@@ -457,10 +472,11 @@ var memTableSize uint64 = 32 << 20
 // Further calls to Close fail with ErrClosed.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
-	if s.closing {
+	if s.closing || s.closeStarted {
 		s.closeMu.Unlock()
 		return ErrClosed
 	}
+	s.closeStarted = true
 	s.closeMu.Unlock()
 	// Apply what the working set holds (durable already: only to spare
 	// the next Open the work), while the store still takes operations.
@@ -573,6 +589,12 @@ func (s *Store) getMeta(name string) ([]byte, error) {
 	}
 	return v, err
 }
+
+// MetaGeneration counts the commits that changed application metadata
+// (SetMeta, DeleteMeta) since the store opened; it moves after each such
+// commit, so a value cached with the generation read before it is stale
+// once the generation differs.
+func (s *Store) MetaGeneration() uint64 { return s.metaGen.Load() }
 
 // Meta returns the application metadata value stored under name, or an
 // error wrapping ErrNotFound.

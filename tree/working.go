@@ -57,6 +57,9 @@ type workingSet struct {
 	lastErr  error               // the background catch-up's last error
 
 	leftApplied int // edits a previous run left that Open applied (for tests)
+
+	guard     func() error // Options.WorkingGuard
+	closeOnce sync.Once
 }
 
 // workEdit is one pending edit: a value, or a delete.
@@ -91,26 +94,36 @@ func workGenBounds(gen uint64) (lo, hi []byte) {
 func (s *Store) initWorking(o Options) error {
 	w := &s.work
 	// Edits a crash left behind belong to the ref they were written for,
-	// recorded when a store is first opened with it.
+	// recorded when a store is first opened with it: apply them there
+	// before recording another.
 	stored, err := s.getMeta(metaWorkingRef)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	if o.WorkingRef != "" && string(stored) != o.WorkingRef {
+	w.ref = string(stored)
+	if w.ref == "" {
+		w.ref = o.WorkingRef
+	}
+	gens, left, err := s.applyLeftWork()
+	if err != nil {
+		// Keep them (on disk, and in memory below if the ref is the
+		// working ref): a store that cannot apply them now still opens,
+		// and every read of the ref reports the error until one can.
+		w.lastErr = err
+		s.failure.log.Error("arbor store: the working set left by the last run does not apply; kept for a later catch-up",
+			"dir", s.dir, "ref", w.ref, "err", err)
+	}
+	if o.WorkingRef != "" && string(stored) != o.WorkingRef && (err == nil || w.ref == o.WorkingRef) {
 		if err := s.db.Set(metaKey(metaWorkingRef), []byte(o.WorkingRef), pebble.Sync); err != nil {
 			return fmt.Errorf("record the working ref: %w", err)
 		}
-		stored = []byte(o.WorkingRef)
 	}
-	w.ref = string(stored)
-	if err := s.applyLeftWork(); err != nil {
-		return err
-	}
+	leftRef := w.ref
 	w.ref = o.WorkingRef
 	if w.ref == "" {
 		return nil
 	}
-	w.limit, w.delay = o.WorkingBytes, o.WorkingDelay
+	w.limit, w.delay, w.guard = o.WorkingBytes, o.WorkingDelay, o.WorkingGuard
 	if w.limit <= 0 {
 		w.limit = defaultWorkingBytes
 	}
@@ -118,6 +131,9 @@ func (s *Store) initWorking(o Options) error {
 		w.delay = defaultWorkingDelay
 	}
 	w.cur = map[string]workEdit{}
+	if err != nil && leftRef == w.ref {
+		w.applying, w.failed = left, gens
+	}
 	w.kick = make(chan struct{}, 1)
 	w.stop = make(chan struct{})
 	w.done = make(chan struct{})
@@ -128,30 +144,29 @@ func (s *Store) initWorking(o Options) error {
 // applyLeftWork applies the working-set generations a previous run left on
 // disk to the working ref (s.work.ref), oldest first, and sets the next
 // generation number past them.
-func (s *Store) applyLeftWork() error {
+func (s *Store) applyLeftWork() (gens []uint64, merged map[string]workEdit, err error) {
 	w := &s.work
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixWork}, UpperBound: []byte{prefixWork + 1}})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	var gens []uint64
-	merged := map[string]workEdit{}
+	merged = map[string]workEdit{}
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		if len(k) < 10 {
 			it.Close()
-			return fmt.Errorf("working set key %x: %w", k, node.ErrCorrupt)
+			return nil, nil, fmt.Errorf("working set key %x: %w", k, node.ErrCorrupt)
 		}
 		g := binary.BigEndian.Uint64(k[1:9])
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
-			return fmt.Errorf("read working set: %w", err)
+			return nil, nil, fmt.Errorf("read working set: %w", err)
 		}
 		e, err := decodeWorkEdit(v)
 		if err != nil {
 			it.Close()
-			return fmt.Errorf("working set key %q: %w", k[9:], err)
+			return nil, nil, fmt.Errorf("working set key %q: %w", k[9:], err)
 		}
 		if len(gens) == 0 || gens[len(gens)-1] != g {
 			gens = append(gens, g)
@@ -159,20 +174,20 @@ func (s *Store) applyLeftWork() error {
 		merged[string(k[9:])] = e // generations ascend (big endian): later edits win
 	}
 	if err := it.Close(); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if len(gens) == 0 {
-		return nil
+		return nil, nil, nil
 	}
 	w.gen = gens[len(gens)-1] + 1
 	if w.ref == "" {
-		return fmt.Errorf("%w: working set edits on disk, and no record of their ref", node.ErrCorrupt)
+		return gens, merged, fmt.Errorf("%w: working set edits on disk, and no record of their ref", node.ErrCorrupt)
 	}
 	if err := s.applyWork(context.Background(), gens, merged); err != nil {
-		return fmt.Errorf("apply the working set left by the last run: %w", err)
+		return gens, merged, fmt.Errorf("apply the working set left by the last run: %w", err)
 	}
 	w.leftApplied = len(merged)
-	return nil
+	return gens, merged, nil
 }
 
 func decodeWorkEdit(v []byte) (workEdit, error) {
@@ -186,7 +201,8 @@ func decodeWorkEdit(v []byte) (workEdit, error) {
 }
 
 // ErrNoWorkingSet reports Store.Write on a store opened without
-// Options.WorkingRef.
+// Options.WorkingRef, or a write Options.WorkingGuard declined: the caller
+// applies it to the tree instead.
 var ErrNoWorkingSet = errors.New("store has no working set")
 
 // Write records edits of the working ref (Options.WorkingRef) in the
@@ -201,7 +217,10 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 	if w.ref == "" {
 		return ErrNoWorkingSet
 	}
-	big := false
+	if len(edits) == 0 {
+		return nil
+	}
+	big := s.checkAddrs // a checked store applies at once: its check must decide before the ack
 	for _, e := range edits {
 		if err := checkKey(e.Key); err != nil {
 			return err
@@ -226,6 +245,13 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 	defer pb.Close()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.guard != nil {
+		// Under w.mu, which a commit that moves the working ref holds too,
+		// so the guard sees the state the write will be applied to.
+		if err := w.guard(); err != nil {
+			return err
+		}
+	}
 	size := 0
 	for _, e := range edits {
 		v := []byte{0}
@@ -325,6 +351,10 @@ func (s *Store) CatchUp(ctx context.Context) error {
 	defer w.flushMu.Unlock()
 	w.mu.Lock()
 	if len(w.cur) == 0 && len(w.applying) == 0 {
+		if w.timer != nil {
+			w.timer.Stop()
+			w.timer = nil
+		}
 		w.mu.Unlock()
 		return nil
 	}
@@ -419,7 +449,7 @@ func (s *Store) closeWorking() error {
 	if w.ref == "" {
 		return nil
 	}
-	close(w.stop)
+	w.closeOnce.Do(func() { close(w.stop) })
 	<-w.done
 	return s.CatchUp(context.Background())
 }
