@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -292,10 +293,18 @@ const carolTok = "tok-carol-0123456789"
 // and of one Validate rejects are never written; Validate also sees a
 // change equal to the server's value.
 func TestPushStoresNothingItDoesNotApply(t *testing.T) {
+	var mu sync.Mutex // the hook runs on the server's goroutines
 	var validated []string
+	seen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), validated...)
+	}
 	ts := startServer(t, smallChunks, func(o *ServerOptions) {
 		o.Validate = func(ctx context.Context, clientID string, key, value []byte, deleted bool) error {
+			mu.Lock()
 			validated = append(validated, string(key))
+			mu.Unlock()
 			if strings.HasPrefix(string(key), "bad/") {
 				return errors.New("bad/ is read-only")
 			}
@@ -321,12 +330,14 @@ func TestPushStoresNothingItDoesNotApply(t *testing.T) {
 	if ok, _ := ts.store.HasBlob(node.Sum(big("g"))); !ok {
 		t.Fatal("the applied change's blob is missing")
 	}
-	if !strings.Contains(strings.Join(validated, ","), "good") {
-		t.Fatalf("validated %v", validated)
+	if v := seen(); !strings.Contains(strings.Join(v, ","), "good") {
+		t.Fatalf("validated %v", v)
 	}
 	// A change whose value the server already holds (an earlier push that
 	// lost its reply) is validated too.
+	mu.Lock()
 	validated = nil
+	mu.Unlock()
 	qc := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
 	rawHello(t, qc, hello{Token: alice, Config: smallChunks, Flags: flagPush})
 	ex := openRawExchange(t, qc)
@@ -336,7 +347,7 @@ func TestPushStoresNothingItDoesNotApply(t *testing.T) {
 	if _, err := ex.recv(msgPushDone); err != nil {
 		t.Fatal(err)
 	}
-	if len(validated) != 1 || validated[0] != "same" {
-		t.Fatalf("validated %v, want [same]", validated)
+	if v := seen(); len(v) != 1 || v[0] != "same" {
+		t.Fatalf("validated %v, want [same]", v)
 	}
 }

@@ -3,6 +3,7 @@ package net
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,9 +12,9 @@ import (
 )
 
 func TestServerStats(t *testing.T) {
-	var commits int
+	var commits atomic.Int64 // OnCommit runs on the server's goroutines
 	ts := startServer(t, smallChunks, func(o *ServerOptions) {
-		o.OnCommit = func(took time.Duration, accepted, overridden, rejected int) { commits++ }
+		o.OnCommit = func(took time.Duration, accepted, overridden, rejected int) { commits.Add(1) }
 	})
 	put(t, ts.store, 0, 100, 1)
 	c := openStore(t, t.TempDir(), smallChunks)
@@ -25,9 +26,9 @@ func TestServerStats(t *testing.T) {
 	eventually(t, "sessions to end", func() bool { return ts.srv.Stats().Sessions == 0 })
 	st := ts.srv.Stats()
 	if st.SessionsStarted != 2 || st.Refused["unauthorized"] != 1 || st.Pushes != 1 ||
-		st.ChangesAccepted != 1 || st.ChangesOverridden != 1 || commits != 1 || st.BytesSent == 0 || st.BytesReceived == 0 ||
+		st.ChangesAccepted != 1 || st.ChangesOverridden != 1 || commits.Load() != 1 || st.BytesSent == 0 || st.BytesReceived == 0 ||
 		st.Syncs["tree"]+st.Syncs["walk"] == 0 || st.RetainedRoots == 0 {
-		t.Fatalf("stats %+v, commits %d", st, commits)
+		t.Fatalf("stats %+v, commits %d", st, commits.Load())
 	}
 }
 
