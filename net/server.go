@@ -1339,7 +1339,9 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 			return pushDone{}, err
 		}
 		if checkPushAddresses {
-			b.CheckAddresses() // never two contents for one address
+			// Never two contents for one address: the blobs were checked
+			// above (under wmu, so still true); the batch checks its nodes.
+			b.CheckNodeAddresses()
 		}
 		edits := make([]tree.StoredEdit, 0, len(apply))
 		for _, i := range apply {

@@ -324,6 +324,12 @@ func (b *Batch) checked() bool { return (b.s.checkAddrs || b.checkAll) && !b.ing
 // before the first write.
 func (b *Batch) CheckAddresses() { b.checkAll = true }
 
+// CheckNodeAddresses is CheckAddresses for nodes only: for a caller that
+// has checked every blob address it will write itself, against the store
+// and under a lock that keeps other writers out (the server's push, which
+// checks all of them before it writes anything).
+func (b *Batch) CheckNodeAddresses() { b.checkAll, b.blobsChecked = true, true }
+
 // claimNode claims the address of node h (encoded as raw), which is not
 // pending in the batch, in mine (the batch's own claims, or a parallel
 // worker's) and reports whether to write it; the caller then records it

@@ -60,8 +60,9 @@ type Batch struct {
 	// checks addresses (address.go): released once the bytes are
 	// committed to Pebble, or when the batch ends.
 	claims claimSet
-	// checkAll turns address checks on for this batch (CheckAddresses).
-	checkAll bool
+	// checkAll turns address checks on for this batch (CheckAddresses);
+	// blobsChecked leaves its blobs to the caller (CheckNodeAddresses).
+	checkAll, blobsChecked bool
 	// workDone are working-set generations this batch applies: their keys
 	// are deleted in the commit that moves the ref (working.go).
 	workDone []uint64
@@ -462,7 +463,7 @@ func (b *Batch) PutBlob(raw []byte) (node.Hash, error) {
 // later (Batch.verify), with the other writes of an Apply.
 func (b *Batch) putBlob(raw []byte, deferred bool) (node.Hash, error) {
 	h := node.Sum(raw)
-	if b.checked() {
+	if b.checked() && !b.blobsChecked {
 		// Stored with these bytes (or written by this batch already):
 		// nothing to write.
 		own := b.ownClaims()
