@@ -454,7 +454,9 @@ const (
 	// FormatTSV is one record per line: KEY, a tab, VALUE. Neither may
 	// contain a tab or newline; a line without a tab is an error.
 	FormatTSV ImportFormat = "tsv"
-	// FormatJSONL is one JSON object per line: {"key": "...", "value": "..."}.
+	// FormatJSONL is one JSON object per line, {"key": "...", "value": "..."},
+	// with "key_b64"/"value_b64" (base64) for bytes that are not UTF-8
+	// (RecordJSON).
 	FormatJSONL ImportFormat = "jsonl"
 )
 
@@ -488,6 +490,10 @@ func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Impo
 	}
 	if format != FormatTSV && format != FormatJSONL {
 		return st, fmt.Errorf("import: unknown format %q (want tsv or jsonl)", format)
+	}
+	within, err := db.Scope()
+	if err != nil {
+		return st, err
 	}
 	old, ok, err := db.store.Ref(HeadRef)
 	if err != nil {
@@ -528,7 +534,8 @@ func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Impo
 		return err
 	}
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), node.MaxValueSize+node.MaxKeySize+1024)
+	// JSON escapes and base64 make a line longer than its record.
+	sc.Buffer(make([]byte, 1<<20), 8*(node.MaxValueSize+node.MaxKeySize)+1024)
 	var line int
 	var consumed int64
 	for sc.Scan() {
@@ -544,6 +551,9 @@ func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Impo
 		}
 		if len(key) == 0 || len(key) > node.MaxKeySize {
 			return st, fmt.Errorf("import: line %d: %w: key of %d bytes (must be 1..%d)", line, ErrBadInput, len(key), node.MaxKeySize)
+		}
+		if err := within.Check(key); err != nil {
+			return st, fmt.Errorf("import: line %d: %w", line, err) // as Put on a partial replica
 		}
 		chunk = append(chunk, rec{key: key, value: value, seq: line})
 		st.Records++
@@ -576,19 +586,7 @@ func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Impo
 
 func parseLine(format ImportFormat, text []byte) (key, value []byte, err error) {
 	if format == FormatJSONL {
-		var rec struct {
-			Key   *string `json:"key"`
-			Value *string `json:"value"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(text))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&rec); err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrBadInput, err)
-		}
-		if rec.Key == nil || rec.Value == nil {
-			return nil, nil, fmt.Errorf("%w: want an object with \"key\" and \"value\" strings", ErrBadInput)
-		}
-		return []byte(*rec.Key), []byte(*rec.Value), nil
+		return ParseRecordJSON(text)
 	}
 	k, v, ok := bytes.Cut(text, []byte{'\t'})
 	if !ok {
@@ -604,24 +602,24 @@ func (db *DB) Export(ctx context.Context, w io.Writer, r Range, limit int) (int6
 	return db.export(ctx, w, r, limit, false)
 }
 
-// ExportJSONL writes the records in r as sorted {"key":…,"value":…} lines.
+// ExportJSONL writes the records in r as sorted JSON lines (RecordJSON):
+// any bytes round-trip through Import with FormatJSONL.
 func (db *DB) ExportJSONL(ctx context.Context, w io.Writer, r Range, limit int) (int64, error) {
 	return db.export(ctx, w, r, limit, true)
 }
 
 func (db *DB) export(ctx context.Context, w io.Writer, r Range, limit int, jsonl bool) (int64, error) {
 	bw := bufio.NewWriterSize(w, 1<<16)
+	enc := json.NewEncoder(bw) // one compact object a line
+	enc.SetEscapeHTML(false)
 	it := db.NewIterator(ctx, r)
 	defer it.Close()
 	var n int64
 	for (limit <= 0 || n < int64(limit)) && it.Next() {
 		if jsonl {
-			b, _ := json.Marshal(struct {
-				Key   string `json:"key"`
-				Value string `json:"value"`
-			}{string(it.Key()), string(it.Value())})
-			bw.Write(b)
-			bw.WriteByte('\n')
+			if err := enc.Encode(NewRecordJSON(it.Key(), it.Value())); err != nil {
+				return n, err
+			}
 		} else {
 			if strings.ContainsAny(string(it.Key()), "\t\n") || bytes.ContainsAny(it.Value(), "\t\n") {
 				return n, fmt.Errorf("export: key %q: %w: key or value holds a tab or newline; use JSON lines", it.Key(), ErrBadInput)

@@ -165,11 +165,11 @@ func (c importCmd) importInto(e *env, db *arbor.DB, in io.Reader, size int64) er
 	start := time.Now()
 	var st arbor.ImportStats
 	var err error
+	format := arbor.FormatTSV
 	if c.Format == "jsonl" {
-		st, err = importJSONL(e.ctx, db, in, progress)
-	} else {
-		st, err = db.Import(e.ctx, in, arbor.ImportOptions{Format: arbor.FormatTSV, Progress: progress})
+		format = arbor.FormatJSONL
 	}
+	st, err = db.Import(e.ctx, in, arbor.ImportOptions{Format: format, Progress: progress})
 	stopCommit()
 	if bar != nil {
 		bar.Finish()
@@ -249,7 +249,7 @@ func exportRecords(e *env, f listFlags) error {
 	}
 	defer db.Close()
 	if f.JSON {
-		_, err = exportJSON(e.ctx, db, e.stdout, f.rng(), f.Limit)
+		_, err = db.ExportJSONL(e.ctx, e.stdout, f.rng(), f.Limit)
 	} else {
 		_, err = db.Export(e.ctx, e.stdout, f.rng(), f.Limit)
 	}

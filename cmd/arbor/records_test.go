@@ -126,7 +126,7 @@ func TestJSONLinesRoundTripAnyBytes(t *testing.T) {
 				t.Logf("line %q: %v", sc.Text(), err)
 				return false
 			}
-			k, v, err := parseJSONRecord(sc.Bytes())
+			k, v, err := arbor.ParseRecordJSON(sc.Bytes())
 			if err != nil {
 				t.Logf("line %q: %v", sc.Text(), err)
 				return false
