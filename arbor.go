@@ -213,10 +213,10 @@ func fullReplicaGuard(s **tree.Store) func() error {
 
 // workingMaxEdits is the largest batch Apply records in the store's working
 // set; a larger one is applied to the tree at once.
-const workingMaxEdits = 4096
+const workingMaxEdits = 16384
 
 // Apply commits the batch atomically: after a crash the store shows all of
-// it or none of it. A batch of up to 4096 writes (a Put or Delete is one)
+// it or none of it. A batch of up to 16 384 writes (a Put or Delete is one)
 // costs about one raw Pebble write: it is recorded in the store's working
 // set, durable when Apply returns (unless Options.NoSync) and visible to
 // every read at once, and the tree catches up in batches, in the background

@@ -159,3 +159,67 @@ func BenchmarkRootAfterPuts(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkApplyBatches: random updates in batches of 1000 and 10 000
+// through DB.Apply, the last Root (the tree caught up) inside the timing,
+// against raw Pebble batches of the same Sets, both durability modes.
+func BenchmarkApplyBatches(b *testing.B) {
+	n := putBenchN()
+	ctx := context.Background()
+	for _, bs := range []int{1000, 10_000} {
+		for _, mode := range []struct {
+			name   string
+			noSync bool
+		}{{"NoSync", true}, {"Sync", false}} {
+			b.Run(fmt.Sprintf("arbor/batch=%d/%s", bs, mode.name), func(b *testing.B) {
+				db := preloaded(b, b.TempDir(), n, mode.noSync)
+				defer db.Close()
+				r := rand.New(rand.NewPCG(4, 4))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					batch := new(arbor.Batch)
+					for range bs {
+						batch.Put(putKey(uint64(r.IntN(n))), putVal(r))
+					}
+					if err := db.Apply(ctx, batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := db.Root(ctx); err != nil { // the tree caught up
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N*bs)/b.Elapsed().Seconds(), "records/s")
+			})
+			b.Run(fmt.Sprintf("pebble/batch=%d/%s", bs, mode.name), func(b *testing.B) {
+				pdb, err := pebble.Open(filepath.Join(b.TempDir(), "raw"), tree.PebbleOptions(tree.DefaultPebbleCacheSize))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer pdb.Close()
+				wo := pebble.Sync
+				if mode.noSync {
+					wo = pebble.NoSync
+				}
+				r := rand.New(rand.NewPCG(1, 1))
+				for i := range n {
+					pdb.Set(putKey(uint64(i)), putVal(r), pebble.NoSync)
+				}
+				r = rand.New(rand.NewPCG(4, 4))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					pb := pdb.NewBatch()
+					for range bs {
+						pb.Set(putKey(uint64(r.IntN(n))), putVal(r), nil)
+					}
+					if err := pb.Commit(wo); err != nil {
+						b.Fatal(err)
+					}
+					pb.Close()
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N*bs)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
+}

@@ -236,9 +236,28 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 		_, err := s.Update(ctx, w.ref, edits) // Update reads the ref: the working set goes first
 		return err
 	}
+	wait, err := s.record(edits)
+	if err != nil || !wait {
+		return err
+	}
+	// Writes outrun the catch-up: this one waits for it, which bounds the
+	// set's memory (and the work a reader of the ref may meet). The write
+	// is durable already, whatever the catch-up does.
+	if err := s.CatchUp(ctx); err != nil {
+		w.mu.Lock()
+		w.lastErr = err
+		w.mu.Unlock()
+	}
+	return nil
+}
+
+// record writes edits to the working set; wait reports a set so full that
+// the writer should wait for a catch-up.
+func (s *Store) record(edits []Edit) (wait bool, err error) {
+	w := &s.work
 	done, err := s.use()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer done()
 	pb := s.db.NewBatch()
@@ -249,7 +268,7 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 		// Under w.mu, which a commit that moves the working ref holds too,
 		// so the guard sees the state the write will be applied to.
 		if err := w.guard(); err != nil {
-			return err
+			return false, err
 		}
 	}
 	size := 0
@@ -260,14 +279,14 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 			v = append(v, e.Value...)
 		}
 		if err := pb.Set(workKey(w.gen, e.Key), v, nil); err != nil {
-			return err
+			return false, err
 		}
 		size += len(e.Key) + len(e.Value)
 	}
 	// The commit happens under w.mu, so the order of writes in memory is
 	// the order in Pebble, which a crash replays.
 	if err := pb.Commit(s.wopts); err != nil {
-		return fmt.Errorf("store %s: write: %w", s.dir, err)
+		return false, fmt.Errorf("store %s: write: %w", s.dir, err)
 	}
 	for _, e := range edits {
 		we := workEdit{delete: e.Delete}
@@ -278,6 +297,8 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 	}
 	w.bytes += size
 	switch {
+	case w.bytes >= maxWorkingFactor*w.limit:
+		return true, nil
 	case w.bytes >= w.limit:
 		select {
 		case w.kick <- struct{}{}:
@@ -291,8 +312,12 @@ func (s *Store) Write(ctx context.Context, edits []Edit) error {
 			}
 		})
 	}
-	return nil
+	return false, nil
 }
+
+// maxWorkingFactor × WorkingBytes is the most the working set holds before
+// a write waits for the catch-up.
+const maxWorkingFactor = 4
 
 // Lookup returns key's value in the tree at ref, counting the working set
 // if ref is the working ref, without making the tree catch up. It returns

@@ -187,3 +187,38 @@ func TestWorkingSetConcurrent(t *testing.T) {
 		t.Fatalf("root %s, want %s", root.Short(), want.Short())
 	}
 }
+
+// TestWorkingSetBackpressure: when writes outrun the catch-up (here the
+// background one is stopped), a write waits for a catch-up once the set
+// holds maxWorkingFactor × WorkingBytes, so its memory stays bounded.
+func TestWorkingSetBackpressure(t *testing.T) {
+	ctx := context.Background()
+	s := openWorking(t, t.TempDir(), Options{NoSync: true, WorkingBytes: 1 << 10, WorkingDelay: time.Hour})
+	s.work.closeOnce.Do(func() { close(s.work.stop) }) // no background catch-up
+	<-s.work.done
+	most := 0
+	for i := range 2000 {
+		k := []byte(fmt.Sprintf("k%05d", i))
+		if err := s.Write(ctx, []Edit{{Key: k, Value: make([]byte, 100)}}); err != nil {
+			t.Fatal(err)
+		}
+		s.work.mu.Lock()
+		most = max(most, s.work.bytes)
+		s.work.mu.Unlock()
+	}
+	if limit := maxWorkingFactor*(1<<10) + 200; most > limit {
+		t.Fatalf("the working set held %d bytes (bound %d)", most, limit)
+	}
+	if n, err := s.Count(ctx, mustRoot(t, s)); err != nil || n != 2000 {
+		t.Fatalf("count %d, %v", n, err)
+	}
+}
+
+func mustRoot(t *testing.T, s *Store) node.Hash {
+	t.Helper()
+	r, err := s.Root("head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
