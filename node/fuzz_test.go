@@ -12,21 +12,29 @@ import (
 // empty leaf, leaves with inline values (empty, small, maximal), a leaf with
 // out-of-line value references, and branches with small and large counts.
 func seedNodes() [][]byte {
-	h := Sum([]byte("child"))
+	var out [][]byte
+	for _, alg := range Algs {
+		out = append(out, seedNodesOf(alg)...)
+	}
+	return out
+}
+
+func seedNodesOf(alg Alg) [][]byte {
+	h := alg.Sum([]byte("child"))
 	big := bytes.Repeat([]byte{'v'}, MaxInlineValue)
 	return [][]byte{
-		EmptyLeaf,
-		Encode(0, []Entry{{Key: []byte("a"), Payload: InlineValue(nil).AppendPayload(nil)}}),
-		Encode(0, []Entry{
+		EmptyLeaf(alg),
+		Encode(alg, 0, []Entry{{Key: []byte("a"), Payload: InlineValue(nil).AppendPayload(nil)}}),
+		Encode(alg, 0, []Entry{
 			{Key: []byte("apple"), Payload: InlineValue([]byte("red")).AppendPayload(nil)},
 			{Key: []byte("banana"), Payload: InlineValue(big).AppendPayload(nil)},
 			{Key: []byte("cherry"), Payload: RefValue(h, MaxInlineValue+1).AppendPayload(nil)},
-			{Key: []byte("date"), Payload: RefValue(Sum([]byte("x")), 1<<29).AppendPayload(nil)},
+			{Key: []byte("date"), Payload: RefValue(alg.Sum([]byte("x")), 1<<29).AppendPayload(nil)},
 		}),
-		Encode(1, []Entry{{Key: []byte("k"), Payload: AppendChildPayload(nil, h, 1)}}),
-		Encode(3, []Entry{
+		Encode(alg, 1, []Entry{{Key: []byte("k"), Payload: AppendChildPayload(nil, h, 1)}}),
+		Encode(alg, 3, []Entry{
 			{Key: []byte("m"), Payload: AppendChildPayload(nil, h, 300)},
-			{Key: []byte("m\x00"), Payload: AppendChildPayload(nil, Sum([]byte("y")), 1<<40)},
+			{Key: []byte("m\x00"), Payload: AppendChildPayload(nil, alg.Sum([]byte("y")), 1<<40)},
 			{Key: bytes.Repeat([]byte{0xff}, MaxKeySize), Payload: AppendChildPayload(nil, h, 7)},
 		}),
 	}
@@ -75,10 +83,10 @@ func checkDecoded(t *testing.T, data []byte, n *Node) {
 	if refs != n.Refs() {
 		t.Fatalf("Refs = %d, entries hold %d references", n.Refs(), refs)
 	}
-	if got := Encode(n.Level(), ents); !bytes.Equal(got, data) {
+	if got := Encode(n.Alg(), n.Level(), ents); !bytes.Equal(got, data) {
 		t.Fatalf("re-encoding differs:\n got %x\nwant %x", got, data)
 	}
-	if n.Hash() != Sum(data) {
+	if n.Hash() != n.Alg().Sum(data) {
 		t.Fatalf("Hash differs from Sum of the input")
 	}
 	for i := 0; i < n.Len(); i++ {
@@ -114,7 +122,7 @@ func FuzzDecode(f *testing.F) {
 	for _, b := range seedNodes() {
 		f.Add(b, []byte("banana"))
 	}
-	f.Add([]byte{Version, 0, 0x80, 0x00}, []byte("a")) // padded varint count
+	f.Add([]byte{byte(XXH3), 0, 0x80, 0x00}, []byte("a")) // padded varint count
 	f.Fuzz(func(t *testing.T, data, key []byte) {
 		n, err := Decode(data)
 		if err != nil {
@@ -132,7 +140,7 @@ func FuzzDecode(f *testing.F) {
 		for i := range ents {
 			ents[i] = n.Entry(i)
 		}
-		if b := Build(n.Level(), ents); !reflect.DeepEqual(b, n) {
+		if b := Build(n.Alg(), n.Level(), ents); !reflect.DeepEqual(b, n) {
 			t.Fatalf("Build gives %+v, Decode %+v", b, n)
 		}
 		// A Decoder part-way through a block decodes the same.
@@ -148,14 +156,18 @@ func FuzzDecode(f *testing.F) {
 
 // seedValueIndexes returns valid value index encodings.
 func seedValueIndexes() [][]byte {
-	return [][]byte{
-		EncodeValueIndex([]Chunk{{Hash: Sum([]byte("a")), Size: 1}}),
-		EncodeValueIndex([]Chunk{
-			{Hash: Sum([]byte("a")), Size: 4096},
-			{Hash: Sum([]byte("b")), Size: 65536},
-			{Hash: Sum([]byte("c")), Size: 17},
-		}),
+	var out [][]byte
+	for _, alg := range Algs {
+		out = append(out,
+			EncodeValueIndex(alg, []Chunk{{Hash: alg.Sum([]byte("a")), Size: 1}}),
+			EncodeValueIndex(alg, []Chunk{
+				{Hash: alg.Sum([]byte("a")), Size: 4096},
+				{Hash: alg.Sum([]byte("b")), Size: 65536},
+				{Hash: alg.Sum([]byte("c")), Size: 17},
+			}),
+		)
 	}
+	return out
 }
 
 // FuzzDecodeValueIndex feeds arbitrary bytes to DecodeValueIndex: it must
@@ -165,9 +177,13 @@ func FuzzDecodeValueIndex(f *testing.F) {
 	for _, b := range seedValueIndexes() {
 		f.Add(b)
 	}
-	f.Add([]byte{Version, 0xFF, 0x01})
+	f.Add([]byte{byte(XXH3), 0xFF, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		chunks, total, err := DecodeValueIndex(data)
+		alg := XXH3
+		if len(data) > 0 {
+			alg = Alg(data[0])
+		}
+		chunks, total, err := DecodeValueIndex(alg, data)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
@@ -187,7 +203,7 @@ func FuzzDecodeValueIndex(f *testing.F) {
 		if sum != total || total > MaxValueSize {
 			t.Fatalf("total %d, chunks sum to %d (limit %d)", total, sum, MaxValueSize)
 		}
-		if got := EncodeValueIndex(chunks); !bytes.Equal(got, data) {
+		if got := EncodeValueIndex(alg, chunks); !bytes.Equal(got, data) {
 			t.Fatalf("re-encoding differs:\n got %x\nwant %x", got, data)
 		}
 		if _, err := Decode(data); err == nil {
@@ -207,14 +223,14 @@ func TestSeedsDecode(t *testing.T) {
 		checkDecoded(t, b, n)
 	}
 	for i, b := range seedValueIndexes() {
-		if _, _, err := DecodeValueIndex(b); err != nil {
+		if _, _, err := DecodeValueIndex(Alg(b[0]), b); err != nil {
 			t.Fatalf("seed index %d: %v", i, err)
 		}
 	}
 }
 
 func ExampleDecode() {
-	b := Encode(0, []Entry{
+	b := Encode(XXH3, 0, []Entry{
 		{Key: []byte("a"), Payload: InlineValue([]byte("1")).AppendPayload(nil)},
 		{Key: []byte("b"), Payload: InlineValue([]byte("2")).AppendPayload(nil)},
 	})

@@ -11,10 +11,10 @@ import (
 	"sort"
 )
 
-// Format constants. Changing any of them changes every hash: bump Version.
+// Format constants. Changing any of them changes every hash. Byte 0 of
+// every node and value index is the store's Alg, which fixes the width of
+// every address inside it.
 const (
-	// Version is the node format version written in byte 0 of every node.
-	Version = 1
 	// MaxLevel is the greatest level a node may have. 2^64 records at the
 	// smallest fanout need fewer than 64 levels.
 	MaxLevel = 63
@@ -85,15 +85,15 @@ func (v Value) Equal(o Value) bool {
 func (v Value) AppendPayload(dst []byte) []byte {
 	if v.IsRef {
 		dst = append(dst, valueRef)
-		dst = append(dst, v.Ref[:]...)
+		dst = v.Ref.alg.Append(dst, v.Ref)
 		return binary.AppendUvarint(dst, v.Size)
 	}
 	dst = append(dst, valueInline)
 	return append(dst, v.Inline...)
 }
 
-// DecodeValue decodes a leaf payload. The result aliases p.
-func DecodeValue(p []byte) (Value, error) {
+// DecodeValue decodes a leaf payload of a node of alg. The result aliases p.
+func DecodeValue(alg Alg, p []byte) (Value, error) {
 	if len(p) == 0 {
 		return Value{}, fmt.Errorf("%w: empty leaf payload", ErrCorrupt)
 	}
@@ -104,13 +104,16 @@ func DecodeValue(p []byte) (Value, error) {
 		}
 		return InlineValue(p[1:]), nil
 	case valueRef:
-		if len(p) < 1+HashSize+1 {
+		hs := alg.Size()
+		if hs == 0 || len(p) < 1+hs+1 {
 			return Value{}, fmt.Errorf("%w: short value reference", ErrCorrupt)
 		}
-		var h Hash
-		copy(h[:], p[1:])
-		size, n := uvarint(p[1+HashSize:])
-		if n <= 0 || 1+HashSize+n != len(p) {
+		h, _ := alg.HashOf(p[1 : 1+hs])
+		if h.IsZero() {
+			return Value{}, fmt.Errorf("%w: zero value reference", ErrCorrupt)
+		}
+		size, n := uvarint(p[1+hs:])
+		if n <= 0 || 1+hs+n != len(p) {
 			return Value{}, fmt.Errorf("%w: bad value reference size", ErrCorrupt)
 		}
 		if size <= MaxInlineValue {
@@ -126,19 +129,22 @@ func DecodeValue(p []byte) (Value, error) {
 
 // AppendChildPayload appends a branch payload (child hash, subtree count).
 func AppendChildPayload(dst []byte, child Hash, count uint64) []byte {
-	dst = append(dst, child[:]...)
+	dst = child.alg.Append(dst, child)
 	return binary.AppendUvarint(dst, count)
 }
 
-// DecodeChildPayload decodes a branch payload.
-func DecodeChildPayload(p []byte) (Hash, uint64, error) {
-	var h Hash
-	if len(p) < HashSize+1 {
-		return h, 0, fmt.Errorf("%w: short child payload", ErrCorrupt)
+// DecodeChildPayload decodes a branch payload of a node of alg.
+func DecodeChildPayload(alg Alg, p []byte) (Hash, uint64, error) {
+	hs := alg.Size()
+	if hs == 0 || len(p) < hs+1 {
+		return Hash{}, 0, fmt.Errorf("%w: short child payload", ErrCorrupt)
 	}
-	copy(h[:], p)
-	c, n := uvarint(p[HashSize:])
-	if n <= 0 || HashSize+n != len(p) {
+	h, _ := alg.HashOf(p[:hs])
+	if h.IsZero() {
+		return h, 0, fmt.Errorf("%w: zero child address", ErrCorrupt)
+	}
+	c, n := uvarint(p[hs:])
+	if n <= 0 || hs+n != len(p) {
 		return h, 0, fmt.Errorf("%w: bad child count", ErrCorrupt)
 	}
 	if c == 0 {
@@ -157,12 +163,13 @@ type Entry struct {
 // Size is the entry's contribution to an encoded node, without length prefixes.
 func (e Entry) Size() int { return len(e.Key) + len(e.Payload) }
 
-// Encode returns the encoding of a node at level with entries, which must be
-// sorted by strictly ascending key. Encode does not validate; Decode does.
+// Encode returns the encoding of a node of alg at level with entries, which
+// must be sorted by strictly ascending key and whose addresses are of alg.
+// Encode does not validate; Decode does.
 //
-// Layout: version u8 | level u8 | uvarint n | n × (uvarint klen | key |
+// Layout: alg u8 | level u8 | uvarint n | n × (uvarint klen | key |
 // uvarint plen | payload).
-func Encode(level int, entries []Entry) []byte {
+func Encode(alg Alg, level int, entries []Entry) []byte {
 	// The exact size: make clears the whole capacity, and nodes are
 	// encoded on every write.
 	size := 2 + uvarintSize(uint64(len(entries)))
@@ -170,7 +177,7 @@ func Encode(level int, entries []Entry) []byte {
 		size += uvarintSize(uint64(len(e.Key))) + uvarintSize(uint64(len(e.Payload))) + e.Size()
 	}
 	b := make([]byte, 0, size)
-	b = append(b, Version, byte(level))
+	b = append(b, byte(alg), byte(level))
 	b = binary.AppendUvarint(b, uint64(len(entries)))
 	for _, e := range entries {
 		b = binary.AppendUvarint(b, uint64(len(e.Key)))
@@ -181,13 +188,13 @@ func Encode(level int, entries []Entry) []byte {
 	return b
 }
 
-// Build returns the decoded view of Encode(level, entries) without parsing
-// it again. Like Encode it trusts entries: sorted, strictly ascending keys
+// Build returns the decoded view of Encode(alg, level, entries) without
+// parsing it again. Like Encode it trusts entries: sorted, strictly ascending keys
 // and well-formed payloads (a branch payload's malformed count counts 0).
 // Decode(Build(...).Raw()) gives an equal view.
-func Build(level int, entries []Entry) *Node {
-	raw := Encode(level, entries)
-	nd := &Node{raw: raw, level: level, ents: make([]span, len(entries))}
+func Build(alg Alg, level int, entries []Entry) *Node {
+	raw := Encode(alg, level, entries)
+	nd := &Node{raw: raw, level: level, alg: alg, ents: make([]span, len(entries))}
 	_, w := binary.Uvarint(raw[2:])
 	pos := 2 + w
 	for i, e := range entries {
@@ -202,11 +209,11 @@ func Build(level int, entries []Entry) *Node {
 			if len(e.Payload) > 0 && e.Payload[0] == valueRef {
 				nd.refs++
 			}
-		} else if _, c, err := DecodeChildPayload(e.Payload); err == nil {
+		} else if _, c, err := DecodeChildPayload(alg, e.Payload); err == nil {
 			nd.count += c
 		}
 	}
-	nd.hash = Sum(raw)
+	nd.hash = alg.Sum(raw)
 	return nd
 }
 
@@ -219,11 +226,20 @@ func uvarintSize(x uint64) int {
 	return n
 }
 
-// EmptyLeaf is the encoding of the empty tree: a leaf with no entries.
-var EmptyLeaf = Encode(0, nil)
+var emptyLeaf, emptyRoot = func() (l [3][]byte, r [3]Hash) {
+	for _, a := range Algs {
+		l[a] = Encode(a, 0, nil)
+		r[a] = a.Sum(l[a])
+	}
+	return l, r
+}()
 
-// EmptyRoot is the root hash of the empty tree.
-var EmptyRoot = Sum(EmptyLeaf)
+// EmptyLeaf returns the encoding of alg's empty tree: a leaf with no
+// entries. Callers must not modify it.
+func EmptyLeaf(alg Alg) []byte { return emptyLeaf[alg] }
+
+// EmptyRoot returns the root hash of alg's empty tree.
+func EmptyRoot(alg Alg) Hash { return emptyRoot[alg] }
 
 type span struct{ k0, k1, p0, p1 uint32 }
 
@@ -235,7 +251,8 @@ type Node struct {
 	ents  []span
 	count uint64
 	refs  int  // values stored out of line (leaves)
-	hash  Hash // Sum(raw), computed once by Decode or Build
+	alg   Alg  // raw[0]
+	hash  Hash // alg.Sum(raw), computed once by Decode or Build
 }
 
 // Decode validates b and returns a view of it, hashing b once for Hash. It
@@ -286,8 +303,9 @@ func decode(b []byte, d *Decoder) (*Node, error) {
 	if len(b) < 3 {
 		return nil, fmt.Errorf("%w: %d bytes is too short for a node", ErrCorrupt, len(b))
 	}
-	if b[0] != Version {
-		return nil, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[0])
+	alg := Alg(b[0])
+	if !alg.Valid() {
+		return nil, fmt.Errorf("%w: unknown format (hash algorithm %d)", ErrCorrupt, b[0])
 	}
 	level := int(b[1])
 	if level > MaxLevel {
@@ -309,9 +327,9 @@ func decode(b []byte, d *Decoder) (*Node, error) {
 	if d != nil {
 		var ents []span
 		nd, ents = d.alloc(int(n))
-		*nd = Node{raw: b, level: level, ents: ents}
+		*nd = Node{raw: b, level: level, alg: alg, ents: ents}
 	} else {
-		nd = &Node{raw: b, level: level, ents: make([]span, n)}
+		nd = &Node{raw: b, level: level, alg: alg, ents: make([]span, n)}
 	}
 	var prev []byte
 	for i := range nd.ents {
@@ -335,7 +353,7 @@ func decode(b []byte, d *Decoder) (*Node, error) {
 		if level == 0 {
 			// Inline values, the common case, need only their length checked.
 			if pl == 0 || b[p0] != valueInline || pl-1 > MaxInlineValue {
-				v, err := DecodeValue(b[p0:p1])
+				v, err := DecodeValue(alg, b[p0:p1])
 				if err != nil {
 					return nil, fmt.Errorf("entry %d: %w", i, err)
 				}
@@ -345,7 +363,7 @@ func decode(b []byte, d *Decoder) (*Node, error) {
 			}
 			nd.count++
 		} else {
-			_, c, err := DecodeChildPayload(b[p0:p1])
+			_, c, err := DecodeChildPayload(alg, b[p0:p1])
 			if err != nil {
 				return nil, fmt.Errorf("entry %d: %w", i, err)
 			}
@@ -360,7 +378,7 @@ func decode(b []byte, d *Decoder) (*Node, error) {
 	if pos != len(b) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(b)-pos)
 	}
-	nd.hash = Sum(b)
+	nd.hash = alg.Sum(b)
 	return nd, nil
 }
 
@@ -394,9 +412,13 @@ func (n *Node) Refs() int { return n.refs }
 // Raw returns the node's encoded bytes. Callers must not modify them.
 func (n *Node) Raw() []byte { return n.raw }
 
-// Hash returns the node's address, Sum(Raw()), hashed once when the node was
-// decoded or built.
+// Hash returns the node's address, Alg().Sum(Raw()), hashed once when the
+// node was decoded or built.
 func (n *Node) Hash() Hash { return n.hash }
+
+// Alg returns the hash algorithm of the node's address and of every
+// address inside it.
+func (n *Node) Alg() Alg { return n.alg }
 
 // Level returns 0 for a leaf and the height above the leaves for a branch.
 func (n *Node) Level() int { return n.level }
@@ -432,7 +454,7 @@ func (n *Node) Value(i int) Value {
 	if n.level != 0 {
 		panic("node: Value called on a branch")
 	}
-	v, _ := DecodeValue(n.Payload(i)) // validated by Decode
+	v, _ := DecodeValue(n.alg, n.Payload(i)) // validated by Decode
 	return v
 }
 
@@ -442,7 +464,7 @@ func (n *Node) Child(i int) (Hash, uint64) {
 	if n.level == 0 {
 		panic("node: Child called on a leaf")
 	}
-	h, c, _ := DecodeChildPayload(n.Payload(i)) // validated by Decode
+	h, c, _ := DecodeChildPayload(n.alg, n.Payload(i)) // validated by Decode
 	return h, c
 }
 

@@ -17,16 +17,18 @@ func leafEntry(k, v string) Entry {
 }
 
 func childEntry(k string, c uint64) Entry {
-	return Entry{Key: []byte(k), Payload: AppendChildPayload(nil, Sum([]byte(k)), c)}
+	return Entry{Key: []byte(k), Payload: AppendChildPayload(nil, XXH3.Sum([]byte(k)), c)}
 }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func TestHashTextRoundTrip(t *testing.T) {
-	for _, h := range []Hash{{}, Sum(nil), Sum([]byte("arbor")), EmptyRoot} {
+	for _, h := range []Hash{{}, XXH3.Sum(nil), XXH3.Sum([]byte("arbor")), EmptyRoot(XXH3),
+		BLAKE3.Sum(nil), BLAKE3.Sum([]byte("arbor")), EmptyRoot(BLAKE3)} {
 		s := h.String()
-		if len(s) != 2*HashSize || strings.ToLower(s) != s {
-			t.Fatalf("String() = %q, want %d lowercase hex digits", s, 2*HashSize)
+		width := max(h.Alg().Size(), XXH3.Size())
+		if len(s) != 2*width || strings.ToLower(s) != s {
+			t.Fatalf("String() = %q, want %d lowercase hex digits", s, 2*width)
 		}
 		if !strings.HasPrefix(s, h.Short()) || len(h.Short()) != 12 {
 			t.Fatalf("Short() = %q, not the 12-digit prefix of %q", h.Short(), s)
@@ -53,7 +55,7 @@ func TestHashTextRoundTrip(t *testing.T) {
 }
 
 func TestParseHashErrors(t *testing.T) {
-	good := Sum([]byte("x")).String()
+	good := XXH3.Sum([]byte("x")).String()
 	for _, tc := range []struct{ name, in string }{
 		{"empty", ""},
 		{"short", good[:31]},
@@ -78,19 +80,83 @@ func TestSumIsXXH3BigEndian(t *testing.T) {
 	// A fixed vector: changing the hash function or its byte order changes
 	// every address, which must come with a format version bump.
 	const want = "99aa06d3014798d86001c324468d497f" // xxh3-128 of "" (big endian)
-	if got := Sum(nil).String(); got != want {
-		t.Fatalf("Sum(nil) = %s, want %s", got, want)
+	if got := XXH3.Sum(nil).String(); got != want {
+		t.Fatalf("XXH3.Sum(nil) = %s, want %s", got, want)
 	}
-	if EmptyRoot != Sum([]byte{Version, 0, 0}) {
-		t.Fatalf("EmptyRoot is not the hash of the empty leaf")
+	if EmptyRoot(XXH3) != XXH3.Sum([]byte{byte(XXH3), 0, 0}) {
+		t.Fatalf("EmptyRoot(XXH3) is not the hash of the empty leaf")
 	}
+}
+
+func TestSumIsBLAKE3(t *testing.T) {
+	// The published BLAKE3 test vector for the empty input.
+	const want = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+	if got := BLAKE3.Sum(nil).String(); got != want {
+		t.Fatalf("BLAKE3.Sum(nil) = %s, want %s", got, want)
+	}
+	if EmptyRoot(BLAKE3) != BLAKE3.Sum([]byte{byte(BLAKE3), 0, 0}) {
+		t.Fatalf("EmptyRoot(BLAKE3) is not the hash of the empty leaf")
+	}
+}
+
+// TestAlgorithmsDoNotMix: a hash of one algorithm never equals one of
+// another, even with equal leading bytes, and a node's byte 0 fixes the
+// width of every address inside it.
+func TestAlgorithmsDoNotMix(t *testing.T) {
+	x, b := XXH3.Sum([]byte("k")), BLAKE3.Sum([]byte("k"))
+	if x == b || x.Alg() != XXH3 || b.Alg() != BLAKE3 {
+		t.Fatalf("hashes of different algorithms compare equal or lost their algorithm")
+	}
+	trunc, _ := XXH3.HashOf(b.Bytes()[:16])
+	if trunc == b {
+		t.Fatalf("an xxh3 hash equals the blake3 hash it was cut from")
+	}
+	for _, alg := range Algs {
+		child := alg.Sum([]byte("child"))
+		ref := alg.Sum([]byte("index"))
+		leaf := Encode(alg, 0, []Entry{{Key: []byte("a"), Payload: RefValue(ref, 5000).AppendPayload(nil)}})
+		branch := Encode(alg, 1, []Entry{{Key: []byte("a"), Payload: AppendChildPayload(nil, child, 7)}})
+		for _, raw := range [][]byte{leaf, branch} {
+			n, err := Decode(raw)
+			if err != nil {
+				t.Fatalf("%s: %v", alg, err)
+			}
+			if n.Alg() != alg || n.Hash() != alg.Sum(raw) || !reflect.DeepEqual(n, Build(alg, n.Level(), entriesOf(n))) {
+				t.Fatalf("%s: decoded node disagrees with its encoding", alg)
+			}
+			if n.IsLeaf() && n.Value(0).Ref != ref || !n.IsLeaf() && func() bool { h, _ := n.Child(0); return h != child }() {
+				t.Fatalf("%s: address inside the node did not round-trip", alg)
+			}
+			// The same bytes under the other algorithm's byte 0 have addresses
+			// of the wrong width: never a valid node.
+			other := append([]byte{byte(3 - alg)}, raw[1:]...)
+			if _, err := Decode(other); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("%s node relabelled as %s decoded: %v", alg, Alg(3-alg), err)
+			}
+		}
+		idx := EncodeValueIndex(alg, []Chunk{{Hash: child, Size: 9}})
+		if _, _, err := DecodeValueIndex(alg, idx); err != nil {
+			t.Fatalf("%s value index: %v", alg, err)
+		}
+		if _, _, err := DecodeValueIndex(Alg(3-alg), idx); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s value index decoded as %s: %v", alg, Alg(3-alg), err)
+		}
+	}
+}
+
+func entriesOf(n *Node) []Entry {
+	var es []Entry
+	for i := range n.Len() {
+		es = append(es, n.Entry(i))
+	}
+	return es
 }
 
 // TestDecodeErrors walks every rejection path of Decode. Each input must
 // fail with an error wrapping ErrCorrupt whose text names the defect.
 func TestDecodeErrors(t *testing.T) {
-	h := Sum([]byte("h"))
-	okLeaf := Encode(0, []Entry{leafEntry("a", "1")})
+	h := XXH3.Sum([]byte("h"))
+	okLeaf := Encode(XXH3, 0, []Entry{leafEntry("a", "1")})
 	maxKey := bytes.Repeat([]byte{'k'}, MaxKeySize+1)
 	refPayload := RefValue(h, 5000).AppendPayload(nil)
 	for _, tc := range []struct {
@@ -99,40 +165,40 @@ func TestDecodeErrors(t *testing.T) {
 		want string
 	}{
 		{"nil", nil, "too short"},
-		{"two bytes", []byte{Version, 0}, "too short"},
+		{"two bytes", []byte{byte(XXH3), 0}, "too short"},
 		{"too large", make([]byte, MaxNodeSize+1), "node limit"},
-		{"version 0", []byte{0, 0, 0}, "unknown format version 0"},
-		{"version 2", []byte{2, 0, 0}, "unknown format version 2"},
-		{"level too high", []byte{Version, MaxLevel + 1, 0}, "level 64 exceeds"},
-		{"value index marker", EncodeValueIndex([]Chunk{{Hash: h, Size: 9}}), "level 255 exceeds"},
-		{"truncated count", []byte{Version, 0, 0x80}, "bad entry count"},
-		{"padded count", []byte{Version, 0, 0x80, 0x00}, "bad entry count"},
-		{"count too large", []byte{Version, 0, 5, 1, 'a', 1, 0}, "cannot fit"},
-		{"huge count", cat([]byte{Version, 0}, binary.AppendUvarint(nil, math.MaxUint64), okLeaf[3:]), "cannot fit"},
-		{"empty branch", []byte{Version, 1, 0}, "empty branch"},
-		{"zero key length", []byte{Version, 0, 1, 0, 2, 0, 'x', 0}, "bad key length"},
-		{"key too long", Encode(0, []Entry{{Key: maxKey, Payload: []byte{0}}}), "bad key length"},
-		{"key past end", []byte{Version, 0, 1, 9, 'a', 'b', 1, 0}, "bad key length"},
-		{"padded key length", []byte{Version, 0, 1, 0x81, 0x00, 'a', 1, 0}, "bad key length"},
-		{"payload past end", []byte{Version, 0, 1, 1, 'a', 5, 0, 'x'}, "bad payload length"},
-		{"payload length missing", []byte{Version, 0, 1, 2, 'a', 'b'}, "bad payload length"},
-		{"padded payload length", []byte{Version, 0, 1, 1, 'a', 0x81, 0x00, 0}, "bad payload length"},
-		{"equal keys", Encode(0, []Entry{leafEntry("a", "1"), leafEntry("a", "2")}), "out of order"},
-		{"descending keys", Encode(0, []Entry{leafEntry("b", "1"), leafEntry("a", "2")}), "out of order"},
-		{"empty leaf payload", Encode(0, []Entry{{Key: []byte("a")}}), "empty leaf payload"},
-		{"inline too large", Encode(0, []Entry{leafEntry("a", strings.Repeat("v", MaxInlineValue+1))}), "exceeds 1024"},
-		{"unknown value kind", Encode(0, []Entry{{Key: []byte("a"), Payload: []byte{7, 'x'}}}), "unknown value kind 7"},
-		{"short value ref", Encode(0, []Entry{{Key: []byte("a"), Payload: refPayload[:HashSize]}}), "short value reference"},
-		{"value ref trailing", Encode(0, []Entry{{Key: []byte("a"), Payload: cat(refPayload, []byte{0})}}), "bad value reference size"},
-		{"value ref truncated size", Encode(0, []Entry{{Key: []byte("a"), Payload: cat(refPayload[:1+HashSize], []byte{0x80})}}), "bad value reference size"},
-		{"value ref padded size", Encode(0, []Entry{{Key: []byte("a"), Payload: cat(refPayload[:1+HashSize], []byte{0x88, 0x80, 0x00})}}), "bad value reference size"},
-		{"value ref too small", Encode(0, []Entry{{Key: []byte("a"), Payload: RefValue(h, MaxInlineValue).AppendPayload(nil)}}), "only 1024 bytes"},
-		{"short child", Encode(1, []Entry{{Key: []byte("a"), Payload: h[:]}}), "short child payload"},
-		{"child count trailing", Encode(1, []Entry{{Key: []byte("a"), Payload: cat(AppendChildPayload(nil, h, 1), []byte{0})}}), "bad child count"},
-		{"child count padded", Encode(1, []Entry{{Key: []byte("a"), Payload: cat(h[:], []byte{0x81, 0x00})}}), "bad child count"},
-		{"child count zero", Encode(1, []Entry{childEntry("a", 0)}), "zero records"},
-		{"leaf payload in branch", Encode(1, []Entry{leafEntry("a", "1")}), "short child payload"},
-		{"count overflow", Encode(2, []Entry{childEntry("a", math.MaxUint64), childEntry("b", 1)}), "overflows"},
+		{"version 0", []byte{0, 0, 0}, "unknown format (hash algorithm 0)"},
+		{"version 3", []byte{3, 0, 0}, "unknown format (hash algorithm 3)"},
+		{"level too high", []byte{byte(XXH3), MaxLevel + 1, 0}, "level 64 exceeds"},
+		{"value index marker", EncodeValueIndex(XXH3, []Chunk{{Hash: h, Size: 9}}), "level 255 exceeds"},
+		{"truncated count", []byte{byte(XXH3), 0, 0x80}, "bad entry count"},
+		{"padded count", []byte{byte(XXH3), 0, 0x80, 0x00}, "bad entry count"},
+		{"count too large", []byte{byte(XXH3), 0, 5, 1, 'a', 1, 0}, "cannot fit"},
+		{"huge count", cat([]byte{byte(XXH3), 0}, binary.AppendUvarint(nil, math.MaxUint64), okLeaf[3:]), "cannot fit"},
+		{"empty branch", []byte{byte(XXH3), 1, 0}, "empty branch"},
+		{"zero key length", []byte{byte(XXH3), 0, 1, 0, 2, 0, 'x', 0}, "bad key length"},
+		{"key too long", Encode(XXH3, 0, []Entry{{Key: maxKey, Payload: []byte{0}}}), "bad key length"},
+		{"key past end", []byte{byte(XXH3), 0, 1, 9, 'a', 'b', 1, 0}, "bad key length"},
+		{"padded key length", []byte{byte(XXH3), 0, 1, 0x81, 0x00, 'a', 1, 0}, "bad key length"},
+		{"payload past end", []byte{byte(XXH3), 0, 1, 1, 'a', 5, 0, 'x'}, "bad payload length"},
+		{"payload length missing", []byte{byte(XXH3), 0, 1, 2, 'a', 'b'}, "bad payload length"},
+		{"padded payload length", []byte{byte(XXH3), 0, 1, 1, 'a', 0x81, 0x00, 0}, "bad payload length"},
+		{"equal keys", Encode(XXH3, 0, []Entry{leafEntry("a", "1"), leafEntry("a", "2")}), "out of order"},
+		{"descending keys", Encode(XXH3, 0, []Entry{leafEntry("b", "1"), leafEntry("a", "2")}), "out of order"},
+		{"empty leaf payload", Encode(XXH3, 0, []Entry{{Key: []byte("a")}}), "empty leaf payload"},
+		{"inline too large", Encode(XXH3, 0, []Entry{leafEntry("a", strings.Repeat("v", MaxInlineValue+1))}), "exceeds 1024"},
+		{"unknown value kind", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: []byte{7, 'x'}}}), "unknown value kind 7"},
+		{"short value ref", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: refPayload[:XXH3.Size()]}}), "short value reference"},
+		{"value ref trailing", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: cat(refPayload, []byte{0})}}), "bad value reference size"},
+		{"value ref truncated size", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: cat(refPayload[:1+XXH3.Size()], []byte{0x80})}}), "bad value reference size"},
+		{"value ref padded size", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: cat(refPayload[:1+XXH3.Size()], []byte{0x88, 0x80, 0x00})}}), "bad value reference size"},
+		{"value ref too small", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: RefValue(h, MaxInlineValue).AppendPayload(nil)}}), "only 1024 bytes"},
+		{"short child", Encode(XXH3, 1, []Entry{{Key: []byte("a"), Payload: h.Bytes()}}), "short child payload"},
+		{"child count trailing", Encode(XXH3, 1, []Entry{{Key: []byte("a"), Payload: cat(AppendChildPayload(nil, h, 1), []byte{0})}}), "bad child count"},
+		{"child count padded", Encode(XXH3, 1, []Entry{{Key: []byte("a"), Payload: cat(h.Bytes(), []byte{0x81, 0x00})}}), "bad child count"},
+		{"child count zero", Encode(XXH3, 1, []Entry{childEntry("a", 0)}), "zero records"},
+		{"leaf payload in branch", Encode(XXH3, 1, []Entry{leafEntry("a", "1")}), "short child payload"},
+		{"count overflow", Encode(XXH3, 2, []Entry{childEntry("a", math.MaxUint64), childEntry("b", 1)}), "overflows"},
 		{"trailing bytes", cat(okLeaf, []byte{0}), "trailing bytes"},
 		{"missing entry", okLeaf[:len(okLeaf)-1], "bad payload length"},
 	} {
@@ -152,18 +218,18 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestDecodeAcceptsLimits(t *testing.T) {
-	h := Sum([]byte("h"))
+	h := XXH3.Sum([]byte("h"))
 	for _, tc := range []struct {
 		name string
 		in   []byte
 	}{
-		{"empty leaf", EmptyLeaf},
-		{"max key", Encode(0, []Entry{{Key: bytes.Repeat([]byte{0}, MaxKeySize), Payload: []byte{0}}})},
-		{"max inline", Encode(0, []Entry{leafEntry("a", strings.Repeat("v", MaxInlineValue))})},
-		{"smallest ref", Encode(0, []Entry{{Key: []byte("a"), Payload: RefValue(h, MaxInlineValue+1).AppendPayload(nil)}})},
-		{"max level", Encode(MaxLevel, []Entry{childEntry("a", 1)})},
-		{"max count", Encode(2, []Entry{childEntry("a", math.MaxUint64-1), childEntry("b", 1)})},
-		{"prefix keys", Encode(0, []Entry{leafEntry("a", ""), leafEntry("a\x00", ""), leafEntry("b", "")})},
+		{"empty leaf", EmptyLeaf(XXH3)},
+		{"max key", Encode(XXH3, 0, []Entry{{Key: bytes.Repeat([]byte{0}, MaxKeySize), Payload: []byte{0}}})},
+		{"max inline", Encode(XXH3, 0, []Entry{leafEntry("a", strings.Repeat("v", MaxInlineValue))})},
+		{"smallest ref", Encode(XXH3, 0, []Entry{{Key: []byte("a"), Payload: RefValue(h, MaxInlineValue+1).AppendPayload(nil)}})},
+		{"max level", Encode(XXH3, MaxLevel, []Entry{childEntry("a", 1)})},
+		{"max count", Encode(XXH3, 2, []Entry{childEntry("a", math.MaxUint64-1), childEntry("b", 1)})},
+		{"prefix keys", Encode(XXH3, 0, []Entry{leafEntry("a", ""), leafEntry("a\x00", ""), leafEntry("b", "")})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := Decode(tc.in)
@@ -176,8 +242,8 @@ func TestDecodeAcceptsLimits(t *testing.T) {
 }
 
 func TestNodeAccessors(t *testing.T) {
-	h := Sum([]byte("c"))
-	leaf, err := Decode(Encode(0, []Entry{
+	h := XXH3.Sum([]byte("c"))
+	leaf, err := Decode(Encode(XXH3, 0, []Entry{
 		leafEntry("b", "2"),
 		{Key: []byte("d"), Payload: RefValue(h, 4000).AppendPayload(nil)},
 		leafEntry("f", ""),
@@ -211,17 +277,17 @@ func TestNodeAccessors(t *testing.T) {
 	if string(leaf.Key(1)) != "d" {
 		t.Fatalf("append to Key(0) changed the node")
 	}
-	branch, err := Decode(Encode(2, []Entry{childEntry("m", 10), childEntry("z", 5)}))
+	branch, err := Decode(Encode(XXH3, 2, []Entry{childEntry("m", 10), childEntry("z", 5)}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, n := branch.Child(1); c != Sum([]byte("z")) || n != 5 || branch.Count() != 15 {
+	if c, n := branch.Child(1); c != XXH3.Sum([]byte("z")) || n != 5 || branch.Count() != 15 {
 		t.Fatalf("Child(1) = %s, %d; Count %d", c, n, branch.Count())
 	}
 	mustPanic(t, "Value on a branch", func() { branch.Value(0) })
 	mustPanic(t, "Child on a leaf", func() { leaf.Child(0) })
-	empty, _ := Decode(EmptyLeaf)
-	if empty.LastKey() != nil || empty.Search([]byte("a")) != 0 || empty.Hash() != EmptyRoot {
+	empty, _ := Decode(EmptyLeaf(XXH3))
+	if empty.LastKey() != nil || empty.Search([]byte("a")) != 0 || empty.Hash() != EmptyRoot(XXH3) {
 		t.Fatalf("empty leaf accessors are wrong")
 	}
 }
@@ -238,34 +304,34 @@ func mustPanic(t *testing.T, what string, f func()) {
 
 // TestDecodeValueIndexErrors walks every rejection path of DecodeValueIndex.
 func TestDecodeValueIndexErrors(t *testing.T) {
-	h := Sum([]byte("h"))
-	one := EncodeValueIndex([]Chunk{{Hash: h, Size: 100}})
+	h := XXH3.Sum([]byte("h"))
+	one := EncodeValueIndex(XXH3, []Chunk{{Hash: h, Size: 100}})
 	for _, tc := range []struct {
 		name string
 		in   []byte
 		want string
 	}{
 		{"nil", nil, "not a value index"},
-		{"node", EmptyLeaf, "not a value index"},
+		{"node", EmptyLeaf(XXH3), "not a value index"},
 		{"bad version", cat([]byte{2}, one[1:]), "not a value index"},
-		{"no chunks", []byte{Version, 0xFF, 0}, "chunk count"},
-		{"padded count", cat([]byte{Version, 0xFF, 0x81, 0x00}, one[3:]), "chunk count"},
-		{"count too large", cat([]byte{Version, 0xFF, 2}, one[3:]), "chunk count"},
-		{"zero size", EncodeValueIndex([]Chunk{{Hash: h, Size: 0}}), "bad chunk size"},
+		{"no chunks", []byte{byte(XXH3), 0xFF, 0}, "chunk count"},
+		{"padded count", cat([]byte{byte(XXH3), 0xFF, 0x81, 0x00}, one[3:]), "chunk count"},
+		{"count too large", cat([]byte{byte(XXH3), 0xFF, 2}, one[3:]), "chunk count"},
+		{"zero size", EncodeValueIndex(XXH3, []Chunk{{Hash: h, Size: 0}}), "bad chunk size"},
 		{"truncated size", cat(one[:len(one)-1], []byte{0x80}), "bad chunk size"},
-		{"padded size", cat(one[:3+HashSize], []byte{0xe4, 0x80, 0x00}), "bad chunk size"},
-		{"size over u32", cat(one[:3+HashSize], binary.AppendUvarint(nil, math.MaxUint32+1)), "bad chunk size"},
-		{"total too large", EncodeValueIndex([]Chunk{{Hash: h, Size: MaxValueSize}, {Hash: h, Size: 1}}), "more than"},
+		{"padded size", cat(one[:3+XXH3.Size()], []byte{0xe4, 0x80, 0x00}), "bad chunk size"},
+		{"size over u32", cat(one[:3+XXH3.Size()], binary.AppendUvarint(nil, math.MaxUint32+1)), "bad chunk size"},
+		{"total too large", EncodeValueIndex(XXH3, []Chunk{{Hash: h, Size: MaxValueSize}, {Hash: h, Size: 1}}), "more than"},
 		{"trailing", cat(one, []byte{0}), "trailing bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := DecodeValueIndex(tc.in)
+			_, _, err := DecodeValueIndex(XXH3, tc.in)
 			if err == nil || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("DecodeValueIndex(%x) error = %v, want ErrCorrupt mentioning %q", tc.in, err, tc.want)
+				t.Fatalf("DecodeValueIndex(XXH3, %x) error = %v, want ErrCorrupt mentioning %q", tc.in, err, tc.want)
 			}
 		})
 	}
-	chunks, total, err := DecodeValueIndex(EncodeValueIndex([]Chunk{{Hash: h, Size: MaxValueSize - 1}, {Hash: h, Size: 1}}))
+	chunks, total, err := DecodeValueIndex(XXH3, EncodeValueIndex(XXH3, []Chunk{{Hash: h, Size: MaxValueSize - 1}, {Hash: h, Size: 1}}))
 	if err != nil || len(chunks) != 2 || total != MaxValueSize {
 		t.Fatalf("index of exactly MaxValueSize bytes: %d chunks, %d bytes, %v", len(chunks), total, err)
 	}
@@ -281,11 +347,11 @@ func TestBuildMatchesDecode(t *testing.T) {
 	}{
 		{0, nil},
 		{0, []Entry{leafEntry("a", "1"), leafEntry(long, strings.Repeat("v", 1000))}},
-		{0, []Entry{leafEntry("a", "1"), {Key: []byte("b"), Payload: RefValue(Sum([]byte("v")), 5000).AppendPayload(nil)}}},
+		{0, []Entry{leafEntry("a", "1"), {Key: []byte("b"), Payload: RefValue(XXH3.Sum([]byte("v")), 5000).AppendPayload(nil)}}},
 		{2, []Entry{childEntry("a", 1), childEntry(long, 1<<40)}},
 	}
 	for _, c := range cases {
-		b := Build(c.level, c.ents)
+		b := Build(XXH3, c.level, c.ents)
 		d, err := Decode(b.Raw())
 		if err != nil {
 			t.Fatal(err)
@@ -300,7 +366,7 @@ func TestBuildMatchesDecode(t *testing.T) {
 // the buffer the node was decoded from.
 func TestCloneOwnsItsBytes(t *testing.T) {
 	buf := make([]byte, 1<<16)
-	raw := Encode(0, []Entry{leafEntry("a", "1"), leafEntry("b", "2")})
+	raw := Encode(XXH3, 0, []Entry{leafEntry("a", "1"), leafEntry("b", "2")})
 	copy(buf[100:], raw)
 	n, err := Decode(buf[100 : 100+len(raw) : 100+len(raw)])
 	if err != nil {
@@ -311,7 +377,7 @@ func TestCloneOwnsItsBytes(t *testing.T) {
 		t.Fatalf("clone differs: %+v vs %+v", c, n)
 	}
 	clear(buf)
-	if c.Hash() != Sum(raw) || !bytes.Equal(c.Raw(), raw) || string(c.Key(1)) != "b" {
+	if c.Hash() != XXH3.Sum(raw) || !bytes.Equal(c.Raw(), raw) || string(c.Key(1)) != "b" {
 		t.Fatal("clone changed with the buffer its node was decoded from")
 	}
 	if cap(c.Raw()) >= 2*len(raw)+64 {
@@ -333,7 +399,7 @@ func TestDecoderMatchesDecode(t *testing.T) {
 		for j := range ents {
 			ents[j] = leafEntry(fmt.Sprintf("k%03d-%06d", i, j), "v")
 		}
-		raws = append(raws, Encode(0, ents))
+		raws = append(raws, Encode(XXH3, 0, ents))
 	}
 	raws = append(raws, []byte("not a node"))
 	var d Decoder

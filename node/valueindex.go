@@ -15,44 +15,48 @@ const MaxValueSize = 1 << 30
 
 // Chunk is one content-defined piece of an out-of-line value.
 type Chunk struct {
-	Hash Hash   // xxh3-128 of the chunk's bytes
+	Hash Hash   // the address of the chunk's bytes
 	Size uint32 // the chunk's length
 }
 
 // EncodeValueIndex encodes the ordered chunk list of an out-of-line value.
 //
-// Layout: version u8 | 0xFF | uvarint n | n × (hash[16] | uvarint size).
-// A value's Ref is the Sum of this encoding.
-func EncodeValueIndex(chunks []Chunk) []byte {
-	b := make([]byte, 0, 2+binary.MaxVarintLen64+len(chunks)*(HashSize+binary.MaxVarintLen32))
-	b = append(b, Version, valueIndexMarker)
+// Layout: alg u8 | 0xFF | uvarint n | n × (hash | uvarint size), each hash
+// alg.Size() bytes. A value's Ref is the alg.Sum of this encoding.
+func EncodeValueIndex(alg Alg, chunks []Chunk) []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen64+len(chunks)*(alg.Size()+binary.MaxVarintLen32))
+	b = append(b, byte(alg), valueIndexMarker)
 	b = binary.AppendUvarint(b, uint64(len(chunks)))
 	for _, c := range chunks {
-		b = append(b, c.Hash[:]...)
+		b = alg.Append(b, c.Hash)
 		b = binary.AppendUvarint(b, uint64(c.Size))
 	}
 	return b
 }
 
-// DecodeValueIndex decodes a value index blob and returns its chunks and
-// the value's total size. It never panics on malformed input.
-func DecodeValueIndex(b []byte) ([]Chunk, uint64, error) {
-	if len(b) < 3 || b[0] != Version || b[1] != valueIndexMarker {
-		return nil, 0, fmt.Errorf("%w: not a value index", ErrCorrupt)
+// DecodeValueIndex decodes a value index blob of alg and returns its chunks
+// and the value's total size. It never panics on malformed input.
+func DecodeValueIndex(alg Alg, b []byte) ([]Chunk, uint64, error) {
+	hs := alg.Size()
+	if hs == 0 || len(b) < 3 || b[0] != byte(alg) || b[1] != valueIndexMarker {
+		return nil, 0, fmt.Errorf("%w: not a value index of %s", ErrCorrupt, alg)
 	}
 	n, w := uvarint(b[2:])
 	pos := 2 + w
-	if w <= 0 || n == 0 || n > uint64(len(b)-pos)/(HashSize+1) {
+	if w <= 0 || n == 0 || n > uint64(len(b)-pos)/uint64(hs+1) {
 		return nil, 0, fmt.Errorf("%w: bad value index chunk count", ErrCorrupt)
 	}
 	chunks := make([]Chunk, n)
 	var total uint64
 	for i := range chunks {
-		if len(b)-pos < HashSize+1 {
+		if len(b)-pos < hs+1 {
 			return nil, 0, fmt.Errorf("%w: truncated value index", ErrCorrupt)
 		}
-		copy(chunks[i].Hash[:], b[pos:])
-		pos += HashSize
+		chunks[i].Hash, _ = alg.HashOf(b[pos : pos+hs])
+		if chunks[i].Hash.IsZero() {
+			return nil, 0, fmt.Errorf("%w: zero chunk address in value index", ErrCorrupt)
+		}
+		pos += hs
 		s, w := uvarint(b[pos:])
 		if w <= 0 || s == 0 || s > math.MaxUint32 {
 			return nil, 0, fmt.Errorf("%w: bad chunk size in value index", ErrCorrupt)

@@ -60,27 +60,34 @@ const (
 )
 
 // claimKey is an address being written: its kind and hash.
-type claimKey [1 + node.HashSize]byte
+// kind is the key prefix of its address (prefixNode or prefixBlob).
+type claimKey struct {
+	kind byte
+	h    node.Hash
+}
 
-func makeClaimKey(kind byte, h node.Hash) claimKey {
-	var k claimKey
-	k[0] = kind
-	copy(k[1:], h[:])
-	return k
+func makeClaimKey(kind byte, h node.Hash) claimKey { return claimKey{kind, h} }
+
+// appendKey appends k's Pebble key: its kind, then its hash.
+func (k claimKey) appendKey(dst []byte) []byte {
+	return k.h.Alg().Append(append(dst, k.kind), k.h)
+}
+
+func (k claimKey) compare(o claimKey) int {
+	if k.kind != o.kind {
+		return int(k.kind) - int(o.kind)
+	}
+	return k.h.Compare(o.h)
 }
 
 func (k claimKey) kindName() string {
-	if k[0] == kindBlob {
+	if k.kind == kindBlob {
 		return "blob"
 	}
 	return "node"
 }
 
-func (k claimKey) hash() node.Hash {
-	var h node.Hash
-	copy(h[:], k[1:])
-	return h
-}
+func (k claimKey) hash() node.Hash { return k.h }
 
 // claim is an address some batches are writing: the bytes, and how many
 // claims on it batches hold.
@@ -165,7 +172,7 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 	if len(ws) == 0 {
 		return nil
 	}
-	slices.SortFunc(ws, func(a, b written) int { return bytes.Compare(a.k[:], b.k[:]) })
+	slices.SortFunc(ws, func(a, b written) int { return a.k.compare(b.k) })
 	done, err := s.use()
 	if err != nil {
 		return err
@@ -176,13 +183,13 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		return dbErr(err)
 	}
 	var (
-		key    [1 + node.HashSize]byte
+		key    = make([]byte, 0, 1+node.MaxHashSize)
 		deltas []int // nodes not stored whole
 		found  []int // ... but stored as deltas
 		stored [][]byte
 	)
 	seek := func(i int) ([]byte, bool, error) {
-		if !it.SeekPrefixGE(key[:]) || !bytes.Equal(it.Key(), key[:]) {
+		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
 			return nil, false, nil
 		}
 		v, err := it.ValueAndErr()
@@ -196,7 +203,7 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		return s.addressConflict(ws[i].k, "address already stored with different bytes")
 	}
 	for i := range ws {
-		key = ws[i].k // 'n'+hash for a node, 'b'+hash for a blob
+		key = ws[i].k.appendKey(key[:0]) // 'n'+hash for a node, 'b'+hash for a blob
 		v, ok, err := seek(i)
 		if err != nil {
 			it.Close()
@@ -206,12 +213,12 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		case ok && !bytes.Equal(v, ws[i].raw):
 			it.Close()
 			return conflict(i)
-		case !ok && ws[i].k[0] == kindNode:
+		case !ok && ws[i].k.kind == kindNode:
 			deltas = append(deltas, i)
 		}
 	}
 	for _, i := range deltas {
-		key = ws[i].k
+		key = ws[i].k.appendKey(key[:0])
 		key[0] = prefixDelta
 		v, ok, err := seek(i)
 		if err != nil {
@@ -284,8 +291,7 @@ func (s *Store) storedAt(ctx context.Context, kind byte, h node.Hash) (stored []
 	if err != nil {
 		return nil, false, dbErr(err)
 	}
-	var key [1 + node.HashSize]byte
-	copy(key[1:], h[:])
+	key := h.Alg().Append([]byte{0}, h)
 	prefixes := []byte{prefixBlob}
 	if kind == kindNode {
 		prefixes = []byte{prefixNode, prefixDelta}
@@ -293,7 +299,7 @@ func (s *Store) storedAt(ctx context.Context, kind byte, h node.Hash) (stored []
 	delta := false
 	for _, p := range prefixes {
 		key[0] = p
-		if it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:]) {
+		if it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key) {
 			v, err := it.ValueAndErr()
 			if err != nil {
 				it.Close()

@@ -50,7 +50,7 @@ func leafOf(kvs ...string) *node.Node {
 	for i := 0; i < len(kvs); i += 2 {
 		es = append(es, node.Entry{Key: []byte(kvs[i]), Payload: node.InlineValue([]byte(kvs[i+1])).AppendPayload(nil)})
 	}
-	return node.Build(0, es)
+	return node.Build(node.XXH3, 0, es)
 }
 
 func TestCheckAddressesBlobConflict(t *testing.T) {
@@ -61,7 +61,7 @@ func TestCheckAddressesBlobConflict(t *testing.T) {
 		t.Fatalf("value splits into %d chunks, want 1", len(sizes))
 	}
 	x := bytes.Repeat([]byte("x"), 700)
-	addr := node.Sum(y)
+	addr := node.XXH3.Sum(y)
 	plant(t, s, blobKey(addr), x)
 
 	b, err := s.NewBatch()
@@ -81,8 +81,8 @@ func TestCheckAddressesBlobConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Discard()
-	b.SetRef("head", node.EmptyRoot)
-	_, err = b.Apply(ctx, node.EmptyRoot, []Edit{{Key: []byte("k"), Value: y}})
+	b.SetRef("head", node.EmptyRoot(node.XXH3))
+	_, err = b.Apply(ctx, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("k"), Value: y}})
 	if !errors.Is(err, ErrAddressConflict) || !bytes.Contains([]byte(err.Error()), []byte("blob "+addr.String())) {
 		t.Fatalf("Apply of a value whose chunk's address holds other bytes: %v, want ErrAddressConflict naming blob %s", err, addr)
 	}
@@ -106,7 +106,7 @@ func TestCheckAddressesNodeConflict(t *testing.T) {
 	}
 	defer b.Discard()
 	b.SetRef("head", want.Hash())
-	if _, err := b.Apply(ctx, node.EmptyRoot, []Edit{{Key: []byte("a"), Value: []byte("1")}}); !errors.Is(err, ErrAddressConflict) {
+	if _, err := b.Apply(ctx, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("a"), Value: []byte("1")}}); !errors.Is(err, ErrAddressConflict) {
 		t.Fatalf("Apply building a node whose address holds another: %v, want ErrAddressConflict", err)
 	}
 	// The batch holds the conflicting node: it must not commit.
@@ -142,7 +142,7 @@ func TestCheckAddressesNodeConflict(t *testing.T) {
 	}
 
 	// A node the cache holds is compared without a probe.
-	good := apply(t, s, node.EmptyRoot, []Edit{{Key: []byte("c"), Value: []byte("3")}})
+	good := apply(t, s, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("c"), Value: []byte("3")}})
 	if s.cache.get(good) == nil {
 		t.Fatal("the committed node is not cached")
 	}
@@ -341,7 +341,7 @@ func TestCheckAddressesEqualBytes(t *testing.T) {
 func TestCheckAddressesClaims(t *testing.T) {
 	ctx := context.Background()
 	s := openChecked(t, t.TempDir(), chunker.Config{})
-	h := node.Sum([]byte("an address"))
+	h := node.XXH3.Sum([]byte("an address"))
 	x, y := []byte("bytes x"), []byte("bytes y")
 	b1, err := s.NewBatch()
 	if err != nil {
@@ -390,7 +390,7 @@ func TestCheckAddressesClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b2.Discard()
-	if write, err := s.checkWrite(ctx, kindBlob, node.Sum(x), y, b2.ownClaims(), b2.ownClaims()); write || !errors.Is(err, ErrAddressConflict) {
+	if write, err := s.checkWrite(ctx, kindBlob, node.XXH3.Sum(x), y, b2.ownClaims(), b2.ownClaims()); write || !errors.Is(err, ErrAddressConflict) {
 		t.Fatalf("checkWrite over committed bytes: %v, %v; want ErrAddressConflict", write, err)
 	}
 }
@@ -400,7 +400,7 @@ func TestCheckAddressesClaims(t *testing.T) {
 func TestUncheckedStoreOverwrites(t *testing.T) {
 	s := openTest(t, chunker.Config{})
 	y := []byte("the real bytes")
-	plant(t, s, blobKey(node.Sum(y)), []byte("other"))
+	plant(t, s, blobKey(node.XXH3.Sum(y)), []byte("other"))
 	b, err := s.NewBatch()
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +412,7 @@ func TestUncheckedStoreOverwrites(t *testing.T) {
 	if err := b.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mustStore(t, s, blobKey(node.Sum(y)), y)
+	mustStore(t, s, blobKey(node.XXH3.Sum(y)), y)
 }
 
 // xxh3Collision is xxh3collide.Pair: two values of n bytes, one xxh3-128.
@@ -424,7 +424,7 @@ func xxh3Collision(n int, rest []byte) (a, b []byte) { return xxh3collide.Pair(n
 func TestCheckAddressesRealCollision(t *testing.T) {
 	ctx := context.Background()
 	a, b := xxh3Collision(2048, bytes.Repeat([]byte("rest of the value "), 200))
-	if bytes.Equal(a, b) || node.Sum(a) != node.Sum(b) {
+	if bytes.Equal(a, b) || node.XXH3.Sum(a) != node.XXH3.Sum(b) {
 		t.Fatal("not a collision")
 	}
 	s := openTest(t, chunker.Config{}) // no Options.CheckAddresses
@@ -458,7 +458,7 @@ func TestCheckAddressesRealCollision(t *testing.T) {
 	b3 := newBatch()
 	put(b3, b, ErrAddressConflict) // stored
 	b3.Discard()
-	mustStore(t, s, blobKey(node.Sum(a)), a)
+	mustStore(t, s, blobKey(node.XXH3.Sum(a)), a)
 	if len(s.claims) != 0 {
 		t.Fatalf("%d claims left", len(s.claims))
 	}

@@ -189,7 +189,7 @@ func (b *Batch) Commit(ctx context.Context) error {
 			if err := b.pb.Delete(refKey(name), nil); err != nil {
 				return err
 			}
-		} else if err := b.pb.Set(refKey(name), h[:], nil); err != nil {
+		} else if err := b.pb.Set(refKey(name), h.Bytes(), nil); err != nil {
 			return err
 		}
 	}
@@ -292,7 +292,11 @@ func (b *Batch) DeleteMeta(name string) error {
 // caller's slice is copied. This is how nodes received from elsewhere enter
 // a store: their address is always recomputed here.
 func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
-	if _, err := node.Decode(raw); err != nil {
+	n, err := node.Decode(raw)
+	if err != nil {
+		return node.Hash{}, err
+	}
+	if err := b.checkAlg(n); err != nil {
 		return node.Hash{}, err
 	}
 	h, err := b.putNode(bytes.Clone(raw))
@@ -308,11 +312,23 @@ func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
 // caller must not modify them. This is how a verified node received from
 // elsewhere enters a store without being decoded twice.
 func (b *Batch) PutDecoded(n *node.Node) (node.Hash, error) {
+	if err := b.checkAlg(n); err != nil {
+		return node.Hash{}, err
+	}
 	h, err := b.put(context.Background(), n.Raw(), n, node.Hash{})
 	if err == nil {
 		err = b.verify(context.Background())
 	}
 	return h, err
+}
+
+// checkAlg refuses a node of another hash algorithm than the store's: its
+// addresses would name nothing here.
+func (b *Batch) checkAlg(n *node.Node) error {
+	if n.Alg() != b.s.alg {
+		return fmt.Errorf("store %s: node %s: %w (a %s node in a %s store)", b.s.dir, n.Hash(), node.ErrCorrupt, n.Alg(), b.s.alg)
+	}
+	return nil
 }
 
 // putNode stores an encoded node that the caller guarantees is valid and
@@ -338,9 +354,9 @@ func (b *Batch) put(ctx context.Context, raw []byte, n *node.Node, near node.Has
 	if n != nil {
 		h = n.Hash() // hashed when n was decoded or built
 	} else {
-		h = node.Sum(raw)
+		h = b.s.alg.Sum(raw)
 	}
-	if h == node.EmptyRoot {
+	if h == b.s.EmptyRoot() {
 		return h, nil
 	}
 	if p, ok := b.pending[h]; ok {
@@ -363,7 +379,7 @@ func (b *Batch) put(ctx context.Context, raw []byte, n *node.Node, near node.Has
 		return h, nil
 	}
 	var d []byte
-	if n != nil && !b.ingest && !near.IsZero() && near != node.EmptyRoot {
+	if n != nil && !b.ingest && !near.IsZero() && near != b.s.EmptyRoot() {
 		d = b.deltaFrom(&b.scratch, h, n, near)
 	}
 	return h, b.store(h, raw, n, d)
@@ -426,7 +442,7 @@ func (b *Batch) deltaFrom(sc *deltaScratch, h node.Hash, n *node.Node, near node
 	if e.n.Level() != n.Level() {
 		return nil
 	}
-	limit := len(n.Raw())/deltaMaxFraction - deltaHeader - 2
+	limit := len(n.Raw())/deltaMaxFraction - deltaHeader(b.s.alg) - 2
 	ops, ok := diffOps(sc.diff, e.n, n, limit)
 	sc.diff = ops
 	if !ok {
@@ -434,7 +450,7 @@ func (b *Batch) deltaFrom(sc *deltaScratch, h node.Hash, n *node.Node, near node
 	}
 	base := near
 	if e.delta != nil {
-		d, err := decodeDeltaInto(e.delta, sc.near)
+		d, err := decodeDeltaInto(b.s.alg, e.delta, sc.near)
 		sc.near = d.ops
 		if err != nil {
 			return nil
@@ -462,7 +478,7 @@ func (b *Batch) PutBlob(raw []byte) (node.Hash, error) {
 // putBlob is PutBlob; if deferred, a checked blob's address is probed
 // later (Batch.verify), with the other writes of an Apply.
 func (b *Batch) putBlob(raw []byte, deferred bool) (node.Hash, error) {
-	h := node.Sum(raw)
+	h := b.s.alg.Sum(raw)
 	if b.checked() && !b.blobsChecked {
 		// Stored with these bytes (or written by this batch already):
 		// nothing to write.
@@ -593,7 +609,7 @@ func (b *Batch) storeValue(v []byte) (node.Value, error) {
 		chunks[i] = node.Chunk{Hash: h, Size: uint32(n)}
 		off += n
 	}
-	idx, err := b.putBlob(node.EncodeValueIndex(chunks), true)
+	idx, err := b.putBlob(node.EncodeValueIndex(b.s.alg, chunks), true)
 	if err != nil {
 		return node.Value{}, err
 	}

@@ -40,7 +40,7 @@ func TestBatchSpillKeepsMetaAtomic(t *testing.T) {
 	}
 	// A 200 KiB value is stored as blobs well past the spill threshold.
 	big := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16)
-	root, err := b.Apply(ctx, node.EmptyRoot, []Edit{{Key: []byte("big"), Value: big}})
+	root, err := b.Apply(ctx, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("big"), Value: big}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestBatchSpillKeepsMetaAtomic(t *testing.T) {
 	b, _ = s.NewBatch()
 	b.SetMeta("cursor", []byte("42"))
 	b.SetMeta("empty", nil)
-	root2, err := b.Apply(ctx, node.EmptyRoot, []Edit{{Key: []byte("big"), Value: big}})
+	root2, err := b.Apply(ctx, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("big"), Value: big}})
 	if err != nil || root2 != root {
 		t.Fatalf("Apply = %s, %v; want %s", root2, err, root)
 	}
@@ -75,7 +75,7 @@ func TestBatchSpillKeepsMetaAtomic(t *testing.T) {
 	if _, err := b.Apply(ctx, root2, []Edit{{Key: []byte("big2"), Value: big}}); err != nil {
 		t.Fatal(err)
 	}
-	b.ExpectRef("head", node.EmptyRoot, true)
+	b.ExpectRef("head", node.EmptyRoot(node.XXH3), true)
 	if err := b.Commit(ctx); !errors.Is(err, ErrRefMoved) {
 		t.Fatalf("Commit = %v, want ErrRefMoved", err)
 	}
@@ -222,7 +222,7 @@ func TestConcurrentUpdatesAndGC(t *testing.T) {
 func TestStoredValuesAreValidated(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, smallConfig)
-	ref := node.Sum([]byte("index"))
+	ref := node.XXH3.Sum([]byte("index"))
 	bad := []struct {
 		name string
 		key  []byte
@@ -247,7 +247,7 @@ func TestStoredValuesAreValidated(t *testing.T) {
 				t.Fatalf("AddValue error = %v, want %v", err, tc.want)
 			}
 			v := tc.v
-			if _, err := b.ApplyValues(ctx, node.EmptyRoot, []StoredEdit{{Key: tc.key, Value: &v}}); !errors.Is(err, tc.want) {
+			if _, err := b.ApplyValues(ctx, node.EmptyRoot(node.XXH3), []StoredEdit{{Key: tc.key, Value: &v}}); !errors.Is(err, tc.want) {
 				t.Fatalf("ApplyValues error = %v, want %v", err, tc.want)
 			}
 		})
@@ -303,7 +303,7 @@ func TestBuilderIngestSpills(t *testing.T) {
 	for k, v := range model {
 		edits = append(edits, Edit{Key: []byte(k), Value: []byte(v)})
 	}
-	if applied := apply(t, s, node.EmptyRoot, edits); applied != root {
+	if applied := apply(t, s, node.EmptyRoot(node.XXH3), edits); applied != root {
 		t.Fatalf("built root %s, applied root %s", root, applied)
 	}
 	b, _ := s.NewBatch()
@@ -400,15 +400,15 @@ func TestHasNodesMatchesHasNode(t *testing.T) {
 	for i := 0; i < 300; i++ {
 		edits = append(edits, Edit{Key: []byte(fmt.Sprintf("k%04d", i)), Value: []byte("v")})
 	}
-	root := apply(t, s, node.EmptyRoot, edits)
-	hs := []node.Hash{node.EmptyRoot, root, node.Sum([]byte("absent")), {}}
+	root := apply(t, s, node.EmptyRoot(node.XXH3), edits)
+	hs := []node.Hash{node.EmptyRoot(node.XXH3), root, node.XXH3.Sum([]byte("absent")), {}}
 	n, err := s.Node(context.Background(), root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n.Len(); i++ {
 		c, _ := n.Child(i)
-		hs = append(hs, c, node.Sum(c[:]))
+		hs = append(hs, c, node.XXH3.Sum(c.Bytes()))
 	}
 	s.cache.invalidate() // make the lookups go to Pebble
 	got, err := s.HasNodes(hs)
@@ -438,8 +438,8 @@ func TestHasNodesMatchesHasNode(t *testing.T) {
 // delta is found.
 func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 	s := openTest(t, smallConfig)
-	absent := node.Sum([]byte("absent"))
-	got, err := s.HasNodes([]node.Hash{node.EmptyRoot, absent})
+	absent := node.XXH3.Sum([]byte("absent"))
+	got, err := s.HasNodes([]node.Hash{node.EmptyRoot(node.XXH3), absent})
 	if err != nil || !got[0] || got[1] {
 		t.Fatalf("empty store: HasNodes = %v, %v; want [true false]", got, err)
 	}
@@ -450,7 +450,7 @@ func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		keys = append(keys, Edit{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")})
 	}
-	b := apply(t, s, node.EmptyRoot, keys)                                      // a leaf, whole
+	b := apply(t, s, node.EmptyRoot(node.XXH3), keys)                                      // a leaf, whole
 	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}}) // a delta of it
 	if ok, _ := s.has(nodeKey(x)); ok {
 		t.Fatal("the edited leaf was stored whole: the test no longer covers deltas")

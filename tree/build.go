@@ -88,7 +88,7 @@ func (bl *Builder) AddValue(key []byte, v node.Value) error {
 	}
 	// Copy the key and payload (the node encoder copies them again), so the
 	// caller may reuse its buffers. Records are carved from a shared slab.
-	need := len(key) + len(v.Inline) + 1 + node.HashSize + binary.MaxVarintLen64
+	need := len(key) + len(v.Inline) + 1 + node.MaxHashSize + binary.MaxVarintLen64
 	if need > cap(bl.slab)-len(bl.slab) {
 		bl.slab = make([]byte, 0, max(builderSlab, need))
 	}
@@ -121,7 +121,7 @@ func (bl *Builder) add(level int, e node.Entry, count uint64) error {
 
 func (bl *Builder) emit(level int) error {
 	lb := bl.levels[level]
-	h, err := bl.b.putBuilt(bl.ctx, node.Build(level, lb.pend), node.Hash{})
+	h, err := bl.b.putBuilt(bl.ctx, node.Build(bl.b.s.alg, level, lb.pend), node.Hash{})
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (bl *Builder) Finish() (node.Hash, error) {
 		lb := bl.levels[level]
 		if level == len(bl.levels)-1 && lb.emitted == 0 {
 			// The only node of the top level is the root.
-			h, err := bl.b.putBuilt(bl.ctx, node.Build(level, lb.pend), node.Hash{})
+			h, err := bl.b.putBuilt(bl.ctx, node.Build(bl.b.s.alg, level, lb.pend), node.Hash{})
 			if err != nil {
 				return node.Hash{}, err
 			}
@@ -156,5 +156,5 @@ func (bl *Builder) Finish() (node.Hash, error) {
 			}
 		}
 	}
-	return node.EmptyRoot, nil
+	return bl.b.s.EmptyRoot(), nil
 }

@@ -13,7 +13,7 @@ import (
 // budget, once read, is served from the cache entirely however it is read.
 func TestNodeCacheKeepsWorkingSet(t *testing.T) {
 	mk := func(i int) (node.Hash, cached) {
-		n := node.Build(0, []node.Entry{{Key: []byte(fmt.Sprintf("k%06d", i)), Payload: node.InlineValue(make([]byte, 900)).AppendPayload(nil)}})
+		n := node.Build(node.XXH3, 0, []node.Entry{{Key: []byte(fmt.Sprintf("k%06d", i)), Payload: node.InlineValue(make([]byte, 900)).AppendPayload(nil)}})
 		return n.Hash(), cached{n: n}
 	}
 	_, one := mk(0)
@@ -60,7 +60,7 @@ func TestNodeCacheKeepsWorkingSet(t *testing.T) {
 // everything on the next add after a flip).
 func TestNodeCacheSurvivesAFlip(t *testing.T) {
 	mk := func(i int) (node.Hash, cached) {
-		n := node.Build(0, []node.Entry{{Key: []byte(fmt.Sprintf("k%06d", i)), Payload: node.InlineValue(make([]byte, 900)).AppendPayload(nil)}})
+		n := node.Build(node.XXH3, 0, []node.Entry{{Key: []byte(fmt.Sprintf("k%06d", i)), Payload: node.InlineValue(make([]byte, 900)).AppendPayload(nil)}})
 		return n.Hash(), cached{n: n}
 	}
 	_, one := mk(0)

@@ -77,7 +77,7 @@ func TestCorruptSSTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer early.Discard()
-	early.SetRef("head", node.EmptyRoot)
+	early.SetRef("head", node.EmptyRoot(node.XXH3))
 	noPanic := func(what string, f func() error) error {
 		t.Helper()
 		var err error
@@ -108,7 +108,7 @@ func TestCorruptSSTable(t *testing.T) {
 	if err := noPanic("Ref", func() error { _, _, err := s.Ref("head"); return err }); !errors.Is(err, node.ErrCorrupt) {
 		t.Fatalf("Ref after the corruption: %v, want ErrCorrupt", err)
 	}
-	if _, err := s.HasNode(node.Sum([]byte("x"))); !errors.Is(err, node.ErrCorrupt) {
+	if _, err := s.HasNode(node.XXH3.Sum([]byte("x"))); !errors.Is(err, node.ErrCorrupt) {
 		t.Fatalf("HasNode after the corruption: %v, want ErrCorrupt", err)
 	}
 	if err := early.Commit(ctx); !errors.Is(err, node.ErrCorrupt) {

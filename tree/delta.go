@@ -28,15 +28,13 @@ import (
 //
 // Stored layout:
 //
-//	0xDE | level u8 | base hash (16) | uvarint n | n × (uvarint klen | key | uvarint plen+1 | payload)
+//	0xDE | level u8 | base hash (the store's hash width) | uvarint n | n × (uvarint klen | key | uvarint plen+1 | payload)
 //
 // with plen+1 = 0 for a delete, and keys strictly ascending. A whole node
 // starts with node.Version, so byte 0 tells the two apart.
 
 const (
 	deltaTag = 0xDE
-	// deltaHeader is the tag, level and base hash.
-	deltaHeader = 2 + node.HashSize
 	// deltaMaxFraction bounds a stored delta to 1/deltaMaxFraction of the
 	// node's full encoding.
 	deltaMaxFraction = 3
@@ -48,7 +46,11 @@ type deltaOp struct {
 	payload []byte
 }
 
+// deltaHeader is the size of a delta's tag, level and base hash.
+func deltaHeader(alg node.Alg) int { return 2 + alg.Size() }
+
 type delta struct {
+	alg   node.Alg
 	level int
 	base  node.Hash
 	ops   []deltaOp
@@ -57,13 +59,13 @@ type delta struct {
 func isDelta(raw []byte) bool { return len(raw) > 0 && raw[0] == deltaTag }
 
 func appendDelta(dst []byte, level int, base node.Hash, ops []deltaOp) []byte {
-	size := deltaHeader + uvarintLen(uint64(len(ops)))
+	size := deltaHeader(base.Alg()) + uvarintLen(uint64(len(ops)))
 	for _, op := range ops {
 		size += opSize(op)
 	}
 	dst = slices.Grow(dst, size)
 	dst = append(dst, deltaTag, byte(level))
-	dst = append(dst, base[:]...)
+	dst = base.Alg().Append(dst, base)
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for _, op := range ops {
 		dst = binary.AppendUvarint(dst, uint64(len(op.key)))
@@ -80,22 +82,26 @@ func appendDelta(dst []byte, level int, base node.Hash, ops []deltaOp) []byte {
 
 // decodeDelta parses a stored delta. The ops alias raw. Malformed input
 // gives an error wrapping node.ErrCorrupt, never a panic.
-func decodeDelta(raw []byte) (delta, error) { return decodeDeltaInto(raw, nil) }
+func decodeDelta(alg node.Alg, raw []byte) (delta, error) { return decodeDeltaInto(alg, raw, nil) }
 
 // decodeDeltaInto is decodeDelta appending the ops to ops[:0].
-func decodeDeltaInto(raw []byte, ops []deltaOp) (delta, error) {
+func decodeDeltaInto(alg node.Alg, raw []byte, ops []deltaOp) (delta, error) {
 	bad := func(why string) (delta, error) {
 		return delta{}, fmt.Errorf("%w: delta: %s", node.ErrCorrupt, why)
 	}
-	if len(raw) < deltaHeader+1 || raw[0] != deltaTag {
+	hdr := deltaHeader(alg)
+	if !alg.Valid() || len(raw) < hdr+1 || raw[0] != deltaTag {
 		return bad("short or untagged")
 	}
-	d := delta{level: int(raw[1])}
+	d := delta{alg: alg, level: int(raw[1])}
 	if d.level > node.MaxLevel {
 		return bad("level out of range")
 	}
-	copy(d.base[:], raw[2:deltaHeader])
-	p := raw[deltaHeader:]
+	d.base, _ = alg.HashOf(raw[2:hdr])
+	if d.base.IsZero() {
+		return bad("zero base")
+	}
+	p := raw[hdr:]
 	n, w := binary.Uvarint(p)
 	if w <= 0 || n > uint64(len(p))/2 {
 		return bad("bad op count")
@@ -162,7 +168,7 @@ func applyDelta(base *node.Node, d delta) ([]byte, error) {
 		}
 		o++
 	}
-	return node.Encode(d.level, ents), nil
+	return node.Encode(d.alg, d.level, ents), nil
 }
 
 // diffOps appends to ops[:0] the ops that turn old into next, or returns

@@ -25,7 +25,7 @@ func randLeaf(r *rand.Rand, n int) *node.Node {
 		v := node.InlineValue([]byte(fmt.Sprintf("v%d", r.IntN(4))))
 		ents = append(ents, node.Entry{Key: []byte(fmt.Sprintf("k%03d", k)), Payload: v.AppendPayload(nil)})
 	}
-	return node.Build(0, ents)
+	return node.Build(node.XXH3, 0, ents)
 }
 
 // TestDeltaOpsRoundTrip checks the delta algebra on random leaves: the ops
@@ -46,10 +46,10 @@ func TestDeltaOpsRoundTrip(t *testing.T) {
 			want *node.Node
 		}{{ab, b}, {composeOps(nil, ab, bc), c}} {
 			enc := appendDelta(nil, 0, base, tc.ops)
-			if got := deltaHeader + uvarintLen(uint64(len(tc.ops))); len(tc.ops) == 0 && len(enc) != got {
+			if got := deltaHeader(node.XXH3) + uvarintLen(uint64(len(tc.ops))); len(tc.ops) == 0 && len(enc) != got {
 				t.Fatalf("empty delta is %d bytes, want %d", len(enc), got)
 			}
-			d, err := decodeDelta(enc)
+			d, err := decodeDelta(node.XXH3, enc)
 			if err != nil {
 				t.Fatalf("decode own delta: %v", err)
 			}
@@ -71,26 +71,26 @@ func TestDeltaOpsRoundTrip(t *testing.T) {
 }
 
 func TestDecodeDeltaErrors(t *testing.T) {
-	base := node.Sum([]byte("base"))
+	base := node.XXH3.Sum([]byte("base"))
 	good := appendDelta(nil, 0, base, []deltaOp{{key: []byte("a"), payload: []byte{0, 'x'}}, {key: []byte("b")}})
 	cases := map[string][]byte{
 		"empty":           nil,
-		"untagged":        append([]byte{node.Version}, good[1:]...),
-		"short":           good[:deltaHeader],
+		"untagged":        append([]byte{byte(node.XXH3)}, good[1:]...),
+		"short":           good[:deltaHeader(node.XXH3)],
 		"level":           append([]byte{deltaTag, node.MaxLevel + 1}, good[2:]...),
 		"truncated":       good[:len(good)-1],
 		"trailing":        append(bytes.Clone(good), 0),
-		"count too large": append(bytes.Clone(good[:deltaHeader]), 0x7f),
+		"count too large": append(bytes.Clone(good[:deltaHeader(node.XXH3)]), 0x7f),
 		"keys unordered":  appendDelta(nil, 0, base, []deltaOp{{key: []byte("b")}, {key: []byte("a")}}),
 		"duplicate keys":  appendDelta(nil, 0, base, []deltaOp{{key: []byte("a")}, {key: []byte("a")}}),
 		"key too long":    appendDelta(nil, 0, base, []deltaOp{{key: bytes.Repeat([]byte("k"), node.MaxKeySize+1)}}),
 	}
 	for name, raw := range cases {
-		if _, err := decodeDelta(raw); !errors.Is(err, node.ErrCorrupt) {
+		if _, err := decodeDelta(node.XXH3, raw); !errors.Is(err, node.ErrCorrupt) {
 			t.Errorf("%s: error %v, want ErrCorrupt", name, err)
 		}
 	}
-	if _, err := decodeDelta(good); err != nil {
+	if _, err := decodeDelta(node.XXH3, good); err != nil {
 		t.Fatalf("good delta: %v", err)
 	}
 }
@@ -100,7 +100,7 @@ func TestDecodeDeltaErrors(t *testing.T) {
 // ErrCorrupt, and an accepted delta re-encodes to a delta that decodes the
 // same.
 func FuzzDecodeDelta(f *testing.F) {
-	base := node.Build(0, []node.Entry{
+	base := node.Build(node.XXH3, 0, []node.Entry{
 		{Key: []byte("a"), Payload: node.InlineValue([]byte("1")).AppendPayload(nil)},
 		{Key: []byte("c"), Payload: node.InlineValue([]byte("3")).AppendPayload(nil)},
 	})
@@ -108,14 +108,14 @@ func FuzzDecodeDelta(f *testing.F) {
 	f.Add(appendDelta(nil, 1, base.Hash(), nil))
 	f.Add([]byte{deltaTag})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		d, err := decodeDelta(raw)
+		d, err := decodeDelta(node.XXH3, raw)
 		if err != nil {
 			if !errors.Is(err, node.ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
 			}
 			return
 		}
-		again, err := decodeDelta(appendDelta(nil, d.level, d.base, d.ops))
+		again, err := decodeDelta(node.XXH3, appendDelta(nil, d.level, d.base, d.ops))
 		if err != nil || again.base != d.base || again.level != d.level || len(again.ops) != len(d.ops) {
 			t.Fatalf("re-encoded delta decodes to %+v, %v; want %+v", again, err, d)
 		}
@@ -144,7 +144,7 @@ func eachStoredNode(t *testing.T, s *Store, fn func(h node.Hash, stored []byte) 
 				it.Close()
 				t.Fatalf("node %x: stored form does not match its key prefix", it.Key())
 			}
-			if !fn(node.Hash(it.Key()[1:]), it.Value()) {
+			if !fn(xxHash(it.Key()[1:]), it.Value()) {
 				it.Close()
 				return
 			}
@@ -163,7 +163,7 @@ func storedForms(t *testing.T, s *Store) (whole, deltas int) {
 			return true
 		}
 		deltas++
-		d, err := decodeDelta(v)
+		d, err := decodeDelta(node.XXH3, v)
 		if err != nil {
 			t.Fatalf("stored delta %s: %v", h, err)
 		}
@@ -288,7 +288,7 @@ func deltaNode(t *testing.T, s *Store) (h node.Hash, d delta) {
 			return true
 		}
 		var err error
-		if d, err = decodeDelta(bytes.Clone(v)); err != nil {
+		if d, err = decodeDelta(node.XXH3, bytes.Clone(v)); err != nil {
 			t.Fatal(err)
 		}
 		h, found = nh, true
@@ -418,9 +418,9 @@ func TestRebuiltBaseStaysWhole(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		keys = append(keys, Edit{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")})
 	}
-	b := apply(t, s, node.EmptyRoot, keys)                                                       // leaf B, whole
+	b := apply(t, s, node.EmptyRoot(node.XXH3), keys)                                                       // leaf B, whole
 	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}})                  // X, a delta of B
-	d := apply(t, s, node.EmptyRoot, append(keys, Edit{Key: []byte("k99"), Value: []byte("v")})) // D
+	d := apply(t, s, node.EmptyRoot(node.XXH3), append(keys, Edit{Key: []byte("k99"), Value: []byte("v")})) // D
 	b2 := apply(t, s, d, []Edit{{Key: []byte("k99"), Delete: true}})                             // B again, near D
 	if b2 != b {
 		t.Fatalf("rebuilding B's records gave %s, want %s", b2, b)

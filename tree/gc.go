@@ -140,8 +140,8 @@ func deleteRank(p byte, v []byte) int {
 			rank--
 		}
 		return rank
-	case p == prefixBlob:
-		if _, _, err := node.DecodeValueIndex(v); err == nil {
+	case p == prefixBlob && len(v) > 0:
+		if _, _, err := node.DecodeValueIndex(node.Alg(v[0]), v); err == nil {
 			return 0
 		}
 	}
@@ -288,7 +288,7 @@ func (s *Store) markValue(ctx context.Context, v node.Value, liveBlobs map[node.
 	if err != nil {
 		return err
 	}
-	chunks, _, err := node.DecodeValueIndex(idx)
+	chunks, _, err := node.DecodeValueIndex(s.alg, idx)
 	if err != nil {
 		return fmt.Errorf("value index %s: %w", v.Ref, err)
 	}
@@ -314,7 +314,7 @@ func (s *Store) markScope(ctx context.Context, root node.Hash, sc Scope, liveNod
 		}
 		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		id := fmt.Sprintf("%x/%t/%q/%t", it.h[:], it.lo == nil, it.lo, it.open)
+		id := fmt.Sprintf("%x/%t/%q/%t", it.h.String(), it.lo == nil, it.lo, it.open)
 		if _, ok := seen[id]; ok {
 			continue
 		}
@@ -429,10 +429,10 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 		}
 		for it.First(); it.Valid(); it.Next() {
 			k := it.Key()
-			if len(k) != 1+node.HashSize {
+			h, ok := s.alg.HashOf(k[1:])
+			if !ok {
 				continue
 			}
-			h := node.Hash(k[1:])
 			if _, ok := live[h]; ok {
 				// The length needs no read of a separated value.
 				lv := it.LazyValue()
@@ -442,11 +442,11 @@ func (s *Store) sweep(ctx context.Context, liveNodes, liveBlobs map[node.Hash]st
 					if err != nil {
 						break // it.Error reports it
 					}
-					if len(v) < deltaHeader || !isDelta(v) {
+					if len(v) < deltaHeader(s.alg) || !isDelta(v) {
 						it.Close()
 						return nil, fmt.Errorf("delta record %s: %w", h, node.ErrCorrupt)
 					}
-					if _, ok := live[node.Hash(v[2:deltaHeader])]; !ok {
+					if base, _ := s.alg.HashOf(v[2:deltaHeader(s.alg)]); !isLive(live, base) {
 						rewrite = append(rewrite, h)
 					}
 				}
@@ -524,7 +524,9 @@ func (s *Store) deleteRanked(ctx context.Context, byRank map[int][][]byte) error
 			if err := b.Delete(key, nil); err != nil {
 				return err
 			}
-			s.cache.remove(node.Hash(key[1:]))
+			if h, ok := s.alg.HashOf(key[1:]); ok {
+				s.cache.remove(h)
+			}
 			if b.Len() > sweepBatchBytes {
 				if err := b.Commit(pebble.NoSync); err != nil {
 					return err
@@ -621,10 +623,10 @@ func (s *Store) copyLive(ctx context.Context, b **pebble.Batch, pfx byte, live, 
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		if len(k) != 1+node.HashSize {
+		h, ok := s.alg.HashOf(k[1:])
+		if !ok {
 			continue
 		}
-		h := node.Hash(k[1:])
 		if _, ok := live[h]; !ok {
 			continue
 		}
@@ -692,3 +694,5 @@ func (s *Store) DiskSize() (uint64, error) {
 	defer done()
 	return s.db.Metrics().DiskSpaceUsage(), nil
 }
+
+func isLive(live map[node.Hash]struct{}, h node.Hash) bool { _, ok := live[h]; return ok }

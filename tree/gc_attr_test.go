@@ -25,7 +25,7 @@ func TestAttributeRankMatchesValue(t *testing.T) {
 		}
 		edits = append(edits, Edit{Key: []byte(fmt.Sprintf("key-%04d", i)), Value: v})
 	}
-	root := apply(t, s, node.EmptyRoot, edits)
+	root := apply(t, s, node.EmptyRoot(node.XXH3), edits)
 	// Scattered small updates, so that some rewritten nodes are deltas.
 	for i := 0; i < 400; i += 37 {
 		root = apply(t, s, root, []Edit{{Key: []byte(fmt.Sprintf("key-%04d", i)), Value: bytes.Repeat([]byte{'u'}, 300)}})

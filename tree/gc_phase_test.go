@@ -354,7 +354,7 @@ func liveDeltaBases(t *testing.T, s *Store, roots map[string]node.Hash) map[node
 			return true
 		}
 		if _, ok := live[h]; ok {
-			_, baseLive := live[node.Hash(v[2:deltaHeader])]
+			_, baseLive := live[xxHash(v[2:deltaHeader(node.XXH3)])]
 			out[h] = baseLive
 		}
 		return true

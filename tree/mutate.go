@@ -190,11 +190,11 @@ func (c *cursor) next(load func(node.Hash) (*node.Node, error)) (bool, error) {
 	return false, nil
 }
 
-func entryCount(level int, e node.Entry) uint64 {
+func entryCount(alg node.Alg, level int, e node.Entry) uint64 {
 	if level == 0 {
 		return 1
 	}
-	_, c, _ := node.DecodeChildPayload(e.Payload)
+	_, c, _ := node.DecodeChildPayload(alg, e.Payload)
 	return c
 }
 
@@ -212,7 +212,7 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 		if len(pend) == 0 {
 			return nil
 		}
-		h, err := m.emit(node.Build(level, pend), near)
+		h, err := m.emit(node.Build(m.b.s.alg, level, pend), near)
 		if err != nil {
 			return err
 		}
@@ -237,7 +237,7 @@ func (m *mutator) applyLevel(rootHash node.Hash, root *node.Node, level int, edi
 		sp := chunker.NewSplitter(m.cfg, level)
 		add := func(e node.Entry) error {
 			pend = append(pend, e)
-			count += entryCount(level, e)
+			count += entryCount(m.b.s.alg, level, e)
 			if sp.Next(e) {
 				return flush()
 			}
@@ -330,7 +330,7 @@ func parentEdits(dels, puts []node.Entry) []levelEdit {
 // while a level has more than one node, then collapses single-child roots.
 func (m *mutator) finishTop(level int, entries []node.Entry) (node.Hash, error) {
 	if len(entries) == 0 {
-		return node.EmptyRoot, nil
+		return m.b.s.EmptyRoot(), nil
 	}
 	for len(entries) > 1 {
 		level++
@@ -342,9 +342,9 @@ func (m *mutator) finishTop(level int, entries []node.Entry) (node.Hash, error) 
 		sp := chunker.NewSplitter(m.cfg, level)
 		for k, e := range entries {
 			pend = append(pend, e)
-			count += entryCount(level, e)
+			count += entryCount(m.b.s.alg, level, e)
 			if sp.Next(e) || k == len(entries)-1 {
-				h, err := m.b.putBuilt(m.ctx, node.Build(level, pend), node.Hash{})
+				h, err := m.b.putBuilt(m.ctx, node.Build(m.b.s.alg, level, pend), node.Hash{})
 				if err != nil {
 					return node.Hash{}, err
 				}
@@ -354,7 +354,7 @@ func (m *mutator) finishTop(level int, entries []node.Entry) (node.Hash, error) 
 		}
 		entries = next
 	}
-	h, _, err := node.DecodeChildPayload(entries[0].Payload)
+	h, _, err := node.DecodeChildPayload(m.b.s.alg, entries[0].Payload)
 	if err != nil {
 		return node.Hash{}, err
 	}
@@ -416,7 +416,7 @@ type builtNode struct {
 // the write for probing.
 func (p *levelPart) collect(ctx context.Context, b *Batch, n *node.Node, near node.Hash) node.Hash {
 	h := n.Hash()
-	if h == node.EmptyRoot || p.err != nil {
+	if h == b.s.EmptyRoot() || p.err != nil {
 		return h
 	}
 	check := b.checked()
@@ -443,7 +443,7 @@ func (p *levelPart) collect(ctx context.Context, b *Batch, n *node.Node, near no
 	}
 	p.seen[h] = len(p.nodes)
 	var d []byte
-	if !near.IsZero() && near != node.EmptyRoot {
+	if !near.IsZero() && near != b.s.EmptyRoot() {
 		d = b.deltaFrom(&p.scratch, h, n, near)
 	}
 	key, stored := nodeKey(h), n.Raw()

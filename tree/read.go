@@ -190,7 +190,7 @@ func (s *Store) Update(ctx context.Context, ref string, edits []Edit) (node.Hash
 		}
 		root := old
 		if !ok {
-			root = node.EmptyRoot
+			root = s.EmptyRoot()
 		}
 		newRoot, err := b.Apply(ctx, root, edits)
 		if err != nil {

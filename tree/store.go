@@ -2,6 +2,7 @@ package tree
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,9 @@ const (
 	prefixDelta = 'd'
 
 	metaConfig = "chunker-config"
+	// metaHash names the store's node.Alg (one byte); a store without it
+	// predates the choice and uses node.XXH3.
+	metaHash = "hash"
 	// metaUnsettled marks a store that a bulk load left unsettled
 	// (settle.go).
 	metaUnsettled = "unsettled"
@@ -99,6 +103,13 @@ type Options struct {
 	// (Batch.BulkLoad, a Builder's batch) are not checked: they fill a
 	// replica from a server it trusts.
 	CheckAddresses bool
+	// Hash is the hash algorithm that addresses a new store's nodes and
+	// blobs; it cannot change afterwards. Zero means node.XXH3 for a new
+	// store and accepts the stored one for an existing store; any other
+	// value must equal the stored one, or Open fails with ErrConfigMismatch.
+	// node.BLAKE3 makes addresses collision resistant, for stores whose
+	// writers do not trust each other (DESIGN.md, threat model).
+	Hash node.Alg
 	// Logger receives reports of on-disk corruption (each damaged file
 	// once; the store then fails every operation with an error wrapping
 	// node.ErrCorrupt) and of Pebble's fatal errors. Nil means
@@ -132,6 +143,7 @@ type Store struct {
 	popts  *pebble.Options // with defaults, for writing sstables to ingest
 	lock   io.Closer       // the store lock (lock.go)
 	cfg    chunker.Config
+	alg    node.Alg // the hash of every address in the store
 	wopts  *pebble.WriteOptions
 	cache  *nodeCache
 	commit sync.Mutex // serialises ref checks and ref moves
@@ -189,6 +201,9 @@ func Open(dir string, opts *Options) (*Store, error) {
 		if err := o.Chunker.Validate(); err != nil {
 			return nil, err
 		}
+	}
+	if o.Hash != 0 && !o.Hash.Valid() {
+		return nil, fmt.Errorf("open store %s: unknown hash algorithm %d", dir, o.Hash)
 	}
 	create, err := prepareDir(dir, o.MustExist)
 	if err != nil {
@@ -345,9 +360,14 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	raw, err := s.getMeta(metaConfig)
 	switch {
 	case errors.Is(err, ErrNotFound):
+		// A new store: its configuration and hash, in one batch.
 		s.cfg = o.Chunker.WithDefaults()
+		s.alg = cmp.Or(o.Hash, node.XXH3)
 		b, _ := json.Marshal(s.cfg)
-		if err := db.Set(metaKey(metaConfig), b, pebble.Sync); err != nil {
+		wb := db.NewBatch()
+		_ = wb.Set(metaKey(metaConfig), b, nil)
+		_ = wb.Set(metaKey(metaHash), []byte{byte(s.alg)}, nil)
+		if err := wb.Commit(pebble.Sync); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: write config: %w", dir, err)
 		}
@@ -362,6 +382,22 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 		if o.Chunker != (chunker.Config{}) && o.Chunker.WithDefaults() != s.cfg {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: %w (store %+v, options %+v)", dir, ErrConfigMismatch, s.cfg, o.Chunker.WithDefaults())
+		}
+		s.alg = node.XXH3
+		switch h, err := s.getMeta(metaHash); {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			db.Close()
+			return nil, err
+		case len(h) != 1 || !node.Alg(h[0]).Valid():
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w (unknown hash algorithm %x)", dir, ErrNewerFormat, h)
+		default:
+			s.alg = node.Alg(h[0])
+		}
+		if o.Hash != 0 && o.Hash != s.alg {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w (store hashes with %s, options ask for %s)", dir, ErrConfigMismatch, s.alg, o.Hash)
 		}
 	}
 	if err := s.initWorking(o); err != nil {
@@ -447,7 +483,7 @@ func shortAttribute(key []byte, _ int, value []byte) (pebble.ShortAttribute, err
 	case prefixNode, prefixDelta:
 		return pebble.ShortAttribute(min(int(value[1]), 6) + 1), nil
 	case prefixBlob:
-		if _, _, err := node.DecodeValueIndex(value); err == nil {
+		if _, _, err := node.DecodeValueIndex(node.Alg(value[0]), value); len(value) > 0 && err == nil {
 			return 1, nil
 		}
 		return 2, nil
@@ -529,6 +565,12 @@ func (s *Store) Dir() string { return s.dir }
 // Config returns the store's chunker configuration.
 func (s *Store) Config() chunker.Config { return s.cfg }
 
+// Hash returns the algorithm that addresses the store's nodes and blobs.
+func (s *Store) Hash() node.Alg { return s.alg }
+
+// EmptyRoot returns the root of the empty tree in this store's hash.
+func (s *Store) EmptyRoot() node.Hash { return node.EmptyRoot(s.alg) }
+
 // Synced reports whether commits are fsynced (Options.NoSync unset).
 func (s *Store) Synced() bool { return s.wopts.Sync }
 
@@ -559,10 +601,10 @@ func (s *Store) use() (func(), error) {
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
 func refKey(name string) []byte  { return append([]byte{prefixRef}, name...) }
-func nodeKey(h node.Hash) []byte { return append([]byte{prefixNode}, h[:]...) }
-
-func deltaKey(h node.Hash) []byte { return append([]byte{prefixDelta}, h[:]...) }
-func blobKey(h node.Hash) []byte  { return append([]byte{prefixBlob}, h[:]...) }
+// Keys of stored addresses: a prefix, then the hash in its own width.
+func nodeKey(h node.Hash) []byte  { return h.Alg().Append([]byte{prefixNode}, h) }
+func deltaKey(h node.Hash) []byte { return h.Alg().Append([]byte{prefixDelta}, h) }
+func blobKey(h node.Hash) []byte  { return h.Alg().Append([]byte{prefixBlob}, h) }
 
 func (s *Store) get(key []byte) ([]byte, error) {
 	done, err := s.use()
@@ -621,10 +663,10 @@ func (s *Store) rawRef(name string) (h node.Hash, ok bool, err error) {
 	if err != nil {
 		return h, false, fmt.Errorf("store %s: read ref %q: %w", s.dir, name, err)
 	}
-	if len(v) != node.HashSize {
+	h, ok = s.alg.HashOf(v)
+	if !ok || h.IsZero() {
 		return h, false, fmt.Errorf("store %s: ref %q: %w (%d-byte value)", s.dir, name, node.ErrCorrupt, len(v))
 	}
-	copy(h[:], v)
 	return h, true, nil
 }
 
@@ -635,7 +677,7 @@ func (s *Store) Root(name string) (node.Hash, error) {
 	if err != nil || ok {
 		return h, err
 	}
-	return node.EmptyRoot, nil
+	return s.EmptyRoot(), nil
 }
 
 // Refs returns every ref and the root it names.
@@ -652,11 +694,10 @@ func (s *Store) Refs() (map[string]node.Hash, error) {
 	defer it.Close()
 	out := map[string]node.Hash{}
 	for it.First(); it.Valid(); it.Next() {
-		var h node.Hash
-		if len(it.Value()) != node.HashSize {
+		h, ok := s.alg.HashOf(it.Value())
+		if !ok || h.IsZero() {
 			return nil, fmt.Errorf("store %s: ref %q: %w", s.dir, it.Key()[1:], node.ErrCorrupt)
 		}
-		copy(h[:], it.Value())
 		out[string(it.Key()[1:])] = h
 	}
 	return out, dbErr(it.Error())
@@ -681,8 +722,8 @@ func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.N
 		return nil, err
 	}
 	gen := s.cache.generation()
-	raw := node.EmptyLeaf
-	if h != node.EmptyRoot {
+	raw := node.EmptyLeaf(s.alg)
+	if h != s.EmptyRoot() {
 		var err error
 		raw, err = s.readStoredNode(h)
 		if errors.Is(err, ErrNotFound) {
@@ -730,14 +771,14 @@ func (s *Store) readStoredNode(h node.Hash) ([]byte, error) {
 // the base is gone, garbage collection has just rewritten h whole (it does
 // so before deleting a base), so h is read again.
 func (s *Store) undelta(ctx context.Context, h node.Hash, stored []byte) ([]byte, error) {
-	d, err := decodeDelta(stored)
+	d, err := decodeDelta(s.alg, stored)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
 	}
 	base, err := s.node(ctx, d.base, false)
 	if errors.Is(err, node.ErrNotFound) {
 		again, gerr := s.get(nodeKey(h))
-		if gerr == nil && !isDelta(again) && node.Sum(again) == h {
+		if gerr == nil && !isDelta(again) && s.alg.Sum(again) == h {
 			return again, nil
 		}
 		return nil, fmt.Errorf("store %s: node %s: delta base %s: %w", s.dir, h, d.base, err)
@@ -749,7 +790,7 @@ func (s *Store) undelta(ctx context.Context, h node.Hash, stored []byte) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
 	}
-	if got := node.Sum(raw); got != h {
+	if got := s.alg.Sum(raw); got != h {
 		return nil, fmt.Errorf("store %s: node %s: %w: delta rebuilds a node hashing to %s", s.dir, h, node.ErrCorrupt, got)
 	}
 	return raw, nil
@@ -795,7 +836,7 @@ func (s *Store) HoldsNodes() (bool, error) {
 
 // HasNode reports whether the node with hash h is stored.
 func (s *Store) HasNode(h node.Hash) (bool, error) {
-	if h == node.EmptyRoot || s.cache.get(h) != nil {
+	if h == s.EmptyRoot() || s.cache.get(h) != nil {
 		return true, nil
 	}
 	held, err := s.HasNodes([]node.Hash{h}) // one iterator for both forms
@@ -812,7 +853,7 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 	out := make([]bool, len(hs))
 	var ask []int
 	for i, h := range hs {
-		if h == node.EmptyRoot || s.cache.has(h) {
+		if h == s.EmptyRoot() || s.cache.has(h) {
 			out[i] = true
 		} else {
 			ask = append(ask, i)
@@ -826,23 +867,21 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 		return nil, err
 	}
 	defer done()
-	slices.SortFunc(ask, func(a, b int) int { return bytes.Compare(hs[a][:], hs[b][:]) })
+	slices.SortFunc(ask, func(a, b int) int { return hs[a].Compare(hs[b]) })
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return nil, dbErr(err)
 	}
-	var key [1 + node.HashSize]byte
-	key[0] = prefixNode
+	key := make([]byte, 0, 1+node.MaxHashSize)
 	for _, i := range ask {
-		copy(key[1:], hs[i][:])
-		out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
+		key = hs[i].Alg().Append(append(key[:0], prefixNode), hs[i])
+		out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
 	}
 	// Then the ones not stored whole, as deltas.
-	key[0] = prefixDelta
 	for _, i := range ask {
 		if !out[i] {
-			copy(key[1:], hs[i][:])
-			out[i] = it.SeekPrefixGE(key[:]) && bytes.Equal(it.Key(), key[:])
+			key = hs[i].Alg().Append(append(key[:0], prefixDelta), hs[i])
+			out[i] = it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
 		}
 	}
 	if err := it.Close(); err != nil {
@@ -887,8 +926,8 @@ func (s *Store) Blob(ctx context.Context, h node.Hash) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: read blob %s: %w", s.dir, h, err)
 	}
-	if node.Sum(b) != h {
-		return nil, fmt.Errorf("store %s: blob %s: %w (bytes hash to %s)", s.dir, h, node.ErrCorrupt, node.Sum(b))
+	if got := s.alg.Sum(b); got != h {
+		return nil, fmt.Errorf("store %s: blob %s: %w (bytes hash to %s)", s.dir, h, node.ErrCorrupt, got)
 	}
 	return b, nil
 }
@@ -903,7 +942,7 @@ func (s *Store) ReadValue(ctx context.Context, v node.Value) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	chunks, total, err := node.DecodeValueIndex(idx)
+	chunks, total, err := node.DecodeValueIndex(s.alg, idx)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: value index %s: %w", s.dir, v.Ref, err)
 	}
@@ -935,7 +974,7 @@ func (s *Store) OpenValue(ctx context.Context, v node.Value) (io.Reader, error) 
 	if err != nil {
 		return nil, err
 	}
-	chunks, _, err := node.DecodeValueIndex(idx)
+	chunks, _, err := node.DecodeValueIndex(s.alg, idx)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: value index %s: %w", s.dir, v.Ref, err)
 	}

@@ -3,6 +3,7 @@ package tree
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,8 +21,8 @@ func TestNodeUnderWrongKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r1 := apply(t, s, node.EmptyRoot, []Edit{{Key: []byte("a"), Value: []byte("1")}})
-	r2 := apply(t, s, node.EmptyRoot, []Edit{{Key: []byte("b"), Value: []byte("2")}})
+	r1 := apply(t, s, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("a"), Value: []byte("1")}})
+	r2 := apply(t, s, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("b"), Value: []byte("2")}})
 	n1, err := s.Node(context.Background(), r1)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestOpenAfterCrashDuringCreate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("open: %v", err)
 			}
-			r := apply(t, s, node.EmptyRoot, []Edit{{Key: []byte("k"), Value: []byte("v")}})
+			r := apply(t, s, node.EmptyRoot(node.XXH3), []Edit{{Key: []byte("k"), Value: []byte("v")}})
 			b, err := s.NewBatch()
 			if err != nil {
 				t.Fatal(err)
@@ -102,5 +103,71 @@ func TestOpenAfterCrashDuringCreate(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, lockFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a lock file was written into a directory that is not a store: %v", err)
+	}
+}
+
+// xxHash reads an xxh3 address from stored bytes (a key or value suffix).
+func xxHash(b []byte) node.Hash {
+	h, ok := node.XXH3.HashOf(b)
+	if !ok {
+		panic(fmt.Sprintf("xxHash: %d bytes", len(b)))
+	}
+	return h
+}
+
+// TestStoreHashIsFixedAtCreation: a store keeps the hash it was created
+// with, refuses options that ask for another, and a store that predates the
+// choice (no hash in its metadata) is xxh3.
+func TestStoreHashIsFixedAtCreation(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{Hash: node.BLAKE3, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.NewBatch()
+	root, err := b.Apply(context.Background(), s.EmptyRoot(), []Edit{{Key: []byte("k"), Value: []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetRef("head", root)
+	if err := b.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if root.Alg() != node.BLAKE3 || len(root.String()) != 64 {
+		t.Fatalf("root %s of a blake3 store", root)
+	}
+	s.Close()
+
+	if _, err := Open(dir, &Options{Hash: node.XXH3}); !errors.Is(err, ErrConfigMismatch) {
+		t.Fatalf("reopening a blake3 store as xxh3: %v, want ErrConfigMismatch", err)
+	}
+	if _, err := Open(t.TempDir(), &Options{Hash: 9}); err == nil {
+		t.Fatalf("unknown hash algorithm accepted")
+	}
+	s, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Root("head"); err != nil || got != root || s.Hash() != node.BLAKE3 {
+		t.Fatalf("reopened: root %s (%v), hash %s", got, err, s.Hash())
+	}
+	s.Close()
+
+	legacy := t.TempDir()
+	s, err = Open(legacy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Delete(metaKey(metaHash), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(legacy, &Options{Hash: node.XXH3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Hash() != node.XXH3 || s.EmptyRoot() != node.EmptyRoot(node.XXH3) {
+		t.Fatalf("a store without a recorded hash opened as %s", s.Hash())
 	}
 }

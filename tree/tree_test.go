@@ -16,9 +16,11 @@ import (
 // smallConfig makes small nodes so that modest tests build deep trees.
 var smallConfig = chunker.Config{LeafFanout: 4, BranchFanout: 4}
 
-func openTest(t testing.TB, cfg chunker.Config) *Store {
+func openTest(t testing.TB, cfg chunker.Config) *Store { return openTestHash(t, cfg, 0) }
+
+func openTestHash(t testing.TB, cfg chunker.Config, alg node.Alg) *Store {
 	t.Helper()
-	s, err := Open(t.TempDir(), &Options{Chunker: cfg, NoSync: true})
+	s, err := Open(t.TempDir(), &Options{Chunker: cfg, NoSync: true, Hash: alg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,43 +150,55 @@ func randValue(r *rand.Rand) string {
 // and checks after each batch that the tree holds the model's records and
 // that its root equals a bulk build of the same records (history independence).
 func TestApplyMatchesModelAndBuild(t *testing.T) {
-	for _, cfg := range []chunker.Config{smallConfig, {}} {
-		for seed := uint64(1); seed <= 6; seed++ {
-			t.Run(fmt.Sprintf("fanout%d/seed%d", cfg.WithDefaults().LeafFanout, seed), func(t *testing.T) {
-				r := rand.New(rand.NewPCG(seed, 0))
-				s := openTest(t, cfg)
-				model := map[string]string{}
-				root := node.EmptyRoot
-				space := 50 + r.IntN(3000)
-				for round := 0; round < 12; round++ {
-					var edits []Edit
-					for n := r.IntN(300) + 1; n > 0; n-- {
-						k := randKey(r, space)
-						if r.IntN(3) == 0 {
-							edits = append(edits, Edit{Key: []byte(k), Delete: true})
-							delete(model, k)
-						} else {
-							v := randValue(r)
-							edits = append(edits, Edit{Key: []byte(k), Value: []byte(v)})
-							model[k] = v
-						}
-					}
-					root = apply(t, s, root, edits)
-					checkContents(t, s, root, model)
-					if want := build(t, s, model); root != want {
-						t.Fatalf("round %d: applied root %s != built root %s", round, root, want)
-					}
+	for _, alg := range node.Algs {
+		for _, cfg := range []chunker.Config{smallConfig, {}} {
+			for seed := uint64(1); seed <= 6; seed++ {
+				if alg != node.XXH3 && seed > 3 {
+					break
 				}
-				// Delete everything: back to the empty tree.
-				var edits []Edit
-				for k := range model {
-					edits = append(edits, Edit{Key: []byte(k), Delete: true})
-				}
-				if root = apply(t, s, root, edits); root != node.EmptyRoot {
-					t.Fatalf("deleting every key gives root %s, want the empty root", root)
-				}
-			})
+				t.Run(fmt.Sprintf("%s/fanout%d/seed%d", alg, cfg.WithDefaults().LeafFanout, seed), func(t *testing.T) {
+					applyMatchesModel(t, alg, cfg, seed)
+				})
+			}
 		}
+	}
+}
+
+func applyMatchesModel(t *testing.T, alg node.Alg, cfg chunker.Config, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0))
+	s := openTestHash(t, cfg, alg)
+	model := map[string]string{}
+	root := s.EmptyRoot()
+	space := 50 + r.IntN(3000)
+	for round := 0; round < 12; round++ {
+		var edits []Edit
+		for n := r.IntN(300) + 1; n > 0; n-- {
+			k := randKey(r, space)
+			if r.IntN(3) == 0 {
+				edits = append(edits, Edit{Key: []byte(k), Delete: true})
+				delete(model, k)
+			} else {
+				v := randValue(r)
+				edits = append(edits, Edit{Key: []byte(k), Value: []byte(v)})
+				model[k] = v
+			}
+		}
+		root = apply(t, s, root, edits)
+		checkContents(t, s, root, model)
+		if want := build(t, s, model); root != want {
+			t.Fatalf("round %d: applied root %s != built root %s", round, root, want)
+		}
+	}
+	// Delete everything: back to the empty tree.
+	var edits []Edit
+	for k := range model {
+		edits = append(edits, Edit{Key: []byte(k), Delete: true})
+	}
+	if _, err := s.Verify(context.Background(), root); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if root = apply(t, s, root, edits); root != s.EmptyRoot() || root.Alg() != alg {
+		t.Fatalf("deleting every key gives root %s, want the empty root", root)
 	}
 }
 
@@ -204,7 +218,7 @@ func TestHistoryIndependence(t *testing.T) {
 	}
 	for trial := 0; trial < 8; trial++ {
 		r.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
-		root := node.EmptyRoot
+		root := node.EmptyRoot(node.XXH3)
 		// Insert junk first and delete it later, so the history differs more.
 		junk := []Edit{{Key: []byte("junk-a"), Value: []byte("x")}, {Key: []byte("k5"), Value: []byte("y")}}
 		root = apply(t, s, root, junk)
@@ -331,7 +345,7 @@ func TestParallelApplyMatchesModel(t *testing.T) {
 			s := openTest(t, cfg)
 			model := map[string]string{}
 			space := 200 + r.IntN(4000)
-			root := node.EmptyRoot
+			root := node.EmptyRoot(node.XXH3)
 			for round := 0; round < 8; round++ {
 				var edits []Edit
 				del := r.IntN(4) == 0 // some rounds mostly delete

@@ -162,7 +162,7 @@ func (s *Store) readVerified(h node.Hash) (*node.Node, error) {
 		return nil, err
 	}
 	if isDelta(raw) {
-		d, err := decodeDelta(raw)
+		d, err := decodeDelta(s.alg, raw)
 		if err != nil {
 			return nil, err
 		}
@@ -196,8 +196,8 @@ func (s *Store) readVerified(h node.Hash) (*node.Node, error) {
 
 // readStored returns node h's stored bytes: a whole node or a delta.
 func (s *Store) readStored(h node.Hash) ([]byte, error) {
-	if h == node.EmptyRoot {
-		return node.EmptyLeaf, nil
+	if h == s.EmptyRoot() {
+		return node.EmptyLeaf(s.alg), nil
 	}
 	raw, err := s.readStoredNode(h)
 	if errors.Is(err, ErrNotFound) {
@@ -212,7 +212,7 @@ func (s *Store) verifyValue(ctx context.Context, v node.Value, problem func(node
 		problem(v.Ref, err)
 		return 1
 	}
-	chunks, total, err := node.DecodeValueIndex(idx)
+	chunks, total, err := node.DecodeValueIndex(s.alg, idx)
 	if err != nil {
 		problem(v.Ref, err)
 		return 1

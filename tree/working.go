@@ -432,7 +432,7 @@ func (s *Store) applyWork(ctx context.Context, gens []uint64, edits map[string]w
 		}
 		root := old
 		if !ok {
-			root = node.EmptyRoot
+			root = s.EmptyRoot()
 		}
 		newRoot, err := b.Apply(ctx, root, es)
 		if err != nil {
