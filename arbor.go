@@ -20,14 +20,33 @@ import (
 	"github.com/arbor-sync/arbor/tree"
 )
 
-// Hash is a tree root (or node) hash: xxh3-128, printed as 32 hex digits.
+// Hash is a tree root (or node) hash under its store's HashAlg: xxh3-128
+// (32 hex digits) or blake3-256 (64).
 type Hash = node.Hash
 
-// ParseHash parses 32 hex digits.
+// HashAlg is the hash function that addresses a store's nodes, chosen when
+// the store is created (Options.Hash).
+type HashAlg = node.Alg
+
+// The hash algorithms a store may use.
+const (
+	// XXH3 is xxh3-128, the default: the fastest, and the right choice when
+	// every writer of the server is trusted. Anyone who chooses the bytes
+	// can build two contents with one xxh3 address.
+	XXH3 = node.XXH3
+	// BLAKE3 is BLAKE3-256, a cryptographic hash: equal roots then mean
+	// equal records even between parties that do not trust each other.
+	BLAKE3 = node.BLAKE3
+)
+
+// ParseHashAlg parses "xxh3" or "blake3".
+func ParseHashAlg(s string) (HashAlg, error) { return node.ParseAlg(s) }
+
+// ParseHash parses 32 (xxh3-128) or 64 (blake3-256) hex digits.
 func ParseHash(s string) (Hash, error) { return node.ParseHash(s) }
 
-// EmptyRoot is the root hash of a store with no records.
-var EmptyRoot = node.EmptyRoot
+// EmptyRoot returns the root hash of a store with no records under alg.
+func EmptyRoot(alg HashAlg) Hash { return node.EmptyRoot(alg) }
 
 // HeadRef names the ref that holds a store's current tree.
 const HeadRef = "head"
@@ -65,6 +84,10 @@ type Options struct {
 	Chunker chunker.Config
 	// MustExist makes Open fail if dir holds no store, instead of creating one.
 	MustExist bool
+	// Hash is the hash of a new store (zero: XXH3). An existing store keeps
+	// its own; a different non-zero Hash fails with ErrConfigMismatch. A
+	// replica's first sync gives an empty store its server's hash.
+	Hash HashAlg
 }
 
 // DB is an open Arbor store. It is safe for concurrent use.
@@ -80,7 +103,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		o = *opts
 	}
 	var s *tree.Store
-	s, err := tree.Open(dir, &tree.Options{Chunker: o.Chunker, NoSync: o.NoSync, CacheSize: o.CacheSize, MustExist: o.MustExist,
+	s, err := tree.Open(dir, &tree.Options{Chunker: o.Chunker, NoSync: o.NoSync, CacheSize: o.CacheSize, MustExist: o.MustExist, Hash: o.Hash,
 		WorkingRef: HeadRef, WorkingGuard: fullReplicaGuard(&s)})
 	if err != nil {
 		return nil, err
@@ -90,6 +113,12 @@ func Open(dir string, opts *Options) (*DB, error) {
 
 // Close closes the store.
 func (db *DB) Close() error { return db.store.Close() }
+
+// Hash returns the store's hash algorithm.
+func (db *DB) Hash() HashAlg { return db.store.Hash() }
+
+// EmptyRoot returns the root of this store with no records.
+func (db *DB) EmptyRoot() Hash { return db.store.EmptyRoot() }
 
 // Store returns the underlying tree store, for lower-level access.
 func (db *DB) Store() *tree.Store { return db.store }
@@ -501,7 +530,7 @@ func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Impo
 	}
 	root := old
 	if !ok {
-		root = node.EmptyRoot
+		root = db.store.EmptyRoot()
 	}
 	b, err := db.store.NewBatch()
 	if err != nil {

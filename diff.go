@@ -76,7 +76,7 @@ var ErrRootNotRetained = errors.New("root no longer retained")
 
 // checkRoot fails with ErrRootNotRetained if db does not hold root's node.
 func checkRoot(db *DB, root Hash) error {
-	if root == EmptyRoot {
+	if root == db.EmptyRoot() {
 		return nil
 	}
 	ok, err := db.store.HasNode(root)
@@ -150,7 +150,7 @@ func (db *DB) Status(ctx context.Context) (Status, error) {
 	}
 	st.Synced = ok
 	if !ok {
-		st.Base = node.EmptyRoot
+		st.Base = db.EmptyRoot()
 	}
 	if st.Count, err = db.store.Count(ctx, st.Head); err != nil {
 		return st, err

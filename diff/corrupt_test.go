@@ -15,7 +15,7 @@ func leafRaw(keys ...string) []byte {
 	for i, k := range keys {
 		es[i] = node.Entry{Key: []byte(k), Payload: node.InlineValue([]byte("v" + k)).AppendPayload(nil)}
 	}
-	return node.Encode(0, es)
+	return node.Encode(node.XXH3, 0, es)
 }
 
 type childRef struct {
@@ -29,7 +29,7 @@ func branchRaw(level int, kids ...childRef) []byte {
 	for i, c := range kids {
 		es[i] = node.Entry{Key: []byte(c.key), Payload: node.AppendChildPayload(nil, c.h, c.count)}
 	}
-	return node.Encode(level, es)
+	return node.Encode(node.XXH3, level, es)
 }
 
 // putRaw stores encoded nodes and returns their hashes.
@@ -95,7 +95,7 @@ func TestDiffRejectsCorruptTrees(t *testing.T) {
 	s := openStore(t, smallConfig)
 	hs := putRaw(t, s, leafRaw("a", "b"), leafRaw("a", "d"), leafRaw("c", "d"))
 	ab, ad, cd := hs[0], hs[1], hs[2]
-	missing := node.Sum([]byte("not stored"))
+	missing := node.XXH3.Sum([]byte("not stored"))
 	cases := []struct {
 		name    string
 		root    []byte
@@ -109,7 +109,7 @@ func TestDiffRejectsCorruptTrees(t *testing.T) {
 		{"child at the wrong level", branchRaw(2, childRef{"b", ab, 2}), node.ErrCorrupt, ab.String(), false},
 		{"record count differs from the parent's", branchRaw(1, childRef{"b", ab, 5}), node.ErrCorrupt, ab.String(), true},
 		{"keys below the left neighbour's bound", branchRaw(1, childRef{"b", ab, 2}, childRef{"d", ad, 2}), node.ErrCorrupt, ad.String(), false},
-		{"empty leaf below a branch", branchRaw(1, childRef{"b", node.EmptyRoot, 1}), node.ErrCorrupt, node.EmptyRoot.String(), false},
+		{"empty leaf below a branch", branchRaw(1, childRef{"b", node.EmptyRoot(node.XXH3), 1}), node.ErrCorrupt, node.EmptyRoot(node.XXH3).String(), false},
 		{"missing child", branchRaw(1, childRef{"b", ab, 2}, childRef{"z", missing, 1}), node.ErrNotFound, missing.String(), false},
 	}
 	// A valid tree with some of the same keys, to diff against.
@@ -117,7 +117,7 @@ func TestDiffRejectsCorruptTrees(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			root := putRaw(t, s, c.root)[0]
-			others := []node.Hash{node.EmptyRoot, valid}
+			others := []node.Hash{node.EmptyRoot(node.XXH3), valid}
 			if c.skipped {
 				others = others[:1]
 			}
@@ -155,7 +155,7 @@ func TestDiffRejectsLyingSources(t *testing.T) {
 				copy(out, ns)
 				return tamper(hs, out)
 			}}
-			for _, err := range []error{diffErr(t, bad, root, s, node.EmptyRoot), diffErr(t, s, node.EmptyRoot, bad, root)} {
+			for _, err := range []error{diffErr(t, bad, root, s, node.EmptyRoot(node.XXH3)), diffErr(t, s, node.EmptyRoot(node.XXH3), bad, root)} {
 				if !errors.Is(err, node.ErrCorrupt) {
 					t.Errorf("error %v; want node.ErrCorrupt", err)
 				}

@@ -257,11 +257,14 @@ func (d *differ) run(root0, root1 node.Hash, r tree.Range, yield func(Change, er
 	if err := d.ctx.Err(); err != nil {
 		return err
 	}
+	if root0.Alg() != root1.Alg() {
+		return fmt.Errorf("diff %s and %s: roots of different hashes (%s, %s)", root0.Short(), root1.Short(), root0.Alg(), root1.Alg())
+	}
 	g := &segment{start: r.Start, end: r.End}
 	var reqs [2][]*sub
 	roots := [2]node.Hash{root0, root1}
 	for i, h := range roots {
-		if h == node.EmptyRoot {
+		if h == node.EmptyRoot(h.Alg()) {
 			continue // an empty side: nothing to load
 		}
 		g.s[i].subs = []sub{{h: h, level: -1}}

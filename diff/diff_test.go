@@ -306,7 +306,7 @@ func TestDiffNodeBudget(t *testing.T) {
 func TestDiffEqualRootsLoadNothing(t *testing.T) {
 	var st Stats
 	empty := &countingSource{Source: failingSource{}}
-	h := node.Hash{1, 2, 3}
+	h := fakeHash(123)
 	for _, rg := range []tree.Range{{}, tree.PrefixRange([]byte("p"))} {
 		cs := collect(t, Diff(context.Background(), empty, h, empty, h, Options{Range: rg, Stats: &st}))
 		if len(cs) != 0 || st.NodesLoaded != 0 || empty.calls != 0 {
@@ -314,7 +314,7 @@ func TestDiffEqualRootsLoadNothing(t *testing.T) {
 		}
 	}
 	// The empty tree's root is known without asking the source.
-	cs := collect(t, Diff(context.Background(), empty, node.EmptyRoot, empty, node.EmptyRoot, Options{Stats: &st}))
+	cs := collect(t, Diff(context.Background(), empty, node.EmptyRoot(node.XXH3), empty, node.EmptyRoot(node.XXH3), Options{Stats: &st}))
 	if len(cs) != 0 || empty.calls != 0 {
 		t.Fatalf("empty roots: %d changes, %d calls", len(cs), empty.calls)
 	}
@@ -453,14 +453,14 @@ func TestDiffComparesOutOfLineValuesByRef(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, smallConfig)
 	ref := func(b byte, size uint64) *node.Value {
-		v := node.RefValue(node.Hash{b}, size)
+		v := node.RefValue(fakeHash(b), size)
 		return &v
 	}
 	var edits []Change
 	for i := 0; i < 200; i++ {
 		edits = append(edits, Change{Key: []byte(fmt.Sprintf("k%03d", i)), New: ref(byte(i), 5000)})
 	}
-	ra := applyChanges(t, s, node.EmptyRoot, edits)
+	ra := applyChanges(t, s, node.EmptyRoot(node.XXH3), edits)
 	changed := []Change{
 		{Key: []byte("k007"), New: ref(200, 5000)}, // another blob
 		{Key: []byte("k050"), New: ref(50, 5001)},  // same blob hash, other size
@@ -476,7 +476,7 @@ func TestDiffComparesOutOfLineValuesByRef(t *testing.T) {
 			t.Errorf("%s: %+v → %+v, want two references", c.Key, *c.Old, *c.New)
 		}
 	}
-	if cs[0].New.Ref != (node.Hash{200}) || cs[1].New.Size != 5001 {
+	if cs[0].New.Ref != (fakeHash(200)) || cs[1].New.Size != 5001 {
 		t.Errorf("new values %+v, %+v", *cs[0].New, *cs[1].New)
 	}
 }

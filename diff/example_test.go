@@ -47,7 +47,7 @@ func Example() {
 	}
 	defer s.Close()
 
-	base := commit(s, node.EmptyRoot, set("a", "1"), set("b", "2"), set("c", "3"))
+	base := commit(s, node.EmptyRoot(node.XXH3), set("a", "1"), set("b", "2"), set("c", "3"))
 	local := commit(s, base, set("a", "local"), del("b"))
 	server := commit(s, base, set("b", "server"), set("d", "4"))
 

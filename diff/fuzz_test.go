@@ -20,7 +20,7 @@ type indexSource []*node.Node
 func (s indexSource) Nodes(_ context.Context, hs []node.Hash) ([]*node.Node, error) {
 	out := make([]*node.Node, len(hs))
 	for i, h := range hs {
-		out[i] = s[int(h[0])%len(s)]
+		out[i] = s[int(h.Bytes()[0])%len(s)]
 	}
 	return out, nil
 }
@@ -90,11 +90,10 @@ func indexTrees(t testing.TB, s *tree.Store, roots ...node.Hash) [][]byte {
 		es := make([]node.Entry, n.Len())
 		for j := range es {
 			c, cnt := n.Child(j)
-			var fake node.Hash
-			fake[0] = byte(pos[c])
+			fake := fakeHash(byte(pos[c]))
 			es[j] = node.Entry{Key: n.Key(j), Payload: node.AppendChildPayload(nil, fake, cnt)}
 		}
-		raws = append(raws, node.Encode(n.Level(), es))
+		raws = append(raws, node.Encode(node.XXH3, n.Level(), es))
 	}
 	return raws
 }
@@ -118,7 +117,7 @@ func FuzzDiff(f *testing.F) {
 			return
 		}
 		src := indexSource(nodes)
-		h0, h1 := node.Hash{0}, node.Hash{1}
+		h0, h1 := fakeHash(0), fakeHash(1)
 		for _, mb := range []int{4, 1024} {
 			var last []byte
 			n := 0
@@ -140,4 +139,13 @@ func FuzzDiff(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fakeHash returns an xxh3-width hash whose first byte is b (never the
+// zero Hash): an address that test sources resolve by position.
+func fakeHash(b byte) node.Hash {
+	raw := make([]byte, node.XXH3.Size())
+	raw[0], raw[len(raw)-1] = b, 0xAA
+	h, _ := node.XXH3.HashOf(raw)
+	return h
 }

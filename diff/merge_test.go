@@ -263,7 +263,7 @@ func TestMergeRandom(t *testing.T) {
 func TestMergeEqualSidesLoadNothing(t *testing.T) {
 	var st Stats
 	src := &countingSource{Source: failingSource{}}
-	res, err := Merge(context.Background(), src, src, src, node.Hash{1}, node.Hash{2}, node.Hash{2}, Options{Stats: &st})
+	res, err := Merge(context.Background(), src, src, src, fakeHash(1), fakeHash(2), fakeHash(2), Options{Stats: &st})
 	if err != nil || len(res.ToLocal)+len(res.ToServer)+len(res.Overridden) != 0 || src.calls != 0 {
 		t.Fatalf("Merge of equal sides = %+v, %v after %d calls", res, err, src.calls)
 	}
@@ -274,7 +274,7 @@ func TestMergeEqualSidesLoadNothing(t *testing.T) {
 func TestMergeError(t *testing.T) {
 	s := openStore(t, smallConfig)
 	root := build(t, s, model{"a": "1"})
-	_, err := Merge(context.Background(), s, s, failingSource{}, node.EmptyRoot, root, node.Hash{9}, Options{})
+	_, err := Merge(context.Background(), s, s, failingSource{}, node.EmptyRoot(node.XXH3), root, fakeHash(9), Options{})
 	if err == nil || !strings.Contains(err.Error(), "base→server") {
 		t.Fatalf("Merge error %v, want one naming the base→server diff", err)
 	}

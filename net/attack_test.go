@@ -82,7 +82,7 @@ func TestAttackSessionMemoryBudget(t *testing.T) {
 		}
 		// One 1 MiB change per stream, never ended: each push waits for more.
 		c := pushChange{Key: []byte(fmt.Sprintf("k%02d", i)), Value: value}
-		if _, err := st.Write(appendFrame(nil, msgPush, c.encode(nil))); err != nil {
+		if _, err := st.Write(appendFrame(nil, msgPush, c.encode(node.XXH3, nil))); err != nil {
 			break
 		}
 		if used := ts.srv.mem.used.Load(); used > 8<<20 {
@@ -152,7 +152,7 @@ func TestAttackPushScopeCheckedAsKeysArrive(t *testing.T) {
 	qc := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
 	rawHello(t, qc, hello{Token: carolTok, Config: smallChunks})
 	ex := openRawExchange(t, qc)
-	ex.send(msgPush, pushChange{Key: []byte("shared/x"), Value: []byte("mine")}.encode(nil))
+	ex.send(msgPush, pushChange{Key: []byte("shared/x"), Value: []byte("mine")}.encode(node.XXH3, nil))
 	ex.flush()
 	// No End: the server must answer without waiting for it.
 	_, err := ex.recv(msgPushDone)
@@ -277,8 +277,8 @@ func TestNoWriteOutsideReadScope(t *testing.T) {
 		qc := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
 		rawHello(t, qc, hello{Token: carolTok, Config: smallChunks, Flags: flagPush})
 		ex := openRawExchange(t, qc)
-		from := valueHash(node.InlineValue([]byte(guess)))
-		ex.send(msgPush, pushChange{Key: []byte("secret"), HasFrom: true, From: from, Value: []byte(guess)}.encode(nil))
+		from := valueHash(node.XXH3, node.InlineValue([]byte(guess)))
+		ex.send(msgPush, pushChange{Key: []byte("secret"), HasFrom: true, From: from, Value: []byte(guess)}.encode(node.XXH3, nil))
 		ex.send(msgEnd, encodeEnd(1))
 		ex.closeSend()
 		if _, err := ex.recv(msgPushDone); !errors.Is(err, ErrForbiddenScope) {
@@ -323,11 +323,11 @@ func TestPushStoresNothingItDoesNotApply(t *testing.T) {
 		t.Fatalf("overridden %v, want bad/1 and x", res.Overridden)
 	}
 	for _, v := range [][]byte{big("r"), big("o")} {
-		if ok, err := ts.store.HasBlob(node.Sum(v)); err != nil || ok {
+		if ok, err := ts.store.HasBlob(node.XXH3.Sum(v)); err != nil || ok {
 			t.Fatalf("the blob of a change not applied is stored (%v, %v)", ok, err)
 		}
 	}
-	if ok, _ := ts.store.HasBlob(node.Sum(big("g"))); !ok {
+	if ok, _ := ts.store.HasBlob(node.XXH3.Sum(big("g"))); !ok {
 		t.Fatal("the applied change's blob is missing")
 	}
 	if v := seen(); !strings.Contains(strings.Join(v, ","), "good") {
@@ -341,7 +341,7 @@ func TestPushStoresNothingItDoesNotApply(t *testing.T) {
 	qc := rawConn(t, ts, &quic.Config{MaxIdleTimeout: time.Minute})
 	rawHello(t, qc, hello{Token: alice, Config: smallChunks, Flags: flagPush})
 	ex := openRawExchange(t, qc)
-	ex.send(msgPush, pushChange{Key: []byte("same"), HasFrom: true, From: valueHash(node.InlineValue([]byte("older"))), Value: []byte("equal")}.encode(nil))
+	ex.send(msgPush, pushChange{Key: []byte("same"), HasFrom: true, From: valueHash(node.XXH3, node.InlineValue([]byte("older"))), Value: []byte("equal")}.encode(node.XXH3, nil))
 	ex.send(msgEnd, encodeEnd(1))
 	ex.closeSend()
 	if _, err := ex.recv(msgPushDone); err != nil {

@@ -1,6 +1,7 @@
 package net
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -230,7 +231,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 		cl.close()
 		return nil, err
 	}
-	h.Hash = hashXXH3
+	h.Hash = cmp.Or(h.Hash, node.XXH3)
 	err = ex.send(msgHello, h.encode())
 	if err == nil {
 		err = ex.closeSend()
@@ -242,8 +243,12 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 	if err == nil {
 		cl.w, err = decodeWelcome(f.Payload)
 		cl.w.RootNode = append([]byte(nil), cl.w.RootNode...)
-		if err == nil && cl.w.Hash != hashXXH3 {
-			err = fmt.Errorf("%w: the server's store uses hash %d, this client's xxh3-128 (%d)", ErrConfigMismatch, cl.w.Hash, hashXXH3)
+		switch {
+		case err != nil:
+		case !cl.w.Hash.Valid():
+			err = fmt.Errorf("%w: the server's store uses hash algorithm %d, unknown to this client: upgrade it", ErrVersion, cl.w.Hash)
+		case h.Flags&flagAudit == 0 && cl.w.Hash != h.Hash:
+			err = fmt.Errorf("%w: the server's store hashes with %s, this replica with %s (a replica takes its server's hash: clone it afresh)", ErrConfigMismatch, cl.w.Hash, h.Hash)
 		}
 	}
 	if err == nil {
@@ -376,7 +381,7 @@ func StoredScope(s *tree.Store) (scope.Scope, error) {
 	if err != nil {
 		return scope.Scope{}, err
 	}
-	d := newDec(msgWelcome, b)
+	d := newDec(msgWelcome, 0, b)
 	sc := decodeScope(d)
 	if err := d.done(); err != nil {
 		return scope.Scope{}, fmt.Errorf("store %s: scope metadata: %w", s.Dir(), err)
@@ -449,14 +454,14 @@ func (sy *syncer) run(ctx context.Context) error {
 		return err
 	}
 	if !sy.hasBase {
-		sy.base = node.EmptyRoot
+		sy.base = sy.store.EmptyRoot()
 	}
 	sy.head0, sy.hadHead, err = s.Ref(HeadRef)
 	if err != nil {
 		return err
 	}
 	if !sy.hadHead {
-		sy.head0 = node.EmptyRoot
+		sy.head0 = sy.store.EmptyRoot()
 	}
 	local := sy.head0 != sy.base
 	if !sy.hasBase && local {
@@ -489,7 +494,7 @@ func (sy *syncer) run(ctx context.Context) error {
 			pin = string(b)
 		}
 	}
-	h := hello{Token: sy.opts.Token, Config: s.Config()}
+	h := hello{Token: sy.opts.Token, Config: s.Config(), Hash: s.Hash()}
 	if sy.hasBase {
 		h.Base = sy.base
 	}
@@ -600,7 +605,7 @@ func (sy *syncer) run(ctx context.Context) error {
 		if err == nil && !sy.added.IsEmpty() {
 			// A widened scope: the added part's records are all new.
 			var m int
-			m, err = countChanges(diffScope(ctx, s, node.EmptyRoot, target, sy.added))
+			m, err = countChanges(diffScope(ctx, s, sy.store.EmptyRoot(), target, sy.added))
 			n += m
 		}
 		if err != nil {
@@ -614,7 +619,7 @@ func (sy *syncer) run(ctx context.Context) error {
 		}
 		sy.res.Pulled = int(c)
 	} else if sy.res.Path == "walk" && mismatch == nil {
-		n, err := countChanges(sy.diff(ctx, node.EmptyRoot, target))
+		n, err := countChanges(sy.diff(ctx, sy.store.EmptyRoot(), target))
 		if err != nil {
 			return err
 		}
@@ -678,7 +683,7 @@ func (sy *syncer) adoptChanges(ctx context.Context, root node.Hash) iter.Seq2[di
 		if sy.sc.IsAll() {
 			return
 		}
-		for c, err := range diffScope(ctx, sy.store, sy.head0, node.EmptyRoot, complement(sy.sc)) {
+		for c, err := range diffScope(ctx, sy.store, sy.head0, sy.store.EmptyRoot(), complement(sy.sc)) {
 			if !yield(c, err) || err != nil {
 				return
 			}
@@ -782,7 +787,7 @@ func (sy *syncer) commit(ctx context.Context, newBase node.Hash) error {
 			return err
 		}
 		if !had {
-			cur = node.EmptyRoot
+			cur = sy.store.EmptyRoot()
 		}
 		b, err := s.NewBatch()
 		if err != nil {
@@ -865,4 +870,13 @@ func countChanges(changes iter.Seq2[diffChange, error]) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// alg is the session's hash algorithm: the server's, which the handshake
+// checked equals the replica's.
+func (sy *syncer) alg() node.Alg {
+	if sy.cl != nil && sy.cl.w.Hash.Valid() {
+		return sy.cl.w.Hash
+	}
+	return sy.store.Hash()
 }

@@ -281,9 +281,13 @@ type dec struct {
 	b   []byte
 	err error
 	msg string
+	alg node.Alg // the width of a hash field
 }
 
-func newDec(msg byte, b []byte) *dec { return &dec{b: b, msg: msgName(msg)} }
+// newDec reads a payload of message msg whose hashes are of alg.
+func newDec(msg byte, alg node.Alg, b []byte) *dec {
+	return &dec{b: b, msg: msgName(msg), alg: alg}
+}
 
 func (d *dec) fail(what string) {
 	if d.err == nil {
@@ -317,17 +321,18 @@ func (d *dec) byte1(what string) byte {
 	return v
 }
 
+// hash reads a hash of the payload's algorithm (all zeros: the zero Hash).
 func (d *dec) hash(what string) node.Hash {
-	var h node.Hash
 	if d.err != nil {
-		return h
+		return node.Hash{}
 	}
-	if len(d.b) < node.HashSize {
+	n := d.alg.Size()
+	if n == 0 || len(d.b) < n {
 		d.fail(what)
-		return h
+		return node.Hash{}
 	}
-	copy(h[:], d.b)
-	d.b = d.b[node.HashSize:]
+	h, _ := d.alg.HashOf(d.b[:n])
+	d.b = d.b[n:]
 	return h
 }
 

@@ -17,21 +17,21 @@ import (
 // accept a frame over it.
 func FuzzFrameDecoder(f *testing.F) {
 	seed := [][]byte{
-		appendFrame(nil, msgHello, hello{Token: "tok", Base: node.Sum([]byte("b")), Flags: flagPush}.encode()),
-		appendFrame(nil, msgWelcome, welcome{ClientID: "c", Root: node.EmptyRoot, Retained: true, RootNode: node.EmptyLeaf}.encode()),
+		appendFrame(nil, msgHello, hello{Token: "tok", Base: node.XXH3.Sum([]byte("b")), Flags: flagPush}.encode()),
+		appendFrame(nil, msgWelcome, welcome{ClientID: "c", Root: node.EmptyRoot(node.XXH3), Retained: true, RootNode: node.EmptyLeaf(node.XXH3)}.encode()),
 		appendFrame(nil, msgError, errorMsg{Code: codeProtocol, Message: "x"}.encode()),
-		appendFrame(nil, msgGetNodes, encodeNodeReqs([]nodeReq{{Hash: node.EmptyRoot}, {Hash: node.EmptyRoot, Hint: node.EmptyRoot}})),
-		appendFrame(nil, msgGetBlobs, encodeHashes([]node.Hash{node.EmptyRoot})),
+		appendFrame(nil, msgGetNodes, encodeNodeReqs(node.XXH3, []nodeReq{{Hash: node.EmptyRoot(node.XXH3)}, {Hash: node.EmptyRoot(node.XXH3), Hint: node.EmptyRoot(node.XXH3)}})),
+		appendFrame(nil, msgGetBlobs, encodeHashes(node.XXH3, []node.Hash{node.EmptyRoot(node.XXH3)})),
 		appendFrame(nil, msgNodeDelta, []byte{0, 2, deltaCopy, 0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'}),
-		appendFrame(nil, msgNode, node.EmptyLeaf),
-		appendFrame(nil, msgPush, pushChange{Key: []byte("k"), HasFrom: true, Value: []byte("v")}.encode(nil)),
-		appendFrame(nil, msgPushDone, pushDone{Root: node.EmptyRoot, Accepted: 1, Overridden: []uint64{0}}.encode()),
-		appendFrame(nil, msgGetChange, getChanges{}.encode()),
+		appendFrame(nil, msgNode, node.EmptyLeaf(node.XXH3)),
+		appendFrame(nil, msgPush, pushChange{Key: []byte("k"), HasFrom: true, Value: []byte("v")}.encode(node.XXH3, nil)),
+		appendFrame(nil, msgPushDone, pushDone{Root: node.EmptyRoot(node.XXH3), Accepted: 1, Overridden: []uint64{0}}.encode(node.XXH3)),
+		appendFrame(nil, msgGetChange, getChanges{}.encode(node.XXH3)),
 		appendFrame(nil, msgChange, change{Key: []byte("k"), New: &node.Value{IsRef: true, Size: 5000}}.encode(nil)),
 		appendFrame(nil, msgEnd, encodeEnd(3)),
 		appendFrame(nil, msgWatch, encodeWatch(10*time.Second, scope.Scope{})),
 		appendFrame(nil, msgWatch, encodeWatch(10*time.Second, scope.Prefixes([]byte("a/")))),
-		appendFrame(nil, msgRoot, node.EmptyRoot[:]),
+		appendFrame(nil, msgRoot, node.EmptyRoot(node.XXH3).Bytes()),
 		{ProtocolVersion, msgGetNodes, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		{2, msgHello, 0},
 	}
@@ -66,12 +66,12 @@ func FuzzFrameDecoder(f *testing.F) {
 			case msgError:
 				decodeError(p)
 			case msgGetNodes:
-				if rs, err := decodeNodeReqs(p, maxRequestHashes); err == nil {
-					roundTrip(t, p, encodeNodeReqs(rs))
+				if rs, err := decodeNodeReqs(node.XXH3, p, maxRequestHashes); err == nil {
+					roundTrip(t, p, encodeNodeReqs(node.XXH3, rs))
 				}
 			case msgGetBlobs:
-				if hs, err := decodeHashes(fm.Type, p, maxRequestHashes); err == nil {
-					roundTrip(t, p, encodeHashes(hs))
+				if hs, err := decodeHashes(fm.Type, node.XXH3, p, maxRequestHashes); err == nil {
+					roundTrip(t, p, encodeHashes(node.XXH3, hs))
 				}
 			case msgNodeDelta:
 				if raw, err := applyNodeDelta(p, fuzzHint); err == nil {
@@ -80,15 +80,15 @@ func FuzzFrameDecoder(f *testing.F) {
 			case msgNode:
 				node.Decode(p)
 			case msgPush:
-				decodePushChange(p)
+				decodePushChange(node.XXH3, p)
 			case msgPushDone:
-				decodePushDone(p)
+				decodePushDone(node.XXH3, p)
 			case msgGetChange:
-				if m, err := decodeGetChanges(p); err == nil {
-					roundTrip(t, p, m.encode())
+				if m, err := decodeGetChanges(node.XXH3, p); err == nil {
+					roundTrip(t, p, m.encode(node.XXH3))
 				}
 			case msgChange:
-				decodeChange(p)
+				decodeChange(node.XXH3, p)
 			case msgEnd:
 				decodeEnd(p)
 			case msgWatch:
@@ -96,7 +96,7 @@ func FuzzFrameDecoder(f *testing.F) {
 					t.Fatalf("heartbeat %v outside [%v, %v]", hb, minHeartbeat, maxHeartbeat)
 				}
 			case msgRoot:
-				if h, err := decodeRoot(p); err == nil && !bytes.Equal(h[:], p) {
+				if h, err := decodeRoot(node.XXH3, p); err == nil && !bytes.Equal(node.XXH3.Append(nil, h), p) {
 					t.Fatalf("root %x decoded from %x", h, p)
 				}
 			}
@@ -104,7 +104,7 @@ func FuzzFrameDecoder(f *testing.F) {
 	})
 }
 
-var fuzzHint, _ = node.Decode(node.Encode(0, []node.Entry{
+var fuzzHint, _ = node.Decode(node.Encode(node.XXH3, 0, []node.Entry{
 	{Key: []byte("a"), Payload: node.InlineValue([]byte("1")).AppendPayload(nil)},
 	{Key: []byte("b"), Payload: node.InlineValue([]byte("2")).AppendPayload(nil)},
 }))
@@ -124,7 +124,7 @@ func roundTrip(t *testing.T, in, out []byte) {
 // an owning reader, whose payloads must stay intact until the end; both
 // end with the same kind of error.
 func FuzzFrameReader(f *testing.F) {
-	f.Add(append(appendFrame(appendFrame(nil, msgNode, node.EmptyLeaf), msgEnd, encodeEnd(1)), ProtocolVersion))
+	f.Add(append(appendFrame(appendFrame(nil, msgNode, node.EmptyLeaf(node.XXH3)), msgEnd, encodeEnd(1)), ProtocolVersion))
 	f.Add(appendFrame(appendFrame(nil, msgNode, bytes.Repeat([]byte{7}, 9000)), msgEnd, encodeEnd(1)))
 	f.Add([]byte{ProtocolVersion, msgEnd, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -114,7 +114,7 @@ func TestEmptyServerEmptyClient(t *testing.T) {
 	ts := startServer(t, smallChunks, nil)
 	c := openStore(t, t.TempDir(), smallChunks)
 	res := mustSync(t, c, ts.opts("tok-alice-0123456789"))
-	if res.ServerRoot != node.EmptyRoot || ref(t, c, BaseRef) != node.EmptyRoot {
+	if res.ServerRoot != node.EmptyRoot(node.XXH3) || ref(t, c, BaseRef) != node.EmptyRoot(node.XXH3) {
 		t.Fatalf("res %+v", res)
 	}
 	res = mustSync(t, c, ts.opts("tok-alice-0123456789"))

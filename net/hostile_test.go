@@ -148,13 +148,13 @@ func TestHostileClients(t *testing.T) {
 		{"node never shown", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs([]nodeReq{{Hash: node.Sum([]byte("secret"))}})))
+			st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs(node.XXH3, []nodeReq{{Hash: node.XXH3.Sum([]byte("secret"))}})))
 			st.Close()
 		}, codeForbidden},
 		{"subtree never shown", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			st.Write(appendFrame(nil, msgGetTree, encodeHashes([]node.Hash{node.Sum([]byte("secret"))})))
+			st.Write(appendFrame(nil, msgGetTree, encodeHashes(node.XXH3, []node.Hash{node.XXH3.Sum([]byte("secret"))})))
 			st.Close()
 		}, codeForbidden},
 		{"subtree request malformed", func(t *testing.T, qc *quic.Conn) {
@@ -166,13 +166,13 @@ func TestHostileClients(t *testing.T) {
 		{"blob never shown", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			st.Write(appendFrame(nil, msgGetBlobs, encodeHashes([]node.Hash{node.Sum([]byte("secret"))})))
+			st.Write(appendFrame(nil, msgGetBlobs, encodeHashes(node.XXH3, []node.Hash{node.XXH3.Sum([]byte("secret"))})))
 			st.Close()
 		}, codeForbidden},
 		{"changes from an unretained root", func(t *testing.T, qc *quic.Conn) {
 			w := rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			st.Write(appendFrame(nil, msgGetChange, getChanges{From: node.Sum([]byte("x")), To: w.Root}.encode()))
+			st.Write(appendFrame(nil, msgGetChange, getChanges{From: node.XXH3.Sum([]byte("x")), To: w.Root}.encode(node.XXH3)))
 			st.Close()
 		}, codeForbidden},
 		{"hash count lies", func(t *testing.T, qc *quic.Conn) {
@@ -184,8 +184,8 @@ func TestHostileClients(t *testing.T) {
 		{"push keys out of order", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			b := appendFrame(nil, msgPush, pushChange{Key: []byte("b"), Value: []byte("1")}.encode(nil))
-			b = appendFrame(b, msgPush, pushChange{Key: []byte("a"), Value: []byte("1")}.encode(nil))
+			b := appendFrame(nil, msgPush, pushChange{Key: []byte("b"), Value: []byte("1")}.encode(node.XXH3, nil))
+			b = appendFrame(b, msgPush, pushChange{Key: []byte("a"), Value: []byte("1")}.encode(node.XXH3, nil))
 			b = appendFrame(b, msgEnd, encodeEnd(2))
 			st.Write(b)
 			st.Close()
@@ -193,7 +193,7 @@ func TestHostileClients(t *testing.T) {
 		{"push count lies", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			b := appendFrame(nil, msgPush, pushChange{Key: []byte("a"), Value: []byte("1")}.encode(nil))
+			b := appendFrame(nil, msgPush, pushChange{Key: []byte("a"), Value: []byte("1")}.encode(node.XXH3, nil))
 			b = appendFrame(b, msgEnd, encodeEnd(7))
 			st.Write(b)
 			st.Close()
@@ -201,7 +201,7 @@ func TestHostileClients(t *testing.T) {
 		{"server frame sent by client", func(t *testing.T, qc *quic.Conn) {
 			rawHello(t, qc, good)
 			st, _ := qc.OpenStreamSync(context.Background())
-			st.Write(appendFrame(nil, msgNode, node.EmptyLeaf))
+			st.Write(appendFrame(nil, msgNode, node.EmptyLeaf(node.XXH3)))
 			st.Close()
 		}, codeProtocol},
 		{"second hello", func(t *testing.T, qc *quic.Conn) {
@@ -253,7 +253,7 @@ func TestClientNeverReads(t *testing.T) {
 		kids = append(kids, nodeReq{Hash: h})
 	}
 	st, _ := qc.OpenStreamSync(context.Background())
-	st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs(kids)))
+	st.Write(appendFrame(nil, msgGetNodes, encodeNodeReqs(node.XXH3, kids)))
 	st.Close()
 	waitClosed(t, qc)
 	if _, err := Root(context.Background(), ts.opts(bob)); err != nil {
@@ -298,7 +298,7 @@ func fakeServer(t *testing.T, handle func(qc *quic.Conn, hello hello, ex *exchan
 
 // TestLyingServer: a client verifies everything a server sends.
 func TestLyingServer(t *testing.T) {
-	real := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+	real := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("k"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
 	// serve answers the client's one request of type want on a new
 	// stream with frames, and reports whether the request came.
 	serve := func(qc *quic.Conn, want byte, frames ...frame) {
@@ -318,22 +318,22 @@ func TestLyingServer(t *testing.T) {
 		ex.closeSend()
 	}
 	welcomeTo := func(ex *exchange, h hello, root []byte) {
-		ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(root), Config: h.Config, RootNode: root}.encode())
+		ex.send(msgWelcome, welcome{ClientID: "x", Root: node.XXH3.Sum(root), Config: h.Config, RootNode: root}.encode())
 		ex.closeSend()
 	}
 	branchAt := func(level int, children ...[]byte) []byte {
 		var es []node.Entry
 		for i, c := range children {
-			es = append(es, node.Entry{Key: []byte{'k', byte(i)}, Payload: node.AppendChildPayload(nil, node.Sum(c), 1)})
+			es = append(es, node.Entry{Key: []byte{'k', byte(i)}, Payload: node.AppendChildPayload(nil, node.XXH3.Sum(c), 1)})
 		}
-		return node.Encode(level, es)
+		return node.Encode(node.XXH3, level, es)
 	}
 	branchOver := func(children ...[]byte) []byte { return branchAt(1, children...) }
 	// A leaf with an out-of-line value of one chunk.
 	chunk := bytes.Repeat([]byte("c"), 2*node.MaxInlineValue)
-	index := node.EncodeValueIndex([]node.Chunk{{Hash: node.Sum(chunk), Size: uint32(len(chunk))}})
-	refLeaf := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.Sum(index), uint64(len(chunk))).AppendPayload(nil)}})
-	other := node.Encode(0, []node.Entry{{Key: []byte("z"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+	index := node.EncodeValueIndex(node.XXH3, []node.Chunk{{Hash: node.XXH3.Sum(chunk), Size: uint32(len(chunk))}})
+	refLeaf := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.XXH3.Sum(index), uint64(len(chunk))).AppendPayload(nil)}})
+	other := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("z"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
 
 	tests := []struct {
 		name   string
@@ -342,14 +342,14 @@ func TestLyingServer(t *testing.T) {
 		want   error
 	}{
 		{"root node with the wrong hash", false, func(qc *quic.Conn, h hello, ex *exchange) {
-			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum([]byte("other")), Config: h.Config, RootNode: real}.encode())
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.XXH3.Sum([]byte("other")), Config: h.Config, RootNode: real}.encode())
 			ex.closeSend()
 		}, ErrProtocol},
 		{"corrupt root node", false, func(qc *quic.Conn, h hello, ex *exchange) {
 			bad := append([]byte(nil), real...)
 			bad[len(bad)-1] ^= 0xff
 			bad = append(bad, 1)
-			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.Sum(bad), Config: h.Config, RootNode: bad}.encode())
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.XXH3.Sum(bad), Config: h.Config, RootNode: bad}.encode())
 			ex.closeSend()
 		}, ErrProtocol},
 		{"oversized frame", false, func(qc *quic.Conn, h hello, ex *exchange) {
@@ -361,7 +361,7 @@ func TestLyingServer(t *testing.T) {
 			ex.st.Close()
 		}, ErrProtocol},
 		{"wrong node in walk", true, func(qc *quic.Conn, h hello, ex *exchange) {
-			welcomeTo(ex, h, branchOver(node.EmptyLeaf))
+			welcomeTo(ex, h, branchOver(node.EmptyLeaf(node.XXH3)))
 			serve(qc, msgGetNodes, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"delta without a hint", true, func(qc *quic.Conn, h hello, ex *exchange) {
@@ -369,7 +369,7 @@ func TestLyingServer(t *testing.T) {
 			serve(qc, msgGetNodes, frame{msgNodeDelta, []byte{0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'}}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"wrong node in subtree stream", false, func(qc *quic.Conn, h hello, ex *exchange) {
-			welcomeTo(ex, h, branchOver(node.EmptyLeaf))
+			welcomeTo(ex, h, branchOver(node.EmptyLeaf(node.XXH3)))
 			serve(qc, msgGetTree, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"subtree stream cut short", false, func(qc *quic.Conn, h hello, ex *exchange) {
@@ -390,7 +390,7 @@ func TestLyingServer(t *testing.T) {
 			serve(qc, msgGetTree, frame{msgNode, refLeaf}, frame{msgBlob, index}, frame{msgBlob, []byte("not the chunk")}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"value index that is not one", false, func(qc *quic.Conn, h hello, ex *exchange) {
-			bad := node.Encode(0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.Sum(chunk), uint64(len(chunk))).AppendPayload(nil)}})
+			bad := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.XXH3.Sum(chunk), uint64(len(chunk))).AppendPayload(nil)}})
 			welcomeTo(ex, h, branchOver(bad))
 			serve(qc, msgGetTree, frame{msgNode, bad}, frame{msgBlob, chunk}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},

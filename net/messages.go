@@ -1,6 +1,7 @@
 package net
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 
@@ -36,8 +37,11 @@ const (
 // maxToken bounds a token's length on the wire.
 const maxToken = 1024
 
-// Hash algorithms a store may use, named in Hello and Welcome.
-const hashXXH3 = 1 // xxh3-128, the node package's Sum
+// A store's hash algorithm is named in Hello and Welcome by its node.Alg
+// byte (zero: node.XXH3). Their first hash field (Hello's base, Welcome's
+// root) is 16 bytes wide, as arbor/2 first defined it: with a wider hash it
+// holds zeros and the whole hash follows the capabilities, so a peer that
+// knows only xxh3 still reads the algorithm byte and refuses it clearly.
 
 // Hello and Welcome end with fields that later revisions of arbor/2 may
 // extend: a decoder ignores bytes after the fields it knows, and each side
@@ -50,28 +54,61 @@ type hello struct {
 	Base   node.Hash // zero: the client has no base
 	Flags  byte
 	Config chunker.Config
-	Hash   byte   // the client store's hash algorithm (zero: hashXXH3)
-	Caps   uint64 // capabilities of the client
+	Hash   node.Alg // the client store's hash algorithm (zero: node.XXH3)
+	Caps   uint64   // capabilities of the client
+}
+
+// appendFirstHash appends the 16-byte first hash field of Hello or Welcome.
+func appendFirstHash(b []byte, alg node.Alg, h node.Hash) []byte {
+	if alg == node.XXH3 {
+		return alg.Append(b, h)
+	}
+	return node.XXH3.Append(b, node.Hash{})
+}
+
+// appendWideHash appends, for a wider hash than xxh3, the whole first hash
+// after the capabilities.
+func appendWideHash(b []byte, alg node.Alg, h node.Hash) []byte {
+	if alg == node.XXH3 {
+		return b
+	}
+	return alg.Append(b, h)
+}
+
+// readWideHash reads the first hash of Hello or Welcome: first16 is the
+// 16-byte field; a wider algorithm's hash follows the capabilities.
+func readWideHash(d *dec, alg node.Alg, first16 node.Hash, what string) node.Hash {
+	if alg == node.XXH3 || !alg.Valid() {
+		return first16 // an unknown algorithm: the caller refuses it
+	}
+	if !first16.IsZero() {
+		d.fail(what + " (16-byte field must be zero with " + alg.String() + ")")
+	}
+	d.alg = alg
+	return d.hash(what)
 }
 
 func (m hello) encode() []byte {
+	alg := cmp.Or(m.Hash, node.XXH3)
 	b := appendBytes(nil, []byte(m.Token))
-	b = append(b, m.Base[:]...)
+	b = appendFirstHash(b, alg, m.Base)
 	b = append(b, m.Flags)
 	b = appendConfig(b, m.Config)
-	b = append(b, max(m.Hash, hashXXH3))
-	return binary.AppendUvarint(b, m.Caps)
+	b = append(b, byte(alg))
+	b = binary.AppendUvarint(b, m.Caps)
+	return appendWideHash(b, alg, m.Base)
 }
 
 func decodeHello(p []byte) (hello, error) {
-	d := newDec(msgHello, p)
+	d := newDec(msgHello, node.XXH3, p)
 	var m hello
 	m.Token = string(d.bytes("token", maxToken))
 	m.Base = d.hash("base root")
 	m.Flags = d.byte1("flags")
 	m.Config = decodeConfig(d)
-	m.Hash = d.byte1("hash algorithm")
+	m.Hash = node.Alg(d.byte1("hash algorithm"))
 	m.Caps = d.uvarint("capabilities")
+	m.Base = readWideHash(d, m.Hash, m.Base, "base root")
 	d.rest() // fields of a later revision
 	return m, d.done()
 }
@@ -84,13 +121,14 @@ type welcome struct {
 	Read     scope.Scope // the token's read scope
 	Write    scope.Scope // the token's write scope
 	RootNode []byte      // the root node's bytes when the client will need to walk; may be empty
-	Hash     byte        // the server store's hash algorithm (zero: hashXXH3)
+	Hash     node.Alg    // the server store's hash algorithm (zero: node.XXH3)
 	Caps     uint64      // capabilities of the server
 }
 
 func (m welcome) encode() []byte {
+	alg := cmp.Or(m.Hash, node.XXH3)
 	b := appendBytes(nil, []byte(m.ClientID))
-	b = append(b, m.Root[:]...)
+	b = appendFirstHash(b, alg, m.Root)
 	r := byte(0)
 	if m.Retained {
 		r = 1
@@ -100,8 +138,9 @@ func (m welcome) encode() []byte {
 	b = appendScope(b, orAll(m.Read))
 	b = appendScope(b, orAll(m.Write))
 	b = appendBytes(b, m.RootNode)
-	b = append(b, max(m.Hash, hashXXH3))
-	return binary.AppendUvarint(b, m.Caps)
+	b = append(b, byte(alg))
+	b = binary.AppendUvarint(b, m.Caps)
+	return appendWideHash(b, alg, m.Root)
 }
 
 // maxScopeRanges bounds the ranges of a scope on the wire.
@@ -161,7 +200,7 @@ func decodeScope(d *dec) scope.Scope {
 }
 
 func decodeWelcome(p []byte) (welcome, error) {
-	d := newDec(msgWelcome, p)
+	d := newDec(msgWelcome, node.XXH3, p)
 	var m welcome
 	m.ClientID = string(d.bytes("client id", maxToken))
 	m.Root = d.hash("root")
@@ -176,8 +215,9 @@ func decodeWelcome(p []byte) (welcome, error) {
 	m.Read = decodeScope(d)
 	m.Write = decodeScope(d)
 	m.RootNode = d.bytes("root node", node.MaxNodeSize)
-	m.Hash = d.byte1("hash algorithm")
+	m.Hash = node.Alg(d.byte1("hash algorithm"))
 	m.Caps = d.uvarint("capabilities")
+	m.Root = readWideHash(d, m.Hash, m.Root, "root")
 	d.rest() // fields of a later revision
 	return m, d.done()
 }
@@ -209,7 +249,7 @@ func (m errorMsg) encode() []byte {
 }
 
 func decodeError(p []byte) (errorMsg, error) {
-	d := newDec(msgError, p)
+	d := newDec(msgError, 0, p)
 	var m errorMsg
 	m.Code = d.uvarint("code")
 	m.Message = string(d.rest())
@@ -219,19 +259,19 @@ func decodeError(p []byte) (errorMsg, error) {
 	return m, d.done()
 }
 
-// encodeHashes encodes a GetNodes or GetBlobs request.
-func encodeHashes(hs []node.Hash) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 10+len(hs)*node.HashSize), uint64(len(hs)))
+// encodeHashes encodes a GetTree or GetBlobs request.
+func encodeHashes(alg node.Alg, hs []node.Hash) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 10+len(hs)*alg.Size()), uint64(len(hs)))
 	for _, h := range hs {
-		b = append(b, h[:]...)
+		b = alg.Append(b, h)
 	}
 	return b
 }
 
-func decodeHashes(typ byte, p []byte, max int) ([]node.Hash, error) {
-	d := newDec(typ, p)
+func decodeHashes(typ byte, alg node.Alg, p []byte, max int) ([]node.Hash, error) {
+	d := newDec(typ, alg, p)
 	n := d.uvarint("count")
-	if d.err == nil && (n > uint64(max) || n*node.HashSize != uint64(len(d.b))) {
+	if d.err == nil && (n > uint64(max) || n*uint64(alg.Size()) != uint64(len(d.b))) {
 		return nil, fmt.Errorf("%w: %s message: %d hashes in %d bytes (limit %d hashes)", ErrProtocol, msgName(typ), n, len(d.b), max)
 	}
 	hs := make([]node.Hash, n)
@@ -251,11 +291,11 @@ type pushChange struct {
 	Value   []byte
 }
 
-func (m pushChange) encode(dst []byte) []byte {
+func (m pushChange) encode(alg node.Alg, dst []byte) []byte {
 	dst = appendBytes(dst, m.Key)
 	if m.HasFrom {
 		dst = append(dst, 1)
-		dst = append(dst, m.From[:]...)
+		dst = alg.Append(dst, m.From)
 	} else {
 		dst = append(dst, 0)
 	}
@@ -265,8 +305,8 @@ func (m pushChange) encode(dst []byte) []byte {
 	return appendBytes(append(dst, 1), m.Value)
 }
 
-func decodePushChange(p []byte) (pushChange, error) {
-	d := newDec(msgPush, p)
+func decodePushChange(alg node.Alg, p []byte) (pushChange, error) {
+	d := newDec(msgPush, alg, p)
 	var m pushChange
 	m.Key = d.bytes("key", node.MaxKeySize)
 	if d.err == nil && len(m.Key) == 0 {
@@ -308,8 +348,8 @@ type rejection struct {
 // maxReason bounds a rejection reason on the wire.
 const maxReason = 1024
 
-func (m pushDone) encode() []byte {
-	b := append([]byte(nil), m.Root[:]...)
+func (m pushDone) encode(alg node.Alg) []byte {
+	b := alg.Append(nil, m.Root)
 	b = binary.AppendUvarint(b, m.Accepted)
 	b = binary.AppendUvarint(b, uint64(len(m.Overridden)))
 	for _, i := range m.Overridden {
@@ -330,8 +370,8 @@ func truncateTo(s string, n int) string {
 	return s
 }
 
-func decodePushDone(p []byte) (pushDone, error) {
-	d := newDec(msgPushDone, p)
+func decodePushDone(alg node.Alg, p []byte) (pushDone, error) {
+	d := newDec(msgPushDone, alg, p)
 	var m pushDone
 	m.Root = d.hash("root")
 	m.Accepted = d.uvarint("accepted count")
@@ -361,10 +401,10 @@ func decodePushDone(p []byte) (pushDone, error) {
 
 type getChanges struct{ From, To node.Hash }
 
-func (m getChanges) encode() []byte { return append(append([]byte(nil), m.From[:]...), m.To[:]...) }
+func (m getChanges) encode(alg node.Alg) []byte { return alg.Append(alg.Append(nil, m.From), m.To) }
 
-func decodeGetChanges(p []byte) (getChanges, error) {
-	d := newDec(msgGetChange, p)
+func decodeGetChanges(alg node.Alg, p []byte) (getChanges, error) {
+	d := newDec(msgGetChange, alg, p)
 	var m getChanges
 	m.From = d.hash("from root")
 	m.To = d.hash("to root")
@@ -390,7 +430,7 @@ func (m change) encode(dst []byte) []byte {
 		return append(dst, valDelete)
 	case m.New.IsRef:
 		dst = append(dst, valRef)
-		dst = append(dst, m.New.Ref[:]...)
+		dst = m.New.Ref.Alg().Append(dst, m.New.Ref)
 		return binary.AppendUvarint(dst, m.New.Size)
 	default:
 		dst = append(dst, valInline)
@@ -398,8 +438,8 @@ func (m change) encode(dst []byte) []byte {
 	}
 }
 
-func decodeChange(p []byte) (change, error) {
-	d := newDec(msgChange, p)
+func decodeChange(alg node.Alg, p []byte) (change, error) {
+	d := newDec(msgChange, alg, p)
 	var m change
 	m.Key = d.bytes("key", node.MaxKeySize)
 	if d.err == nil && len(m.Key) == 0 {
@@ -415,6 +455,9 @@ func decodeChange(p []byte) (change, error) {
 		m.New = &v
 	case valRef:
 		h := d.hash("value ref")
+		if d.err == nil && h.IsZero() {
+			d.fail("value ref (zero)")
+		}
 		size := d.uvarint("value size")
 		if d.err == nil && (size <= node.MaxInlineValue || size > node.MaxValueSize) {
 			d.fail("value size")
@@ -430,14 +473,15 @@ func decodeChange(p []byte) (change, error) {
 func encodeEnd(n uint64) []byte { return binary.AppendUvarint(nil, n) }
 
 func decodeEnd(p []byte) (uint64, error) {
-	d := newDec(msgEnd, p)
+	d := newDec(msgEnd, 0, p)
 	n := d.uvarint("count")
 	return n, d.done()
 }
 
 // valueHash identifies a stored value for compare-and-set: the hash of its
-// leaf payload encoding. Equal stored values have equal hashes.
-func valueHash(v node.Value) node.Hash { return node.Sum(v.AppendPayload(nil)) }
+// leaf payload encoding under the store's hash. Equal stored values have
+// equal hashes.
+func valueHash(alg node.Alg, v node.Value) node.Hash { return alg.Sum(v.AppendPayload(nil)) }
 
 // nodeReq is one node a walk asks for, with an optional hint: a node the
 // client holds at the same level and key position (usually the old version
@@ -447,24 +491,24 @@ type nodeReq struct {
 	Hint node.Hash // zero: no hint
 }
 
-func encodeNodeReqs(rs []nodeReq) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 10+len(rs)*(2*node.HashSize+1)), uint64(len(rs)))
+func encodeNodeReqs(alg node.Alg, rs []nodeReq) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 10+len(rs)*(2*alg.Size()+1)), uint64(len(rs)))
 	for _, r := range rs {
-		b = append(b, r.Hash[:]...)
+		b = alg.Append(b, r.Hash)
 		if r.Hint.IsZero() {
 			b = append(b, 0)
 		} else {
 			b = append(b, 1)
-			b = append(b, r.Hint[:]...)
+			b = alg.Append(b, r.Hint)
 		}
 	}
 	return b
 }
 
-func decodeNodeReqs(p []byte, max int) ([]nodeReq, error) {
-	d := newDec(msgGetNodes, p)
+func decodeNodeReqs(alg node.Alg, p []byte, max int) ([]nodeReq, error) {
+	d := newDec(msgGetNodes, alg, p)
 	n := d.uvarint("count")
-	if d.err == nil && (n > uint64(max) || n*(node.HashSize+1) > uint64(len(d.b))) {
+	if d.err == nil && (n > uint64(max) || n*uint64(alg.Size()+1) > uint64(len(d.b))) {
 		return nil, fmt.Errorf("%w: GetNodes message: %d requests in %d bytes (limit %d)", ErrProtocol, n, len(d.b), max)
 	}
 	rs := make([]nodeReq, n)
@@ -541,7 +585,7 @@ func encodeNodeDelta(target, hint *node.Node) []byte {
 // applyNodeDelta rebuilds a node's encoding from a delta and the hint it
 // was made against. The caller verifies the result's hash.
 func applyNodeDelta(p []byte, hint *node.Node) ([]byte, error) {
-	d := newDec(msgNodeDelta, p)
+	d := newDec(msgNodeDelta, hint.Alg(), p)
 	level := d.uvarint("level")
 	n := d.uvarint("entry count")
 	if d.err == nil && (level > node.MaxLevel || n > uint64(len(p))+uint64(hint.Len())*uint64(len(p))) {
@@ -583,5 +627,5 @@ func applyNodeDelta(p []byte, hint *node.Node) ([]byte, error) {
 	if err := d.done(); err != nil {
 		return nil, err
 	}
-	return node.Encode(int(level), ents), nil
+	return node.Encode(hint.Alg(), int(level), ents), nil
 }

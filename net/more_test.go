@@ -158,7 +158,7 @@ func TestRootMismatchRepairs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Set(append([]byte{'n'}, leafHash[:]...), node.Encode(0, ents), pebble.Sync); err != nil {
+	if err := db.Set(append([]byte{'n'}, leafHash.Bytes()...), node.Encode(node.XXH3, 0, ents), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -70,7 +70,7 @@ func (sy *syncer) pullChanges(ctx context.Context, target node.Hash, pushed *pus
 	if err != nil {
 		return root, err
 	}
-	if err := ex.send(msgGetChange, getChanges{From: sy.base, To: target}.encode()); err != nil {
+	if err := ex.send(msgGetChange, getChanges{From: sy.base, To: target}.encode(sy.alg())); err != nil {
 		return root, err
 	}
 	if err := ex.closeSend(); err != nil {
@@ -95,7 +95,7 @@ func (sy *syncer) pullChanges(ctx context.Context, target node.Hash, pushed *pus
 			}
 			break
 		}
-		c, err := decodeChange(f.Payload)
+		c, err := decodeChange(sy.alg(), f.Payload)
 		if err != nil {
 			return root, fmt.Errorf("%s: %w", sy.cl.peer, err)
 		}
@@ -154,7 +154,7 @@ func (sy *syncer) fetchBlobs(ctx context.Context, b *tree.Batch, refs []node.Has
 	var indexes [][]byte
 	var chunks []node.Hash
 	err := sy.getBlobs(ctx, need, func(h node.Hash, data []byte) error {
-		cs, _, err := node.DecodeValueIndex(data)
+		cs, _, err := node.DecodeValueIndex(sy.alg(), data)
 		if err != nil {
 			return fmt.Errorf("%s: value index %s: %w", sy.cl.peer, h, err)
 		}
@@ -201,7 +201,7 @@ func (sy *syncer) getBlobs(ctx context.Context, hs []node.Hash, fn func(node.Has
 		n := min(len(hs), 4096)
 		part := hs[:n]
 		hs = hs[n:]
-		ex, err := sy.cl.request(ctx, msgGetBlobs, encodeHashes(part))
+		ex, err := sy.cl.request(ctx, msgGetBlobs, encodeHashes(sy.alg(), part))
 		if err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func (sy *syncer) getBlobs(ctx context.Context, hs []node.Hash, fn func(node.Has
 			if err != nil {
 				return err
 			}
-			if got := node.Sum(f.Payload); got != h {
+			if got := sy.alg().Sum(f.Payload); got != h {
 				return fmt.Errorf("%s: %w: blob %s: bytes hash to %s", sy.cl.peer, ErrProtocol, h, got)
 			}
 			if err := fn(h, f.Payload); err != nil {

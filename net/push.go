@@ -41,7 +41,7 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 		if err != nil {
 			return err
 		}
-		m, err := decodePushDone(f.Payload)
+		m, err := decodePushDone(sy.alg(), f.Payload)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sy.cl.peer, err)
 		}
@@ -75,7 +75,7 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 		}
 		pc := pushChange{Key: c.Key, HasFrom: c.Old != nil, Delete: c.New == nil}
 		if c.Old != nil {
-			pc.From = valueHash(*c.Old)
+			pc.From = valueHash(sy.alg(), *c.Old)
 		}
 		if c.New != nil {
 			v, err := sy.store.ReadValue(ctx, *c.New)
@@ -84,7 +84,7 @@ func (sy *syncer) push(ctx context.Context) (*pushOutcome, error) {
 			}
 			pc.Value = v
 		}
-		buf = pc.encode(buf[:0])
+		buf = pc.encode(sy.alg(), buf[:0])
 		if len(buf) > sy.opts.MaxFrame {
 			return nil, fmt.Errorf("key %q: value of %d bytes: %w (push frames are limited to %d bytes)", c.Key, len(pc.Value), ErrFrameTooLarge, sy.opts.MaxFrame)
 		}

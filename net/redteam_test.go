@@ -41,7 +41,7 @@ func rtPush(t *testing.T, qc *quic.Conn, changes ...pushChange) (pushDone, error
 	var c counters
 	ex := newExchange(st, &c, 20*time.Second, DefaultMaxFrame, "test server")
 	for _, ch := range changes {
-		if err := ex.send(msgPush, ch.encode(nil)); err != nil {
+		if err := ex.send(msgPush, ch.encode(node.XXH3, nil)); err != nil {
 			return pushDone{}, err
 		}
 	}
@@ -55,7 +55,7 @@ func rtPush(t *testing.T, qc *quic.Conn, changes ...pushChange) (pushDone, error
 	if err != nil {
 		return pushDone{}, err
 	}
-	return decodePushDone(f.Payload)
+	return decodePushDone(node.XXH3, f.Payload)
 }
 
 func set(key string, value []byte) pushChange {
@@ -73,7 +73,7 @@ func randomBytes(n int, seed uint64) []byte {
 
 // firstChunk returns the address of the first chunk of out-of-line value v.
 func firstChunk(v []byte) node.Hash {
-	return node.Sum(v[:chunker.SplitValue(v)[0]])
+	return node.XXH3.Sum(v[:chunker.SplitValue(v)[0]])
 }
 
 // TestRedTeamDefendedCollisionUnderAnotherKey (defended)
@@ -262,8 +262,8 @@ func TestRedTeamPushesPinEveryRootPastRetainAndMaxShown(t *testing.T) {
 		blobs = append(blobs, firstChunk(v))
 		c := set("k", v)
 		if prev != nil {
-			sv, _, _ := storedForm(prev)
-			c.HasFrom, c.From = true, valueHash(sv)
+			sv, _, _ := storedForm(node.XXH3, prev)
+			c.HasFrom, c.From = true, valueHash(node.XXH3, sv)
 		}
 		m, err := rtPush(t, qc, c)
 		if err != nil {
@@ -610,7 +610,7 @@ func TestRedTeamDefendedWatchOutsideReadScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, _ := decodeRoot(f.Payload)
+	first, _ := decodeRoot(node.XXH3, f.Payload)
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -631,7 +631,7 @@ func TestRedTeamDefendedWatchOutsideReadScope(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r, _ := decodeRoot(f.Payload); r != first {
+		if r, _ := decodeRoot(node.XXH3, f.Payload); r != first {
 			t.Fatalf("a Watch outside the read scope announced a move of b/: %s after %s", r.Short(), first.Short())
 		}
 	}

@@ -415,7 +415,7 @@ func TestForceWalkRepairsMissingNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Delete(append([]byte{'n'}, victim[:]...), pebble.Sync); err != nil {
+	if err := db.Delete(append([]byte{'n'}, victim.Bytes()...), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -377,7 +377,7 @@ func TestPartialTamper(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := db.Set(append([]byte{'n'}, leaf[:]...), node.Encode(0, ents), pebble.Sync); err != nil {
+			if err := db.Set(append([]byte{'n'}, leaf.Bytes()...), node.Encode(node.XXH3, 0, ents), pebble.Sync); err != nil {
 				t.Fatal(err)
 			}
 			db.Close()

@@ -573,8 +573,8 @@ func (sess *session) handshake(ctx context.Context) error {
 	sess.clientID, sess.read, sess.write = id, g.read, g.write
 	sess.tokenSum, sess.grant = sha256.Sum256([]byte(h.Token)), g
 	sess.peer = fmt.Sprintf("client %s (%s)", id, sess.qc.RemoteAddr())
-	if h.Hash != hashXXH3 {
-		err := fmt.Errorf("%w: the client's store uses hash %d, this server's xxh3-128 (%d)", ErrConfigMismatch, h.Hash, hashXXH3)
+	if h.Flags&flagAudit == 0 && h.Hash != s.store.Hash() {
+		err := fmt.Errorf("%w: the client's store hashes with %s, this server's with %s", ErrConfigMismatch, h.Hash, s.store.Hash())
 		ex.fail(err)
 		return err
 	}
@@ -588,7 +588,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
-	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read, Write: sess.write, Hash: hashXXH3}
+	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read, Write: sess.write, Hash: s.store.Hash()}
 	// A partial read scope walks: the changes path would diff whole trees.
 	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && sess.read.IsAll() && s.retain.has(h.Base) {
 		if ok, _ := s.store.HasNode(h.Base); ok {
@@ -857,7 +857,7 @@ func (sess *session) handle1(ctx context.Context, ex *exchange) error {
 const maxRequestHashes = 1 << 16
 
 func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error {
-	rs, err := decodeNodeReqs(p, maxRequestHashes)
+	rs, err := decodeNodeReqs(sess.s.store.Hash(), p, maxRequestHashes)
 	if err != nil {
 		return err
 	}
@@ -912,7 +912,7 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 // clone saves. Only a session that may read every key is served (a partial
 // one walks node by node, pruned to its scope).
 func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error {
-	hs, err := decodeHashes(msgGetTree, p, maxRequestHashes)
+	hs, err := decodeHashes(msgGetTree, sess.s.store.Hash(), p, maxRequestHashes)
 	if err != nil {
 		return err
 	}
@@ -979,7 +979,7 @@ func (sess *session) sendValues(ctx context.Context, ex *exchange, n *node.Node)
 		if err != nil {
 			return fmt.Errorf("blob %s: %w", v.Ref, err)
 		}
-		chunks, _, err := node.DecodeValueIndex(ix)
+		chunks, _, err := node.DecodeValueIndex(sess.s.store.Hash(), ix)
 		if err != nil {
 			return fmt.Errorf("value index %s: %w", v.Ref, err)
 		}
@@ -1000,7 +1000,7 @@ func (sess *session) sendValues(ctx context.Context, ex *exchange, n *node.Node)
 }
 
 func (sess *session) getBlobs(ctx context.Context, ex *exchange, p []byte) error {
-	hs, err := decodeHashes(msgGetBlobs, p, maxRequestHashes)
+	hs, err := decodeHashes(msgGetBlobs, sess.s.store.Hash(), p, maxRequestHashes)
 	if err != nil {
 		return err
 	}
@@ -1014,7 +1014,7 @@ func (sess *session) getBlobs(ctx context.Context, ex *exchange, p []byte) error
 			return fmt.Errorf("blob %s: %w", h, err)
 		}
 		if isIndex {
-			chunks, _, err := node.DecodeValueIndex(b)
+			chunks, _, err := node.DecodeValueIndex(sess.s.store.Hash(), b)
 			if err != nil {
 				return fmt.Errorf("value index %s: %w", h, err)
 			}
@@ -1037,7 +1037,7 @@ func (sess *session) getBlobs(ctx context.Context, ex *exchange, p []byte) error
 }
 
 func (sess *session) getChanges(ctx context.Context, ex *exchange, p []byte) error {
-	m, err := decodeGetChanges(p)
+	m, err := decodeGetChanges(sess.s.store.Hash(), p)
 	if err != nil {
 		return err
 	}
@@ -1084,7 +1084,7 @@ func (sess *session) isEcho(c diffChange) bool {
 	if c.New == nil {
 		return h.IsZero()
 	}
-	return h == valueHash(*c.New)
+	return h == valueHash(sess.s.store.Hash(), *c.New)
 }
 
 // push receives one push (Push frames then End), applies every change whose
@@ -1117,7 +1117,7 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 			}
 			break
 		}
-		c, err := decodePushChange(f.Payload)
+		c, err := decodePushChange(sess.s.store.Hash(), f.Payload)
 		if err != nil {
 			return err
 		}
@@ -1146,7 +1146,7 @@ func (sess *session) push(ctx context.Context, ex *exchange, first frame) error 
 	if err != nil {
 		return err
 	}
-	if err := ex.send(msgPushDone, res.encode()); err != nil {
+	if err := ex.send(msgPushDone, res.encode(sess.s.store.Hash())); err != nil {
 		return err
 	}
 	return ex.flush()
@@ -1190,7 +1190,7 @@ func (s *Server) validate(ctx context.Context, sess *session, c pushChange, res 
 // storedForm returns the stored form of value v (inline, or a reference to
 // its value index) without storing anything: the server decides what it
 // applies before it writes a byte of it.
-func storedForm(v []byte) (node.Value, []node.Chunk, error) {
+func storedForm(alg node.Alg, v []byte) (node.Value, []node.Chunk, error) {
 	if len(v) <= node.MaxInlineValue {
 		return node.InlineValue(v), nil, nil
 	}
@@ -1201,10 +1201,10 @@ func storedForm(v []byte) (node.Value, []node.Chunk, error) {
 	chunks := make([]node.Chunk, len(sizes))
 	off := 0
 	for i, n := range sizes {
-		chunks[i] = node.Chunk{Hash: node.Sum(v[off : off+n]), Size: uint32(n)}
+		chunks[i] = node.Chunk{Hash: alg.Sum(v[off : off+n]), Size: uint32(n)}
 		off += n
 	}
-	return node.RefValue(node.Sum(node.EncodeValueIndex(chunks)), uint64(len(v))), chunks, nil
+	return node.RefValue(alg.Sum(node.EncodeValueIndex(alg, chunks)), uint64(len(v))), chunks, nil
 }
 
 // checkBlobAddresses refuses, before anything of the push is written, a
@@ -1249,8 +1249,8 @@ func (s *Server) checkBlobAddresses(ctx context.Context, sess *session, changes 
 			}
 			off += int(ch.Size)
 		}
-		index := node.EncodeValueIndex(chunks[i])
-		if err := check(c.Key, node.Sum(index), index); err != nil {
+		index := node.EncodeValueIndex(s.store.Hash(), chunks[i])
+		if err := check(c.Key, s.store.Hash().Sum(index), index); err != nil {
 			return err
 		}
 	}
@@ -1269,7 +1269,7 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		if c.Delete {
 			continue
 		}
-		v, cs, err := storedForm(c.Value)
+		v, cs, err := storedForm(s.store.Hash(), c.Value)
 		if err != nil {
 			return pushDone{}, fmt.Errorf("%w: push key %q: %v", ErrProtocol, c.Key, err)
 		}
@@ -1291,7 +1291,7 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		}
 		cur := old
 		if !had {
-			cur = node.EmptyRoot
+			cur = s.store.EmptyRoot()
 		}
 		var res pushDone
 		var apply []int
@@ -1306,11 +1306,11 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 			case err != nil:
 				return pushDone{}, fmt.Errorf("push key %q: %w", c.Key, err)
 			default:
-				curHash = valueHash(sv)
+				curHash = valueHash(s.store.Hash(), sv)
 			}
 			var newHash node.Hash
 			if !c.Delete {
-				newHash = valueHash(forms[i])
+				newHash = valueHash(s.store.Hash(), forms[i])
 			}
 			same := (c.Delete && !present) || (!c.Delete && present && newHash == curHash)
 			match := (c.HasFrom == present) && (!present || c.From == curHash)

@@ -218,7 +218,7 @@ func eqs(a, b *string) bool {
 	return *a == *b
 }
 
-var _ = node.EmptyRoot
+var _ = node.EmptyRoot(node.XXH3)
 
 // TestManyExchangesOneSession: hundreds of exchanges in one connection
 // (far more than the server's 16 concurrent streams) complete: every

@@ -121,14 +121,14 @@ func (sy *syncer) walk(ctx context.Context, root node.Hash) error {
 	w.stream = walkStreams && w.empty && !sy.partial && sy.added.IsEmpty()
 	// An initial clone into a store that holds no tree yet may be stored
 	// as a bulk load (see startBulk).
-	w.clone = !sy.hasBase && sy.head0 == node.EmptyRoot
+	w.clone = !sy.hasBase && sy.head0 == sy.store.EmptyRoot()
 	// The client's own tree guides the server's deltas: its nodes are
 	// usually old versions of the nodes being fetched.
 	hint := sy.base
 	if !sy.hasBase {
 		hint = sy.head0
 	}
-	if hint == node.EmptyRoot {
+	if hint == sy.store.EmptyRoot() {
 		hint = node.Hash{}
 	}
 	if sy.cl.w.Root == root && len(sy.cl.w.RootNode) > 0 {
@@ -472,7 +472,7 @@ func (sy *syncer) fetchNodes(ctx context.Context, items []walkItem, emit func(wa
 			hs[i].Hint = node.Hash{} // a node is no hint for itself
 		}
 	}
-	ex, err := sy.cl.request(ctx, msgGetNodes, encodeNodeReqs(hs))
+	ex, err := sy.cl.request(ctx, msgGetNodes, encodeNodeReqs(sy.alg(), hs))
 	if err != nil {
 		return err
 	}
@@ -554,7 +554,7 @@ func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(wa
 	for i, it := range items {
 		hs[i] = it.h
 	}
-	ex, err := sy.cl.request(ctx, msgGetTree, encodeHashes(hs))
+	ex, err := sy.cl.request(ctx, msgGetTree, encodeHashes(sy.alg(), hs))
 	if err != nil {
 		return err
 	}
@@ -666,7 +666,7 @@ func (sy *syncer) recvValues(ex *exchange, n *node.Node, add func(walkItem, *nod
 		if err != nil {
 			return nil, err
 		}
-		if got := node.Sum(f.Payload); got != h {
+		if got := sy.alg().Sum(f.Payload); got != h {
 			return nil, fmt.Errorf("%s: %w: blob %s: bytes hash to %s", sy.cl.peer, ErrProtocol, h, got)
 		}
 		return f.Payload, nil
@@ -683,7 +683,7 @@ func (sy *syncer) recvValues(ex *exchange, n *node.Node, add func(walkItem, *nod
 		if err != nil {
 			return err
 		}
-		chunks, _, err := node.DecodeValueIndex(ix)
+		chunks, _, err := node.DecodeValueIndex(sy.alg(), ix)
 		if err != nil {
 			return fmt.Errorf("%s: %w: value index %s: %w", sy.cl.peer, ErrProtocol, v.Ref, err)
 		}

@@ -55,7 +55,7 @@ func encodeWatch(heartbeat time.Duration, sc scope.Scope) []byte {
 // decodeWatch decodes a Watch payload; hasScope is false when it names no
 // scope (the watcher takes its token's).
 func decodeWatch(p []byte) (hb time.Duration, sc scope.Scope, hasScope bool, err error) {
-	d := newDec(msgWatch, p)
+	d := newDec(msgWatch, 0, p)
 	ms := d.uvarint("heartbeat")
 	switch d.byte1("scope flag") {
 	case 0:
@@ -71,8 +71,8 @@ func decodeWatch(p []byte) (hb time.Duration, sc scope.Scope, hasScope bool, err
 	return min(max(hb, minHeartbeat), maxHeartbeat), sc, hasScope, nil
 }
 
-func decodeRoot(p []byte) (node.Hash, error) {
-	d := newDec(msgRoot, p)
+func decodeRoot(alg node.Alg, p []byte) (node.Hash, error) {
+	d := newDec(msgRoot, alg, p)
 	h := d.hash("root")
 	return h, d.done()
 }
@@ -124,7 +124,7 @@ func (sess *session) watch(ctx context.Context, ex *exchange, p []byte) error {
 			return err
 		}
 		if first || (root != sent && touches(ctx, s.store, sent, root, sc)) {
-			if err := ex.send(msgRoot, root[:]); err != nil {
+			if err := ex.send(msgRoot, root.Bytes()); err != nil {
 				return err
 			}
 			if err := ex.flush(); err != nil {
@@ -136,7 +136,7 @@ func (sess *session) watch(ctx context.Context, ex *exchange, p []byte) error {
 		select {
 		case <-moved:
 		case <-tick.C:
-			if err := ex.send(msgRoot, sent[:]); err != nil {
+			if err := ex.send(msgRoot, sent.Bytes()); err != nil {
 				return err
 			}
 			if err := ex.flush(); err != nil {
@@ -200,7 +200,7 @@ func Watch(ctx context.Context, opts ClientOptions, fn func(root node.Hash) erro
 			}
 			return fmt.Errorf("watch: %w", err)
 		}
-		root, err := decodeRoot(f.Payload)
+		root, err := decodeRoot(cl.w.Hash, f.Payload)
 		if err != nil {
 			return fmt.Errorf("watch: %s: %w", ex.peer, err)
 		}

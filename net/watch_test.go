@@ -213,7 +213,7 @@ func TestWatchFrameDecoding(t *testing.T) {
 	if _, _, _, err := decodeWatch([]byte{1, 2}); !errors.Is(err, ErrProtocol) {
 		t.Errorf("a malformed scope: %v, want ErrProtocol", err)
 	}
-	if _, err := decodeRoot(make([]byte, 15)); !errors.Is(err, ErrProtocol) {
+	if _, err := decodeRoot(node.XXH3, make([]byte, 15)); !errors.Is(err, ErrProtocol) {
 		t.Errorf("short root: %v, want ErrProtocol", err)
 	}
 }
