@@ -450,7 +450,7 @@ func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		keys = append(keys, Edit{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")})
 	}
-	b := apply(t, s, node.EmptyRoot(node.XXH3), keys)                                      // a leaf, whole
+	b := apply(t, s, node.EmptyRoot(node.XXH3), keys)                           // a leaf, whole
 	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}}) // a delta of it
 	if ok, _ := s.has(nodeKey(x)); ok {
 		t.Fatal("the edited leaf was stored whole: the test no longer covers deltas")

@@ -419,9 +419,9 @@ func TestRebuiltBaseStaysWhole(t *testing.T) {
 		keys = append(keys, Edit{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")})
 	}
 	b := apply(t, s, node.EmptyRoot(node.XXH3), keys)                                                       // leaf B, whole
-	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}})                  // X, a delta of B
+	x := apply(t, s, b, []Edit{{Key: []byte("k05"), Value: []byte("changed")}})                             // X, a delta of B
 	d := apply(t, s, node.EmptyRoot(node.XXH3), append(keys, Edit{Key: []byte("k99"), Value: []byte("v")})) // D
-	b2 := apply(t, s, d, []Edit{{Key: []byte("k99"), Delete: true}})                             // B again, near D
+	b2 := apply(t, s, d, []Edit{{Key: []byte("k99"), Delete: true}})                                        // B again, near D
 	if b2 != b {
 		t.Fatalf("rebuilding B's records gave %s, want %s", b2, b)
 	}

@@ -601,6 +601,7 @@ func (s *Store) use() (func(), error) {
 
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
 func refKey(name string) []byte  { return append([]byte{prefixRef}, name...) }
+
 // Keys of stored addresses: a prefix, then the hash in its own width.
 func nodeKey(h node.Hash) []byte  { return h.Alg().Append([]byte{prefixNode}, h) }
 func deltaKey(h node.Hash) []byte { return h.Alg().Append([]byte{prefixDelta}, h) }
