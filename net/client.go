@@ -247,7 +247,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 		case err != nil:
 		case !cl.w.Hash.Valid():
 			err = fmt.Errorf("%w: the server's store uses hash algorithm %d, unknown to this client: upgrade it", ErrVersion, cl.w.Hash)
-		case h.Flags&flagAudit == 0 && cl.w.Hash != h.Hash:
+		case h.Flags&(flagAudit|flagFresh) == 0 && cl.w.Hash != h.Hash:
 			err = fmt.Errorf("%w: the server's store hashes with %s, this replica with %s (a replica takes its server's hash: clone it afresh)", ErrConfigMismatch, cl.w.Hash, h.Hash)
 		}
 	}
@@ -504,6 +504,9 @@ func (sy *syncer) run(ctx context.Context) error {
 	if local {
 		h.Flags |= flagPush
 	}
+	if !sy.hasBase && !sy.hadHead {
+		h.Flags |= flagFresh
+	}
 	sy.progress("connect")
 	var sessions tls.ClientSessionCache
 	if pin != "" && !sy.opts.NoSessionResumption {
@@ -522,6 +525,17 @@ func (sy *syncer) run(ctx context.Context) error {
 	w := cl.w
 	sy.res.ClientID = w.ClientID
 	sy.res.ServerRoot = w.Root
+	if h.Flags&flagFresh != 0 && (w.Hash != s.Hash() || w.Config.WithDefaults() != s.Config()) {
+		// A replica's first sync: an empty store takes its server's hash
+		// and node sizes (Reinit refuses a store that holds anything).
+		if err := s.Reinit(w.Config, w.Hash); err != nil {
+			return fmt.Errorf("server %s hashes with %s (%+v): %w", cl.peer, w.Hash, w.Config.WithDefaults(), err)
+		}
+		sy.base, sy.head0 = s.EmptyRoot(), s.EmptyRoot()
+	}
+	if w.Hash != s.Hash() {
+		return fmt.Errorf("%w: the server's store hashes with %s, replica %s with %s", ErrConfigMismatch, w.Hash, s.Dir(), s.Hash())
+	}
 	if w.Config.WithDefaults() != s.Config() {
 		return fmt.Errorf("%w: server %+v, client store %s %+v", ErrConfigMismatch, w.Config, s.Dir(), s.Config())
 	}

@@ -19,6 +19,8 @@ func FuzzFrameDecoder(f *testing.F) {
 	seed := [][]byte{
 		appendFrame(nil, msgHello, hello{Token: "tok", Base: node.XXH3.Sum([]byte("b")), Flags: flagPush}.encode()),
 		appendFrame(nil, msgWelcome, welcome{ClientID: "c", Root: node.EmptyRoot(node.XXH3), Retained: true, RootNode: node.EmptyLeaf(node.XXH3)}.encode()),
+		appendFrame(nil, msgHello, hello{Token: "tok", Base: node.BLAKE3.Sum([]byte("b")), Hash: node.BLAKE3}.encode()),
+		appendFrame(nil, msgWelcome, welcome{ClientID: "c", Root: node.EmptyRoot(node.BLAKE3), RootNode: node.EmptyLeaf(node.BLAKE3), Hash: node.BLAKE3}.encode()),
 		appendFrame(nil, msgError, errorMsg{Code: codeProtocol, Message: "x"}.encode()),
 		appendFrame(nil, msgGetNodes, encodeNodeReqs(node.XXH3, []nodeReq{{Hash: node.EmptyRoot(node.XXH3)}, {Hash: node.EmptyRoot(node.XXH3), Hint: node.EmptyRoot(node.XXH3)}})),
 		appendFrame(nil, msgGetBlobs, encodeHashes(node.XXH3, []node.Hash{node.EmptyRoot(node.XXH3)})),

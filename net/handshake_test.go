@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
 )
 
 func TestRootAudit(t *testing.T) {
@@ -101,12 +102,26 @@ func TestCertificatePersists(t *testing.T) {
 	}
 }
 
+// TestConfigMismatch: a store that holds records of other node sizes
+// cannot sync (its roots could never be compared); an empty store takes
+// the server's on its first sync.
 func TestConfigMismatch(t *testing.T) {
 	ts := startServer(t, smallChunks, nil)
+	put(t, ts.store, 0, 50, 1)
 	c := openStore(t, t.TempDir(), smallChunks2)
+	edit(t, c, tree.Edit{Key: []byte("local"), Value: []byte("v")})
 	_, err := Sync(context.Background(), c, ts.opts("tok-alice-0123456789"))
 	if !errors.Is(err, ErrConfigMismatch) {
 		t.Fatalf("err = %v", err)
+	}
+	if c.Config() != smallChunks2.WithDefaults() {
+		t.Fatalf("a store with data changed its config to %+v", c.Config())
+	}
+
+	fresh := openStore(t, t.TempDir(), smallChunks2)
+	mustSync(t, fresh, ts.opts("tok-alice-0123456789"))
+	if fresh.Config() != smallChunks.WithDefaults() || ref(t, fresh, HeadRef) != ref(t, ts.store, HeadRef) {
+		t.Fatalf("fresh store: config %+v, head %s, server %s", fresh.Config(), ref(t, fresh, HeadRef), ref(t, ts.store, HeadRef))
 	}
 }
 

@@ -16,6 +16,10 @@ const (
 	flagAudit = 1 << 0 // the client only wants the server's root
 	flagPush  = 1 << 1 // the client has local changes and will push first
 	flagWalk  = 1 << 2 // the client will walk whatever its base (it distrusts it)
+	// flagFresh: the client's store holds nothing yet and takes the
+	// server's hash and chunker config, so the server does not refuse a
+	// difference. A server that predates it ignores it and refuses.
+	flagFresh = 1 << 3
 )
 
 // Error codes carried by an Error frame.
@@ -60,7 +64,7 @@ type hello struct {
 
 // appendFirstHash appends the 16-byte first hash field of Hello or Welcome.
 func appendFirstHash(b []byte, alg node.Alg, h node.Hash) []byte {
-	if alg == node.XXH3 {
+	if alg == node.XXH3 || !alg.Valid() {
 		return alg.Append(b, h)
 	}
 	return node.XXH3.Append(b, node.Hash{})
@@ -69,7 +73,7 @@ func appendFirstHash(b []byte, alg node.Alg, h node.Hash) []byte {
 // appendWideHash appends, for a wider hash than xxh3, the whole first hash
 // after the capabilities.
 func appendWideHash(b []byte, alg node.Alg, h node.Hash) []byte {
-	if alg == node.XXH3 {
+	if alg == node.XXH3 || !alg.Valid() {
 		return b
 	}
 	return alg.Append(b, h)

@@ -573,12 +573,15 @@ func (sess *session) handshake(ctx context.Context) error {
 	sess.clientID, sess.read, sess.write = id, g.read, g.write
 	sess.tokenSum, sess.grant = sha256.Sum256([]byte(h.Token)), g
 	sess.peer = fmt.Sprintf("client %s (%s)", id, sess.qc.RemoteAddr())
-	if h.Flags&flagAudit == 0 && h.Hash != s.store.Hash() {
+	// An audit reads one root; a fresh replica takes the server's hash and
+	// configuration before it stores anything (it pushes nothing).
+	adopts := h.Flags&flagAudit != 0 || h.Flags&flagFresh != 0 && h.Flags&flagPush == 0 && h.Base.IsZero()
+	if !adopts && h.Hash != s.store.Hash() {
 		err := fmt.Errorf("%w: the client's store hashes with %s, this server's with %s", ErrConfigMismatch, h.Hash, s.store.Hash())
 		ex.fail(err)
 		return err
 	}
-	if h.Flags&flagAudit == 0 && h.Config.WithDefaults() != s.store.Config() {
+	if !adopts && h.Config.WithDefaults() != s.store.Config() {
 		err := fmt.Errorf("%w: server %+v, client %+v", ErrConfigMismatch, s.store.Config(), h.Config.WithDefaults())
 		ex.fail(err)
 		return err

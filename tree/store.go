@@ -1004,3 +1004,52 @@ func (r *valueReader) Read(p []byte) (int, error) {
 	r.cur = r.cur[n:]
 	return n, nil
 }
+
+// Reinit gives a store that holds nothing yet (no ref, node, blob or
+// pending write) another chunker configuration and hash: a replica's first
+// sync takes its server's. It must not run concurrently with other
+// operations on the store. A store that holds data gives ErrConfigMismatch.
+func (s *Store) Reinit(cfg chunker.Config, alg node.Alg) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	if !alg.Valid() {
+		return fmt.Errorf("store %s: unknown hash algorithm %d", s.dir, alg)
+	}
+	if cfg == s.cfg && alg == s.alg {
+		return nil
+	}
+	done, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer done()
+	s.commit.Lock()
+	defer s.commit.Unlock()
+	if s.pendingWork() {
+		return fmt.Errorf("store %s: %w (it holds writes: it keeps its %s and %+v)", s.dir, ErrConfigMismatch, s.alg, s.cfg)
+	}
+	for _, p := range []byte{prefixRef, prefixNode, prefixBlob, prefixDelta, prefixWork} {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+		if err != nil {
+			return dbErr(err)
+		}
+		any := it.First()
+		if err := it.Close(); err != nil {
+			return dbErr(err)
+		}
+		if any {
+			return fmt.Errorf("store %s: %w (it holds data: it keeps its %s and %+v)", s.dir, ErrConfigMismatch, s.alg, s.cfg)
+		}
+	}
+	b, _ := json.Marshal(cfg)
+	wb := s.db.NewBatch()
+	_ = wb.Set(metaKey(metaConfig), b, nil)
+	_ = wb.Set(metaKey(metaHash), []byte{byte(alg)}, nil)
+	if err := wb.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store %s: write config: %w", s.dir, dbErr(err))
+	}
+	s.cfg, s.alg = cfg, alg
+	return nil
+}
