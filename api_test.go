@@ -540,8 +540,13 @@ func TestSentinelsSurface(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fanout.Close()
-	_, err = fanout.Sync(ctx, good)
-	is("Sync of a store with another chunker config", err, arbor.ErrServerConfigMismatch)
+	if err := fanout.Put(ctx, []byte("local"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	merge := good
+	merge.Merge = true
+	_, err = fanout.Sync(ctx, merge)
+	is("Sync of a store that holds data of another chunker config", err, arbor.ErrServerConfigMismatch)
 	if errors.Is(err, arbor.ErrConfigMismatch) {
 		t.Logf("note: a Sync config mismatch now also matches ErrConfigMismatch")
 	}

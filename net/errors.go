@@ -26,8 +26,9 @@ var (
 	// returning this error, so the store is consistent with the server.
 	ErrRootMismatch = errors.New("root mismatch after sync")
 	// ErrConfigMismatch reports a client store whose chunker configuration
-	// differs from the server's: their trees can never have equal roots.
-	ErrConfigMismatch = errors.New("chunker config differs from the server's")
+	// or hash differs from the server's: their trees can never have
+	// equal roots.
+	ErrConfigMismatch = errors.New("store configuration (node sizes or hash) differs from the server's")
 	// ErrForbiddenScope reports a request outside the token's scope: a push
 	// with a key outside its write scope (the whole push is refused and
 	// nothing applied), or a sync whose scope lies outside its read scope.

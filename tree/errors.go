@@ -14,8 +14,9 @@ var (
 	ErrNewerFormat = errors.New("store format is newer than this arbor")
 	// ErrLocked reports a store already opened by another process or Store.
 	ErrLocked = errors.New("store is locked by another process")
-	// ErrConfigMismatch reports Options.Chunker differing from the store's.
-	ErrConfigMismatch = errors.New("chunker config differs from the store's")
+	// ErrConfigMismatch reports Options.Chunker or Options.Hash differing
+	// from the store's.
+	ErrConfigMismatch = errors.New("configuration (node sizes or hash) differs from the store's")
 	// ErrClosed reports use of a closed Store.
 	ErrClosed = errors.New("store is closed")
 	// ErrKeyTooLarge reports an empty key or one over node.MaxKeySize.

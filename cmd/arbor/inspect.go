@@ -131,6 +131,7 @@ type statusJSON struct {
 	Records      uint64     `json:"records"`
 	LocalChanges uint64     `json:"local_changes"`
 	Scope        string     `json:"scope"`
+	Hash         string     `json:"hash"`
 }
 
 func (c statusCmd) Run(e *env) error {
@@ -157,13 +158,13 @@ func (c statusCmd) Run(e *env) error {
 		}
 	}
 	if c.JSON {
-		return writeJSON(e.stdout, statusJSON{Head: st.Head, Base: st.Base, Synced: st.Synced, Records: records, LocalChanges: st.Local, Scope: sc.String()})
+		return writeJSON(e.stdout, statusJSON{Head: st.Head, Base: st.Base, Synced: st.Synced, Records: records, LocalChanges: st.Local, Scope: sc.String(), Hash: db.Hash().String()})
 	}
 	base := st.Base.String()
 	if !st.Synced {
 		base += " (never synced)"
 	}
-	fmt.Fprintf(e.stdout, "head  %s\nbase  %s\nrecords %d\nlocal changes %d\n", st.Head, base, records, st.Local)
+	fmt.Fprintf(e.stdout, "head  %s\nbase  %s\nrecords %d\nlocal changes %d\nhash  %s\n", st.Head, base, records, st.Local, db.Hash())
 	if !sc.IsAll() {
 		fmt.Fprintf(e.stdout, "scope %s (partial replica)\n", sc)
 	}

@@ -28,6 +28,7 @@ var version string
 // the command name.
 type cli struct {
 	DB          string           `name:"db" env:"ARBOR_DB" placeholder:"DIR" help:"Store directory (or set ARBOR_DB)."`
+	Hash        string           `name:"hash" env:"ARBOR_HASH" placeholder:"ALG" help:"Hash of a new store: xxh3 (the default, fastest) or blake3 (collision resistant: for a server whose writers do not trust each other). An existing store keeps its own; a replica's first sync takes its server's."`
 	CacheMB     int64            `name:"cache-mb" env:"ARBOR_CACHE_MB" placeholder:"MIB" help:"Memory for decoded nodes kept for reads and syncs, in MiB (default 256; serve on a large store may want less or more)."`
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
@@ -70,7 +71,18 @@ func (e *env) openDB(mustExist bool) (*arbor.DB, error) {
 	if e.global.CacheMB < 0 {
 		return nil, fmt.Errorf("--cache-mb %d: want a size in MiB, or 0 for the default", e.global.CacheMB)
 	}
-	db, err := arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist, CacheSize: e.global.CacheMB << 20})
+	var alg arbor.HashAlg
+	if e.global.Hash != "" {
+		a, err := arbor.ParseHashAlg(e.global.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("--hash: %w", err)
+		}
+		alg = a
+	}
+	db, err := arbor.Open(e.global.DB, &arbor.Options{MustExist: mustExist, CacheSize: e.global.CacheMB << 20, Hash: alg})
+	if errors.Is(err, arbor.ErrConfigMismatch) && alg != 0 {
+		err = fmt.Errorf("%w: --hash %s names another hash than the store's (a store's hash is fixed when it is created)", err, e.global.Hash)
+	}
 	if errors.Is(err, arbor.ErrLocked) {
 		err = fmt.Errorf("%w. If 'arbor serve' runs on it, change its records through a replica: "+
 			"sync one with a token that may write every key ('arbor --db admin sync --server ADDR --token-file admin.token'), "+
