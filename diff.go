@@ -52,8 +52,8 @@ func (db *DB) Diff(ctx context.Context, from, to Hash, opts DiffOptions) iter.Se
 // roots): that gives an error wrapping ErrConfigMismatch.
 func (db *DB) DiffWith(ctx context.Context, other *DB, opts DiffOptions) iter.Seq2[Change, error] {
 	return func(yield func(Change, error) bool) {
-		if a, b := db.store.Config(), other.store.Config(); a != b {
-			yield(Change{}, fmt.Errorf("diff %s against %s: %w (%+v vs %+v)", db.Dir(), other.Dir(), ErrConfigMismatch, a, b))
+		if a, b := db.store.Config(), other.store.Config(); a != b || db.Hash() != other.Hash() {
+			yield(Change{}, fmt.Errorf("diff %s against %s: %w (%s %+v vs %s %+v)", db.Dir(), other.Dir(), ErrConfigMismatch, db.Hash(), a, other.Hash(), b))
 			return
 		}
 		from, err := db.Root(ctx)

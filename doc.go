@@ -73,8 +73,9 @@
 //   - [ErrNewerFormat]: Open of a store written by a newer Arbor.
 //   - [ErrBadConfig]: Open with an Options.Chunker outside the supported
 //     bounds.
-//   - [ErrConfigMismatch]: Open with an Options.Chunker other than the
-//     store's; DiffWith between stores of different chunker configurations.
+//   - [ErrConfigMismatch]: Open with an Options.Chunker or Options.Hash
+//     other than the store's; DiffWith between stores of different chunker
+//     configurations or hashes.
 //   - [ErrClosed]: any call on a closed DB.
 //
 // Reading and writing:

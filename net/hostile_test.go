@@ -298,7 +298,13 @@ func fakeServer(t *testing.T, handle func(qc *quic.Conn, hello hello, ex *exchan
 
 // TestLyingServer: a client verifies everything a server sends.
 func TestLyingServer(t *testing.T) {
-	real := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("k"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+	for _, alg := range node.Algs {
+		t.Run(alg.String(), func(t *testing.T) { lyingServer(t, alg) })
+	}
+}
+
+func lyingServer(t *testing.T, alg node.Alg) {
+	real := node.Encode(alg, 0, []node.Entry{{Key: []byte("k"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
 	// serve answers the client's one request of type want on a new
 	// stream with frames, and reports whether the request came.
 	serve := func(qc *quic.Conn, want byte, frames ...frame) {
@@ -318,22 +324,22 @@ func TestLyingServer(t *testing.T) {
 		ex.closeSend()
 	}
 	welcomeTo := func(ex *exchange, h hello, root []byte) {
-		ex.send(msgWelcome, welcome{ClientID: "x", Root: node.XXH3.Sum(root), Config: h.Config, RootNode: root}.encode())
+		ex.send(msgWelcome, welcome{ClientID: "x", Root: alg.Sum(root), Config: h.Config, RootNode: root, Hash: alg}.encode())
 		ex.closeSend()
 	}
 	branchAt := func(level int, children ...[]byte) []byte {
 		var es []node.Entry
 		for i, c := range children {
-			es = append(es, node.Entry{Key: []byte{'k', byte(i)}, Payload: node.AppendChildPayload(nil, node.XXH3.Sum(c), 1)})
+			es = append(es, node.Entry{Key: []byte{'k', byte(i)}, Payload: node.AppendChildPayload(nil, alg.Sum(c), 1)})
 		}
-		return node.Encode(node.XXH3, level, es)
+		return node.Encode(alg, level, es)
 	}
 	branchOver := func(children ...[]byte) []byte { return branchAt(1, children...) }
 	// A leaf with an out-of-line value of one chunk.
 	chunk := bytes.Repeat([]byte("c"), 2*node.MaxInlineValue)
-	index := node.EncodeValueIndex(node.XXH3, []node.Chunk{{Hash: node.XXH3.Sum(chunk), Size: uint32(len(chunk))}})
-	refLeaf := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.XXH3.Sum(index), uint64(len(chunk))).AppendPayload(nil)}})
-	other := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("z"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
+	index := node.EncodeValueIndex(alg, []node.Chunk{{Hash: alg.Sum(chunk), Size: uint32(len(chunk))}})
+	refLeaf := node.Encode(alg, 0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(alg.Sum(index), uint64(len(chunk))).AppendPayload(nil)}})
+	other := node.Encode(alg, 0, []node.Entry{{Key: []byte("z"), Payload: node.InlineValue([]byte("v")).AppendPayload(nil)}})
 
 	tests := []struct {
 		name   string
@@ -342,14 +348,14 @@ func TestLyingServer(t *testing.T) {
 		want   error
 	}{
 		{"root node with the wrong hash", false, func(qc *quic.Conn, h hello, ex *exchange) {
-			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.XXH3.Sum([]byte("other")), Config: h.Config, RootNode: real}.encode())
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: alg.Sum([]byte("other")), Config: h.Config, RootNode: real, Hash: alg}.encode())
 			ex.closeSend()
 		}, ErrProtocol},
 		{"corrupt root node", false, func(qc *quic.Conn, h hello, ex *exchange) {
 			bad := append([]byte(nil), real...)
 			bad[len(bad)-1] ^= 0xff
 			bad = append(bad, 1)
-			ex.send(msgWelcome, welcome{ClientID: "x", Root: node.XXH3.Sum(bad), Config: h.Config, RootNode: bad}.encode())
+			ex.send(msgWelcome, welcome{ClientID: "x", Root: alg.Sum(bad), Config: h.Config, RootNode: bad, Hash: alg}.encode())
 			ex.closeSend()
 		}, ErrProtocol},
 		{"oversized frame", false, func(qc *quic.Conn, h hello, ex *exchange) {
@@ -361,7 +367,7 @@ func TestLyingServer(t *testing.T) {
 			ex.st.Close()
 		}, ErrProtocol},
 		{"wrong node in walk", true, func(qc *quic.Conn, h hello, ex *exchange) {
-			welcomeTo(ex, h, branchOver(node.EmptyLeaf(node.XXH3)))
+			welcomeTo(ex, h, branchOver(node.EmptyLeaf(alg)))
 			serve(qc, msgGetNodes, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"delta without a hint", true, func(qc *quic.Conn, h hello, ex *exchange) {
@@ -369,7 +375,7 @@ func TestLyingServer(t *testing.T) {
 			serve(qc, msgGetNodes, frame{msgNodeDelta, []byte{0, 1, deltaLiteral, 1, 'k', 2, 0, 'v'}}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"wrong node in subtree stream", false, func(qc *quic.Conn, h hello, ex *exchange) {
-			welcomeTo(ex, h, branchOver(node.EmptyLeaf(node.XXH3)))
+			welcomeTo(ex, h, branchOver(node.EmptyLeaf(alg)))
 			serve(qc, msgGetTree, frame{msgNode, real}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"subtree stream cut short", false, func(qc *quic.Conn, h hello, ex *exchange) {
@@ -390,7 +396,7 @@ func TestLyingServer(t *testing.T) {
 			serve(qc, msgGetTree, frame{msgNode, refLeaf}, frame{msgBlob, index}, frame{msgBlob, []byte("not the chunk")}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
 		{"value index that is not one", false, func(qc *quic.Conn, h hello, ex *exchange) {
-			bad := node.Encode(node.XXH3, 0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(node.XXH3.Sum(chunk), uint64(len(chunk))).AppendPayload(nil)}})
+			bad := node.Encode(alg, 0, []node.Entry{{Key: []byte("k"), Payload: node.RefValue(alg.Sum(chunk), uint64(len(chunk))).AppendPayload(nil)}})
 			welcomeTo(ex, h, branchOver(bad))
 			serve(qc, msgGetTree, frame{msgNode, bad}, frame{msgBlob, chunk}, frame{msgEnd, encodeEnd(1)})
 		}, ErrProtocol},
@@ -403,7 +409,7 @@ func TestLyingServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, fp := fakeServer(t, tt.handle)
-			c := openStore(t, t.TempDir(), smallChunks)
+			c := openStoreHash(t, t.TempDir(), smallChunks, alg)
 			defer c.Close()
 			walkStreams = !tt.byNode
 			defer func() { walkStreams = true }()

@@ -30,8 +30,18 @@ import (
 // working-set edits (working.go), which an arbor that knows only version 2
 // would ignore, and a later open then replay over newer writes. This
 // package reads versions 1 and 2 too and marks them version 3 when it opens
-// them, so that an older arbor refuses them from then on.
-const FormatVersion = 3
+// them, so that an older arbor refuses them from then on. Version 4 is
+// version 3 with another hash than xxh3 (Options.Hash), whose nodes an
+// arbor that knows only xxh3 would call corrupt: only such stores carry it.
+const FormatVersion = 4
+
+// formatFor is the marker version of a store hashing with alg.
+func formatFor(alg node.Alg) int {
+	if alg == node.XXH3 || alg == 0 {
+		return 3
+	}
+	return 4
+}
 
 const (
 	markerFile = "ARBOR"
@@ -214,7 +224,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	if create {
-		err = createMarker(dir)
+		err = createMarker(dir, formatFor(o.Hash))
 	}
 	if err == nil {
 		err = upgradeMarker(dir)
@@ -274,11 +284,11 @@ func prepareDir(dir string, mustExist bool) (create bool, err error) {
 // or one prepareDir still treats as empty. Writing the temporary file
 // again replaces one a crash left. If another process created the store
 // since prepareDir looked, its marker stays.
-func createMarker(dir string) error {
+func createMarker(dir string, version int) error {
 	if _, err := os.Stat(filepath.Join(dir, markerFile)); err == nil {
 		return nil
 	}
-	if err := writeMarker(dir); err != nil {
+	if err := writeMarker(dir, version); err != nil {
 		return fmt.Errorf("create store %s: %w", dir, err)
 	}
 	return nil
@@ -308,17 +318,17 @@ func readMarker(dir string) (int, error) {
 // the store lock.
 func upgradeMarker(dir string) error {
 	v, err := readMarker(dir)
-	if err != nil || v >= FormatVersion {
+	if err != nil || v >= 3 {
 		return err
 	}
-	if err := writeMarker(dir); err != nil {
-		return fmt.Errorf("open store %s: upgrade format %d to %d: %w", dir, v, FormatVersion, err)
+	if err := writeMarker(dir, 3); err != nil {
+		return fmt.Errorf("open store %s: upgrade format %d to 3: %w", dir, v, err)
 	}
 	return nil
 }
 
-func writeMarker(dir string) error {
-	return fsutil.WriteFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(FormatVersion)+"\n"), 0o644)
+func writeMarker(dir string, version int) error {
+	return fsutil.WriteFileAtomic(filepath.Join(dir, markerFile), []byte(markerText+strconv.Itoa(version)+"\n"), 0o644)
 }
 
 func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
@@ -1041,6 +1051,13 @@ func (s *Store) Reinit(cfg chunker.Config, alg node.Alg) error {
 		}
 		if any {
 			return fmt.Errorf("store %s: %w (it holds data: it keeps its %s and %+v)", s.dir, ErrConfigMismatch, s.alg, s.cfg)
+		}
+	}
+	// The marker first: a crash after it leaves an empty store an older
+	// arbor refuses, never blake3 nodes under an xxh3 marker.
+	if v := formatFor(alg); v > formatFor(s.alg) {
+		if err := writeMarker(s.dir, v); err != nil {
+			return fmt.Errorf("store %s: %w", s.dir, err)
 		}
 	}
 	b, _ := json.Marshal(cfg)

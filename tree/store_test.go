@@ -78,7 +78,7 @@ func TestOpenAfterCrashDuringCreate(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, markerTemp)); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("%s left behind: %v", markerTemp, err)
 			}
-			if v, err := readMarker(dir); err != nil || v != FormatVersion {
+			if v, err := readMarker(dir); err != nil || v != 3 {
 				t.Fatalf("marker: format %d, %v", v, err)
 			}
 			s, err = Open(dir, &Options{MustExist: true, NoSync: true})
@@ -137,6 +137,11 @@ func TestStoreHashIsFixedAtCreation(t *testing.T) {
 		t.Fatalf("root %s of a blake3 store", root)
 	}
 	s.Close()
+	// An arbor that knows only xxh3 reads up to format 3: it refuses this
+	// store instead of calling its nodes corrupt.
+	if v, err := readMarker(dir); err != nil || v != 4 {
+		t.Fatalf("blake3 store marker: format %d, %v", v, err)
+	}
 
 	if _, err := Open(dir, &Options{Hash: node.XXH3}); !errors.Is(err, ErrConfigMismatch) {
 		t.Fatalf("reopening a blake3 store as xxh3: %v, want ErrConfigMismatch", err)
@@ -169,5 +174,40 @@ func TestStoreHashIsFixedAtCreation(t *testing.T) {
 	defer s.Close()
 	if s.Hash() != node.XXH3 || s.EmptyRoot() != node.EmptyRoot(node.XXH3) {
 		t.Fatalf("a store without a recorded hash opened as %s", s.Hash())
+	}
+}
+
+// TestReinitEmptyStoreOnly: an empty store takes another hash and node
+// sizes (its marker then names format 4); one holding a ref or pending
+// writes refuses.
+func TestReinitEmptyStoreOnly(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reinit(smallConfig, node.BLAKE3); err != nil {
+		t.Fatal(err)
+	}
+	if s.Hash() != node.BLAKE3 || s.Config() != smallConfig.WithDefaults() {
+		t.Fatalf("after Reinit: %s %+v", s.Hash(), s.Config())
+	}
+	if v, _ := readMarker(dir); v != 4 {
+		t.Fatalf("marker %d after Reinit to blake3", v)
+	}
+	if _, err := s.Update(context.Background(), "head", []Edit{{Key: []byte("k"), Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reinit(smallConfig, node.XXH3); !errors.Is(err, ErrConfigMismatch) {
+		t.Fatalf("Reinit of a store with data: %v", err)
+	}
+	s.Close()
+	s, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Hash() != node.BLAKE3 || s.Config() != smallConfig.WithDefaults() {
+		t.Fatalf("reopened: %s %+v", s.Hash(), s.Config())
 	}
 }
