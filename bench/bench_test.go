@@ -65,6 +65,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		"build arbor": s.BuildArbor, "build pebble": s.BuildPebble,
 		"update arbor": s.UpdateArbor, "update pebble": s.UpdatePebble,
 		"get arbor": s.GetArbor, "get pebble": s.GetPebble,
+		"warm get arbor": s.GetWarmArbor, "warm get pebble": s.GetWarmPebble,
 	} {
 		if !st.OK() || st.Median <= 0 {
 			t.Errorf("%s: %+v, want a positive rate", name, st)

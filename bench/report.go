@@ -32,12 +32,13 @@ func Markdown(r *Results) string {
 	}
 	if len(r.Store) > 0 {
 		p("## Store: Arbor against raw Pebble\n\n")
-		p("Same records, same run. Raw Pebble writes the records as plain key/value pairs in batches of %d, with exactly an Arbor store's Pebble options (64 MiB block cache, 32 MiB memtable, bloom filters, value separation of values of 256 bytes or more); Arbor also keeps up to 256 MiB of decoded nodes. Durability: %s.\n\n", pebbleBatch, durability(r.Config.Sync))
+		p("Same records, same run. Raw Pebble writes the records as plain key/value pairs in batches of %d, with exactly an Arbor store's Pebble options (128 MiB block cache including two 32 MiB memtables, bloom filters, value separation of values of 256 bytes or more); Arbor also keeps up to 256 MiB of decoded nodes. Durability: %s.\n\n", pebbleBatch, durability(r.Config.Sync))
 		p("| n | figure | Arbor | raw Pebble | Arbor ÷ Pebble |\n|---:|---|---:|---:|---:|\n")
 		for _, s := range r.Store {
 			p("| %d | bulk build (records/s) | %s | %s | %.2f |\n", s.N, rate(s.BuildArbor), rate(s.BuildPebble), s.BuildRatio)
 			p("| %d | random updates, %d in batches of %d (records/s) | %s | %s | %.2f |\n", s.N, s.Updates, pebbleBatch, rate(s.UpdateArbor), rate(s.UpdatePebble), s.UpdateRatio)
-			p("| %d | point Gets, %d random keys (Gets/s) | %s | %s | %.2f |\n", s.N, s.Gets, rate(s.GetArbor), rate(s.GetPebble), s.GetRatio)
+			p("| %d | point Gets, %d random keys, first touch (Gets/s) | %s | %s | %.2f |\n", s.N, s.Gets, rate(s.GetArbor), rate(s.GetPebble), s.GetRatio)
+			p("| %d | point Gets, the same keys again: warm (Gets/s) | %s | %s | %.2f |\n", s.N, rate(s.GetWarmArbor), rate(s.GetWarmPebble), s.GetWarmRatio)
 			p("| %d | stored bytes per record after flush (sstables + blob files, B) | %s | %s | %.2f |\n", s.N, num(s.BytesPerRecordArbor, 1), num(s.BytesPerRecordPebble, 1), ratio(s.BytesPerRecordArbor.Median, s.BytesPerRecordPebble.Median))
 		}
 		p("\n")

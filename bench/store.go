@@ -37,13 +37,18 @@ type StoreResult struct {
 	GetPebble Stat    `json:"get_pebble_per_s"`
 	GetRatio  float64 `json:"get_ratio"`
 
+	// The same Gets again, each system's caches warm from the first pass.
+	GetWarmArbor  Stat    `json:"get_warm_arbor_per_s"`
+	GetWarmPebble Stat    `json:"get_warm_pebble_per_s"`
+	GetWarmRatio  float64 `json:"get_warm_ratio"`
+
 	BytesPerRecordArbor  Stat `json:"bytes_per_record_arbor"`
 	BytesPerRecordPebble Stat `json:"bytes_per_record_pebble"`
 }
 
 // rawPebbleOptions are the options of the raw Pebble baseline: exactly an
 // Arbor store's (block cache size, memtable size, bloom filters).
-func rawPebbleOptions() *pebble.Options { return tree.PebbleOptions(64 << 20) }
+func rawPebbleOptions() *pebble.Options { return tree.PebbleOptions(tree.DefaultPebbleCacheSize) }
 
 func openRawPebble(dir string) (*pebble.DB, error) {
 	po := rawPebbleOptions()
@@ -170,7 +175,7 @@ func runStore(ctx context.Context, cfg *Config, n int) (*StoreResult, error) {
 	res := &StoreResult{N: n, ValueSize: cfg.ValueSize, Durability: durability(cfg.Sync)}
 	res.Updates = min(max(n/10, pebbleBatch), 20000)
 	res.Gets = min(n, 50000)
-	var bA, bP, uA, uP, gA, gP, dA, dP []float64
+	var bA, bP, uA, uP, gA, gP, dA, dP, wA, wP []float64
 	for run := range cfg.Runs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -188,6 +193,7 @@ func runStore(ctx context.Context, cfg *Config, n int) (*StoreResult, error) {
 		uA, uP = append(uA, r[2]), append(uP, r[3])
 		gA, gP = append(gA, r[4]), append(gP, r[5])
 		dA, dP = append(dA, r[6]), append(dP, r[7])
+		wA, wP = append(wA, r[8]), append(wP, r[9])
 	}
 	res.BuildArbor, res.BuildPebble = NewStat(bA), NewStat(bP)
 	res.UpdateArbor, res.UpdatePebble = NewStat(uA), NewStat(uP)
@@ -196,14 +202,16 @@ func runStore(ctx context.Context, cfg *Config, n int) (*StoreResult, error) {
 	res.BuildRatio = ratio(res.BuildArbor.Median, res.BuildPebble.Median)
 	res.UpdateRatio = ratio(res.UpdateArbor.Median, res.UpdatePebble.Median)
 	res.GetRatio = ratio(res.GetArbor.Median, res.GetPebble.Median)
+	res.GetWarmArbor, res.GetWarmPebble = NewStat(wA), NewStat(wP)
+	res.GetWarmRatio = ratio(res.GetWarmArbor.Median, res.GetWarmPebble.Median)
 	return res, nil
 }
 
 // storeRun is one run of the store section. It returns, in order: build
 // records/s (Arbor, Pebble), update records/s, Gets/s, stored bytes per
-// record.
-func storeRun(ctx context.Context, cfg *Config, w *Workload, dir string, updates, gets, run int) ([8]float64, error) {
-	var out [8]float64
+// record, warm Gets/s.
+func storeRun(ctx context.Context, cfg *Config, w *Workload, dir string, updates, gets, run int) ([10]float64, error) {
+	var out [10]float64
 	aDir, pDir := filepath.Join(dir, "arbor"), filepath.Join(dir, "pebble")
 	n := float64(w.N)
 
@@ -340,6 +348,8 @@ func storeRun(ctx context.Context, cfg *Config, w *Workload, dir string, updates
 	for i := range keys {
 		keys[i] = w.Key(nil, r.IntN(w.N))
 	}
+	// pass 0 is the first touch of the keys; pass 1 the same keys again.
+	pass := 0
 	getA := func() error {
 		start := time.Now()
 		for _, k := range keys {
@@ -347,7 +357,7 @@ func storeRun(ctx context.Context, cfg *Config, w *Workload, dir string, updates
 				return fmt.Errorf("get %x: %w", k, err)
 			}
 		}
-		out[4] = float64(len(keys)) / time.Since(start).Seconds()
+		out[4+4*pass] = float64(len(keys)) / time.Since(start).Seconds()
 		return nil
 	}
 	getP := func() error {
@@ -362,15 +372,20 @@ func storeRun(ctx context.Context, cfg *Config, w *Workload, dir string, updates
 			buf = append(buf[:0], v...)
 			closer.Close()
 		}
-		out[5] = float64(len(keys)) / time.Since(start).Seconds()
+		out[5+4*pass] = float64(len(keys)) / time.Since(start).Seconds()
 		return nil
 	}
 	first, second = getA, getP
 	if run%2 == 1 {
 		first, second = getP, getA
 	}
-	if err := first(); err != nil {
-		return out, err
+	for pass = 0; pass < 2; pass++ {
+		if err := first(); err != nil {
+			return out, err
+		}
+		if err := second(); err != nil {
+			return out, err
+		}
 	}
-	return out, second()
+	return out, nil
 }

@@ -6,7 +6,9 @@ import (
 	stdnet "net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/arbor-sync/arbor/bench/linkemu"
@@ -320,9 +322,23 @@ func (e *syncEnv) resetServer(ctx context.Context, root node.Hash) error {
 
 // measure runs one transfer of system through the relays and returns its
 // wall time, wire bytes and, for Arbor, the sync result.
+//
+// With ARBOR_BENCH_PROFILE=DIR set, each transfer writes a CPU profile of
+// the whole process (client and server) to DIR/<system>.pprof (the last
+// run's), for finding where a sync's time goes.
 func (e *syncEnv) measure(ctx context.Context, cfg *Config, system string, rl *relays) (time.Duration, int64, *arbornet.SyncResult, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
+	if dir := os.Getenv("ARBOR_BENCH_PROFILE"); dir != "" {
+		name := strings.NewReplacer(" ", "_", ",", "", "(", "", ")", "").Replace(system)
+		if f, err := os.Create(filepath.Join(dir, name+".pprof")); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			} else {
+				f.Close()
+			}
+		}
+	}
 	switch system {
 	case sysRetained, sysWalk, sysClone:
 		tmpl := e.template

@@ -32,6 +32,7 @@ var walkStreams = true
 // root it already holds, even after an interrupted walk.
 type pendingNode struct {
 	n       *node.Node
+	hint    node.Hash // the local node n replaces, or zero: n may be stored as its delta
 	missing int
 	parent  *pendingNode
 }
@@ -91,6 +92,7 @@ type streamValues struct {
 
 type leafWait struct {
 	n      *node.Node
+	hint   node.Hash
 	refs   []node.Hash
 	parent *pendingNode
 }
@@ -582,7 +584,7 @@ func (sy *syncer) fetchTrees(ctx context.Context, items []walkItem, emit func(wa
 			}
 			got++
 			if !n.IsLeaf() && n.Len() > 0 {
-				it.self = &pendingNode{n: n, missing: n.Len(), parent: it.parent}
+				it.self = &pendingNode{n: n, hint: it.hint, missing: n.Len(), parent: it.parent}
 				path = append(path, step{p: it.self})
 			}
 			if err := add(it, n, len(n.Raw())); err != nil {
@@ -748,20 +750,20 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 		if len(refs) > 0 && w.values != nil {
 			// Its value blobs follow it in the stream.
 			w.startBulk(len(n.Raw()))
-			w.values.leaf = &leafWait{n: n, refs: refs, parent: it.parent}
+			w.values.leaf = &leafWait{n: n, hint: it.hint, refs: refs, parent: it.parent}
 			return nil
 		}
 		if len(refs) > 0 {
-			w.leaves = append(w.leaves, leafWait{n: n, refs: refs, parent: it.parent})
+			w.leaves = append(w.leaves, leafWait{n: n, hint: it.hint, refs: refs, parent: it.parent})
 			return nil
 		}
-		return w.put(ctx, n, it.parent)
+		return w.put(ctx, n, it.hint, it.parent)
 	}
 	if it.self != nil {
 		w.pending++ // its children follow in the same stream
 		return nil
 	}
-	p := &pendingNode{n: n, parent: it.parent}
+	p := &pendingNode{n: n, hint: it.hint, parent: it.parent}
 	hn := w.hintNode(ctx, it.hint, n.Level(), n.Key(0))
 	// hintFor is the hint node's child covering child i's keys.
 	hintFor := func(i int) node.Hash {
@@ -837,7 +839,7 @@ func (w *walker) process(ctx context.Context, it walkItem, n *node.Node) error {
 		w.frontier[below] = append(w.frontier[below], walkItem{h: c, hint: hint, level: below, lo: clo, open: open, count: cnt, parent: p})
 	}
 	if p.missing == 0 {
-		return w.put(ctx, n, it.parent)
+		return w.put(ctx, n, it.hint, it.parent)
 	}
 	w.pending++
 	return nil
@@ -862,7 +864,7 @@ func (w *walker) putValueBlob(ctx context.Context, it walkItem) error {
 		return nil
 	}
 	w.values.leaf = nil
-	return w.put(ctx, l.n, l.parent)
+	return w.put(ctx, l.n, l.hint, l.parent)
 }
 
 // heldPruned reports whether the held node h, at the interval (lo, …] (open:
@@ -930,7 +932,7 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 		return err
 	}
 	for _, l := range w.leaves {
-		if err := w.put(ctx, l.n, l.parent); err != nil {
+		if err := w.put(ctx, l.n, l.hint, l.parent); err != nil {
 			return err
 		}
 	}
@@ -939,8 +941,11 @@ func (w *walker) flushLeaves(ctx context.Context) error {
 }
 
 // put stores a verified node whose subtree is complete, then every
-// ancestor this completes.
-func (w *walker) put(ctx context.Context, n *node.Node, parent *pendingNode) error {
+// ancestor this completes. A node with a hint (the local node it
+// replaces) may be stored as a delta of it: a scattered change rewrites
+// few entries of each leaf, and storing the leaves whole would write (and
+// have Pebble compact) many times the bytes that changed.
+func (w *walker) put(ctx context.Context, n *node.Node, hint node.Hash, parent *pendingNode) error {
 	w.startBulk(len(n.Raw()))
 	for {
 		// The node was decoded and hash-checked on arrival (verifyNode).
@@ -951,7 +956,7 @@ func (w *walker) put(ctx context.Context, n *node.Node, parent *pendingNode) err
 		if !w.bulk {
 			n = n.Clone()
 		}
-		if _, err := w.b.PutDecoded(n); err != nil {
+		if _, err := w.b.PutDecodedNear(n, hint); err != nil {
 			return err
 		}
 		w.size += len(n.Raw())
@@ -964,7 +969,7 @@ func (w *walker) put(ctx context.Context, n *node.Node, parent *pendingNode) err
 			break
 		}
 		w.pending--
-		n, parent = parent.n, parent.parent
+		n, hint, parent = parent.n, parent.hint, parent.parent
 	}
 	if !w.bulk && (w.size >= walkCommitBytes || w.count >= walkCommitNodes) {
 		b := w.b

@@ -322,6 +322,23 @@ func (b *Batch) PutDecoded(n *node.Node) (node.Hash, error) {
 	return h, err
 }
 
+// PutDecodedNear is PutDecoded for a node that replaces near, a node the
+// store holds at the same level and keys (such as the hint a sync's node
+// delta was made against): when near is at hand (in the node cache or
+// this batch) and the difference is small, n is stored as a delta of
+// near's base, as Apply stores the nodes it rewrites. A zero near is
+// PutDecoded.
+func (b *Batch) PutDecodedNear(n *node.Node, near node.Hash) (node.Hash, error) {
+	if err := b.checkAlg(n); err != nil {
+		return node.Hash{}, err
+	}
+	h, err := b.put(context.Background(), n.Raw(), n, near)
+	if err == nil {
+		err = b.verify(context.Background())
+	}
+	return h, err
+}
+
 // checkAlg refuses a node of another hash algorithm than the store's: its
 // addresses would name nothing here.
 func (b *Batch) checkAlg(n *node.Node) error {

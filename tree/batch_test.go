@@ -464,3 +464,67 @@ func TestHasNodesEmptyAndDeltaStores(t *testing.T) {
 		t.Fatalf("HasNodes = %v, %v; want [true false true]", got, err)
 	}
 }
+
+// TestNodesMatchesNode: Nodes, which reads what the cache misses with one
+// iterator in key order, returns what Node returns for each hash, in the
+// order asked, for nodes stored whole and as deltas, cached or not, and
+// fails with ErrNotFound naming a missing one.
+func TestNodesMatchesNode(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, smallConfig)
+	var edits []Edit
+	for i := range 400 {
+		edits = append(edits, Edit{Key: []byte(fmt.Sprintf("k%04d", i)), Value: []byte("v")})
+	}
+	r0 := apply(t, s, s.EmptyRoot(), edits)
+	r1 := apply(t, s, r0, []Edit{{Key: []byte("k0005"), Value: []byte("changed")}, {Key: []byte("k0300"), Delete: true}})
+	var hs []node.Hash
+	for _, root := range []node.Hash{r1, r0} {
+		stack := []node.Hash{root}
+		for len(stack) > 0 {
+			h := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			hs = append(hs, h)
+			n, err := s.Node(ctx, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; !n.IsLeaf() && i < n.Len(); i++ {
+				c, _ := n.Child(i)
+				stack = append(stack, c)
+			}
+		}
+	}
+	hs = append(hs, s.EmptyRoot(), hs[3]) // the empty root and a repeat
+	var deltas int
+	for _, h := range hs {
+		if ok, _ := s.has(deltaKey(h)); ok {
+			deltas++
+		}
+	}
+	if deltas == 0 {
+		t.Fatal("no node stored as a delta: the test no longer covers them")
+	}
+	for _, warm := range []bool{false, true} {
+		s.cache.invalidate()
+		if warm {
+			for _, h := range hs[:len(hs)/2] {
+				s.Node(ctx, h)
+			}
+		}
+		got, err := s.Nodes(ctx, hs)
+		if err != nil {
+			t.Fatalf("Nodes (warm %v): %v", warm, err)
+		}
+		for i, h := range hs {
+			if got[i] == nil || got[i].Hash() != h {
+				t.Fatalf("Nodes (warm %v)[%d] is not node %s", warm, i, h)
+			}
+		}
+	}
+	absent := node.XXH3.Sum([]byte("absent"))
+	s.cache.invalidate()
+	if _, err := s.Nodes(ctx, []node.Hash{hs[0], absent, hs[1]}); !errors.Is(err, node.ErrNotFound) || !strings.Contains(err.Error(), absent.String()) {
+		t.Fatalf("Nodes with a missing hash: %v", err)
+	}
+}

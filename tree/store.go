@@ -744,6 +744,12 @@ func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.N
 			return nil, fmt.Errorf("store %s: read node %s: %w", s.dir, h, err)
 		}
 	}
+	return s.finishNode(ctx, h, raw, gen, allowDelta)
+}
+
+// finishNode turns node h's stored bytes raw (whole or a delta) into the
+// verified node, and caches it if the cache is still at generation gen.
+func (s *Store) finishNode(ctx context.Context, h node.Hash, raw []byte, gen uint64, allowDelta bool) (*node.Node, error) {
 	var stored []byte
 	if isDelta(raw) {
 		if !allowDelta {
@@ -808,16 +814,111 @@ func (s *Store) undelta(ctx context.Context, h node.Hash, stored []byte) ([]byte
 }
 
 // Nodes implements node.Source.
+//
+// The nodes the cache does not hold are read with one Pebble iterator, in
+// key order: a Get per node would build a fresh iterator each time, which
+// costs more than the read when a diff or sync asks for thousands.
 func (s *Store) Nodes(ctx context.Context, hashes []node.Hash) ([]*node.Node, error) {
 	out := make([]*node.Node, len(hashes))
+	var miss []int
 	for i, h := range hashes {
-		n, err := s.Node(ctx, h)
+		if e := s.cache.entry(h); e.n != nil {
+			out[i] = e.n
+		} else if h == s.EmptyRoot() {
+			n, err := s.Node(ctx, h)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = n
+		} else {
+			miss = append(miss, i)
+		}
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	if len(miss) == 1 {
+		n, err := s.Node(ctx, hashes[miss[0]])
+		out[miss[0]] = n
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	gen := s.cache.generation()
+	raws, err := s.readStoredNodes(hashes, miss)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range miss {
+		if raws[j] == nil {
+			return nil, fmt.Errorf("store %s: node %s: %w", s.dir, hashes[i], node.ErrNotFound)
+		}
+		n, err := s.finishNode(ctx, hashes[i], raws[j], gen, true)
 		if err != nil {
 			return nil, err
 		}
 		out[i] = n
 	}
 	return out, nil
+}
+
+// readStoredNodes returns the stored bytes (whole or delta; nil if absent)
+// of the nodes hashes[miss[j]], read with one iterator in key order.
+func (s *Store) readStoredNodes(hashes []node.Hash, miss []int) ([][]byte, error) {
+	done, err := s.use()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	order := make([]int, len(miss)) // positions in miss, by hash
+	for j := range order {
+		order[j] = j
+	}
+	slices.SortFunc(order, func(a, b int) int { return hashes[miss[a]].Compare(hashes[miss[b]]) })
+	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	raws := make([][]byte, len(miss))
+	key := make([]byte, 0, 1+node.MaxHashSize)
+	read := func(j int, prefix byte) (bool, error) {
+		h := hashes[miss[j]]
+		key = h.Alg().Append(append(key[:0], prefix), h)
+		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+			return false, nil
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return false, fmt.Errorf("store %s: read node %s: %w", s.dir, h, dbErr(err))
+		}
+		raws[j] = bytes.Clone(v)
+		return true, nil
+	}
+	var deltas []int
+	for _, j := range order {
+		ok, err := read(j, prefixNode)
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		if !ok {
+			deltas = append(deltas, j)
+		}
+	}
+	for _, j := range deltas { // still in key order
+		if _, err := read(j, prefixDelta); err != nil {
+			it.Close()
+			return nil, err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, dbErr(err)
+	}
+	return raws, nil
 }
 
 // HoldsNodes reports whether the store holds any node at all, whole or as a
