@@ -582,6 +582,11 @@ func (sy *syncer) run(ctx context.Context) error {
 	switch {
 	case target == sy.base && sy.hasBase && sy.added.IsEmpty():
 		newBase = sy.base
+	case pushed != nil && target == sy.head0 && sy.added.IsEmpty():
+		// The server's tree after the push is the local head: nobody else
+		// wrote since the base and every change was accepted. The head is
+		// the new base; there is nothing to pull or re-apply.
+		newBase = sy.head0
 	case w.Retained && sy.hasBase && !sy.opts.ForceWalk && !sy.partial:
 		sy.res.Path = "retained"
 		sy.progress("pull")
