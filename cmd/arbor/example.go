@@ -11,6 +11,8 @@ type exampleCmd struct {
 	Records int    `default:"1000" placeholder:"N" help:"How many records."`
 	Seed    uint64 `default:"1" help:"Seed of the generated values (the same seed gives the same dataset)."`
 	JSON    bool   `name:"json" help:"Write JSON lines (for 'import --format jsonl') instead of KEY<TAB>VALUE."`
+	// ValueSize pads values, for datasets of a given size (bench/huge.sh).
+	ValueSize int `name:"value-size" placeholder:"BYTES" help:"Pad each value with letters to this many bytes (0: short text)."`
 }
 
 func (exampleCmd) Help() string {
@@ -28,12 +30,24 @@ func (c exampleCmd) Run(e *env) error {
 	if c.Records < 0 {
 		return errors.New("example: --records must not be negative")
 	}
+	if c.ValueSize < 0 {
+		return errors.New("example: --value-size must not be negative")
+	}
 	r := rand.New(rand.NewPCG(c.Seed, 7))
 	w := bufio.NewWriterSize(e.stdout, 1<<16)
 	enc := newJSONEncoder(w)
+	// Keys of one width sort in the order they are written, whatever N.
+	width := max(6, len(fmt.Sprint(max(c.Records-1, 0))))
 	for i := range c.Records {
-		key := fmt.Sprintf("%s%06d", examplePrefixes[i%len(examplePrefixes)], i)
+		key := fmt.Sprintf("%s%0*d", examplePrefixes[i%len(examplePrefixes)], width, i)
 		value := fmt.Sprintf("%s %s %d", exampleWords[r.IntN(len(exampleWords))], exampleWords[r.IntN(len(exampleWords))], r.IntN(1_000_000))
+		if pad := c.ValueSize - len(value); pad > 0 {
+			b := []byte(value + " ")
+			for len(b) < c.ValueSize {
+				b = append(b, byte('a'+r.IntN(26)))
+			}
+			value = string(b[:c.ValueSize])
+		}
 		var err error
 		if c.JSON {
 			err = enc.Encode(newRecordJSON([]byte(key), []byte(value)))
