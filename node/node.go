@@ -235,11 +235,22 @@ var emptyLeaf, emptyRoot = func() (l [3][]byte, r [3]Hash) {
 }()
 
 // EmptyLeaf returns the encoding of alg's empty tree: a leaf with no
-// entries. Callers must not modify it.
-func EmptyLeaf(alg Alg) []byte { return emptyLeaf[alg] }
+// entries (nil for an invalid Alg). Callers must not modify it.
+func EmptyLeaf(alg Alg) []byte {
+	if !alg.Valid() {
+		return nil
+	}
+	return emptyLeaf[alg]
+}
 
-// EmptyRoot returns the root hash of alg's empty tree.
-func EmptyRoot(alg Alg) Hash { return emptyRoot[alg] }
+// EmptyRoot returns the root hash of alg's empty tree (the zero Hash for an
+// invalid Alg).
+func EmptyRoot(alg Alg) Hash {
+	if !alg.Valid() {
+		return Hash{}
+	}
+	return emptyRoot[alg]
+}
 
 type span struct{ k0, k1, p0, p1 uint32 }
 

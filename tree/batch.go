@@ -81,6 +81,7 @@ func (s *Store) NewBatch() (*Batch, error) {
 		return nil, err
 	}
 	s.gc.RLock()
+	s.hashMu.RLock() // Reinit waits for open batches: they hash with s.alg
 	return &Batch{
 		s:       s,
 		pb:      s.db.NewBatch(),
@@ -88,7 +89,7 @@ func (s *Store) NewBatch() (*Batch, error) {
 		refs:    map[string]*node.Hash{},
 		expect:  map[string]*node.Hash{},
 		meta:    map[string][]byte{},
-		release: func() { s.gc.RUnlock(); done() },
+		release: func() { s.hashMu.RUnlock(); s.gc.RUnlock(); done() },
 	}, nil
 }
 
@@ -185,6 +186,9 @@ func (b *Batch) Commit(ctx context.Context) error {
 		}
 	}
 	for name, h := range b.refs {
+		if h != nil && (h.IsZero() || h.Alg() != b.s.alg) {
+			return fmt.Errorf("store %s: ref %q: %w (root %s of %s in a %s store)", b.s.dir, name, node.ErrCorrupt, h, h.Alg(), b.s.alg)
+		}
 		if h == nil {
 			if err := b.pb.Delete(refKey(name), nil); err != nil {
 				return err
@@ -637,8 +641,10 @@ func (b *Batch) storeValue(v []byte) (node.Value, error) {
 // value over node.MaxInlineValue bytes, or a reference to a value that is
 // small enough to be inline (Decode rejects both, so writing one would
 // make the tree unreadable) or over node.MaxValueSize.
-func checkStoredValue(v node.Value) error {
+func checkStoredValue(alg node.Alg, v node.Value) error {
 	switch {
+	case v.IsRef && (v.Ref.IsZero() || v.Ref.Alg() != alg):
+		return fmt.Errorf("%w: a value reference %s of %s in a %s store", node.ErrCorrupt, v.Ref, v.Ref.Alg(), alg)
 	case !v.IsRef && len(v.Inline) > node.MaxInlineValue:
 		return fmt.Errorf("inline value of %d bytes (limit %d): %w", len(v.Inline), node.MaxInlineValue, ErrValueTooLarge)
 	case v.IsRef && v.Size > node.MaxValueSize:
@@ -697,7 +703,7 @@ func (b *Batch) ApplyValues(ctx context.Context, root node.Hash, edits []StoredE
 		}
 		les[i].key = e.Key
 		if e.Value != nil {
-			if err := checkStoredValue(*e.Value); err != nil {
+			if err := checkStoredValue(b.s.alg, *e.Value); err != nil {
 				return node.Hash{}, fmt.Errorf("key %q: %w", e.Key, err)
 			}
 			les[i].payload = e.Value.AppendPayload(nil)

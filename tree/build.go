@@ -75,7 +75,7 @@ func (bl *Builder) AddValue(key []byte, v node.Value) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	if err := checkStoredValue(v); err != nil {
+	if err := checkStoredValue(bl.b.s.alg, v); err != nil {
 		return fmt.Errorf("key %q: %w", key, err)
 	}
 	if bl.n > 0 && bytes.Compare(bl.lastKey, key) >= 0 {

@@ -158,7 +158,7 @@ func TestRedTeamHashSetRefOfOtherAlg(t *testing.T) {
 // returns an xxh3 node).
 func TestRedTeamHashReinitForgetsOldAlgNodes(t *testing.T) {
 	ctx := context.Background()
-	s := openTestHash(t, smallConfig, node.XXH3)
+	s := openTestHash(t, smallConfig, 0) // the default hash: Reinit may change it
 	old := s.EmptyRoot()
 	if _, err := s.Count(ctx, old); err != nil {
 		t.Fatal(err)

@@ -63,7 +63,8 @@ const (
 
 	metaConfig = "chunker-config"
 	// metaHash names the store's node.Alg (one byte); a store without it
-	// predates the choice and uses node.XXH3.
+	// predates the choice and uses node.XXH3. A second byte 1 records that
+	// the creator named the hash (Options.Hash) rather than took the default.
 	metaHash = "hash"
 	// metaUnsettled marks a store that a bulk load left unsettled
 	// (settle.go).
@@ -148,15 +149,21 @@ type Options struct {
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
 type Store struct {
-	dir    string
-	db     *pebble.DB
-	popts  *pebble.Options // with defaults, for writing sstables to ingest
-	lock   io.Closer       // the store lock (lock.go)
-	cfg    chunker.Config
-	alg    node.Alg // the hash of every address in the store
-	wopts  *pebble.WriteOptions
-	cache  *nodeCache
-	commit sync.Mutex // serialises ref checks and ref moves
+	dir   string
+	db    *pebble.DB
+	popts *pebble.Options // with defaults, for writing sstables to ingest
+	lock  io.Closer       // the store lock (lock.go)
+	cfg   chunker.Config
+	alg   node.Alg // the hash of every address in the store
+	// hashMu is held for reading by every open Batch and for writing by
+	// Reinit, so a batch never mixes addresses of two hashes.
+	hashMu sync.RWMutex
+	// hashChosen: the store's hash was named when it was created
+	// (Options.Hash), so a first sync never trades it for the server's.
+	hashChosen bool
+	wopts      *pebble.WriteOptions
+	cache      *nodeCache
+	commit     sync.Mutex // serialises ref checks and ref moves
 
 	// refsChanged is closed, and replaced, each time a commit moves refs.
 	refsMu      sync.Mutex
@@ -376,7 +383,8 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 		b, _ := json.Marshal(s.cfg)
 		wb := db.NewBatch()
 		_ = wb.Set(metaKey(metaConfig), b, nil)
-		_ = wb.Set(metaKey(metaHash), []byte{byte(s.alg)}, nil)
+		s.hashChosen = o.Hash != 0
+		_ = wb.Set(metaKey(metaHash), hashMeta(s.alg, s.hashChosen), nil)
 		if err := wb.Commit(pebble.Sync); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: write config: %w", dir, err)
@@ -399,11 +407,12 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 		case err != nil:
 			db.Close()
 			return nil, err
-		case len(h) != 1 || !node.Alg(h[0]).Valid():
+		case len(h) < 1 || len(h) > 2 || !node.Alg(h[0]).Valid():
 			db.Close()
 			return nil, fmt.Errorf("open store %s: %w (unknown hash algorithm %x)", dir, ErrNewerFormat, h)
 		default:
 			s.alg = node.Alg(h[0])
+			s.hashChosen = len(h) == 2 && h[1] == 1
 		}
 		if o.Hash != 0 && o.Hash != s.alg {
 			db.Close()
@@ -1116,10 +1125,24 @@ func (r *valueReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// hashMeta is the metaHash value: the algorithm, and 1 if it was chosen.
+func hashMeta(alg node.Alg, chosen bool) []byte {
+	if chosen {
+		return []byte{byte(alg), 1}
+	}
+	return []byte{byte(alg)}
+}
+
+// HashChosen reports whether the store's hash was named when it was
+// created (Options.Hash), rather than taken by default: Reinit then keeps
+// it.
+func (s *Store) HashChosen() bool { return s.hashChosen }
+
 // Reinit gives a store that holds nothing yet (no ref, node, blob or
 // pending write) another chunker configuration and hash: a replica's first
-// sync takes its server's. It must not run concurrently with other
-// operations on the store. A store that holds data gives ErrConfigMismatch.
+// sync takes its server's. A store that holds data or has a batch open, or
+// whose hash was chosen at creation and differs from alg, gives
+// ErrConfigMismatch.
 func (s *Store) Reinit(cfg chunker.Config, alg node.Alg) error {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -1131,11 +1154,20 @@ func (s *Store) Reinit(cfg chunker.Config, alg node.Alg) error {
 	if cfg == s.cfg && alg == s.alg {
 		return nil
 	}
+	if alg != s.alg && s.hashChosen {
+		return fmt.Errorf("store %s: %w (it was created to hash with %s, not %s)", s.dir, ErrConfigMismatch, s.alg, alg)
+	}
 	done, err := s.use()
 	if err != nil {
 		return err
 	}
 	defer done()
+	// Not Lock: the caller may hold an open batch itself (a write that
+	// started a sync), and a write in flight is data the store will hold.
+	if !s.hashMu.TryLock() {
+		return fmt.Errorf("store %s: %w (a write is in flight: it keeps its %s and %+v)", s.dir, ErrConfigMismatch, s.alg, s.cfg)
+	}
+	defer s.hashMu.Unlock()
 	s.commit.Lock()
 	defer s.commit.Unlock()
 	if s.pendingWork() {
@@ -1164,10 +1196,11 @@ func (s *Store) Reinit(cfg chunker.Config, alg node.Alg) error {
 	b, _ := json.Marshal(cfg)
 	wb := s.db.NewBatch()
 	_ = wb.Set(metaKey(metaConfig), b, nil)
-	_ = wb.Set(metaKey(metaHash), []byte{byte(alg)}, nil)
+	_ = wb.Set(metaKey(metaHash), hashMeta(alg, false), nil)
 	if err := wb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store %s: write config: %w", s.dir, dbErr(err))
 	}
 	s.cfg, s.alg = cfg, alg
+	s.cache.invalidate() // it may hold the old hash's empty leaf
 	return nil
 }
