@@ -53,7 +53,7 @@ rm "$WORK/records.tsv"
 echo "import: ${IMPORT}s, peak RSS ${IMPORT_RSS} MiB"
 
 serve() {
-	"$A" --db "$S" serve --listen 127.0.0.1:0 --tokens "$WORK/tokens" > "$WORK/serve.log" 2>&1 &
+	env ${SERVE_ENV:-} "$A" --db "$S" ${SERVE_FLAGS:-} serve --listen 127.0.0.1:0 --tokens "$WORK/tokens" > "$WORK/serve.log" 2>&1 &
 	SERVER=$!
 	for _ in $(seq 600); do
 		if grep -q '^fingerprint: ' "$WORK/serve.log"; then break; fi
