@@ -138,28 +138,9 @@ func BenchmarkHash(b *testing.B) {
 	}
 }
 
-// preloadedHash is preloaded for a store of the given hash.
+// preloadedHash is preloaded for a NoSync store of the given hash.
 func preloadedHash(b *testing.B, dir string, n int, alg arbor.HashAlg) *arbor.DB {
-	b.Helper()
-	db, err := arbor.Open(dir, &arbor.Options{NoSync: true, Hash: alg})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := rand.New(rand.NewPCG(1, 1))
-	batch := new(arbor.Batch)
-	for i := range n {
-		batch.Put(putKey(uint64(i)), putVal(r))
-		if batch.Len() == 50_000 || i == n-1 {
-			if err := db.Apply(context.Background(), batch); err != nil {
-				b.Fatal(err)
-			}
-			batch = new(arbor.Batch)
-		}
-	}
-	if _, err := db.Root(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	return db
+	return preloadedWith(b, dir, n, &arbor.Options{NoSync: true, Hash: alg})
 }
 
 type benchServer struct {

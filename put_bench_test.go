@@ -45,8 +45,13 @@ func putVal(r *rand.Rand) []byte {
 
 // preloaded opens a DB holding n records (imported as one batch).
 func preloaded(b *testing.B, dir string, n int, noSync bool) *arbor.DB {
+	return preloadedWith(b, dir, n, &arbor.Options{NoSync: noSync})
+}
+
+// preloadedWith opens a DB with opts and fills it with n records.
+func preloadedWith(b *testing.B, dir string, n int, opts *arbor.Options) *arbor.DB {
 	b.Helper()
-	db, err := arbor.Open(dir, &arbor.Options{NoSync: noSync})
+	db, err := arbor.Open(dir, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
