@@ -94,21 +94,9 @@ func BenchmarkPut(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 		})
 		b.Run("pebble/"+mode.name, func(b *testing.B) {
-			po := tree.PebbleOptions(tree.DefaultPebbleCacheSize) // the store's own default
-			pdb, err := pebble.Open(filepath.Join(b.TempDir(), "raw"), po)
-			if err != nil {
-				b.Fatal(err)
-			}
+			pdb, wo := preloadedPebble(b, n, mode.noSync)
 			defer pdb.Close()
-			wo := pebble.Sync
-			if mode.noSync {
-				wo = pebble.NoSync
-			}
-			r := rand.New(rand.NewPCG(1, 1))
-			for i := range n {
-				pdb.Set(putKey(uint64(i)), putVal(r), pebble.NoSync)
-			}
-			r = rand.New(rand.NewPCG(2, 2))
+			r := rand.New(rand.NewPCG(2, 2))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if err := pdb.Set(putKey(uint64(r.IntN(2*n))), putVal(r), wo); err != nil {
@@ -197,20 +185,9 @@ func BenchmarkApplyBatches(b *testing.B) {
 				b.ReportMetric(float64(b.N*bs)/b.Elapsed().Seconds(), "records/s")
 			})
 			b.Run(fmt.Sprintf("pebble/batch=%d/%s", bs, mode.name), func(b *testing.B) {
-				pdb, err := pebble.Open(filepath.Join(b.TempDir(), "raw"), tree.PebbleOptions(tree.DefaultPebbleCacheSize))
-				if err != nil {
-					b.Fatal(err)
-				}
+				pdb, wo := preloadedPebble(b, n, mode.noSync)
 				defer pdb.Close()
-				wo := pebble.Sync
-				if mode.noSync {
-					wo = pebble.NoSync
-				}
-				r := rand.New(rand.NewPCG(1, 1))
-				for i := range n {
-					pdb.Set(putKey(uint64(i)), putVal(r), pebble.NoSync)
-				}
-				r = rand.New(rand.NewPCG(4, 4))
+				r := rand.New(rand.NewPCG(4, 4))
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					pb := pdb.NewBatch()
@@ -227,4 +204,23 @@ func BenchmarkApplyBatches(b *testing.B) {
 			})
 		}
 	}
+}
+
+// preloadedPebble opens raw Pebble with an Arbor store's default options,
+// holding the n records preloaded puts in a DB, and returns the write
+// options of the durability mode.
+func preloadedPebble(b *testing.B, n int, noSync bool) (*pebble.DB, *pebble.WriteOptions) {
+	b.Helper()
+	pdb, err := pebble.Open(filepath.Join(b.TempDir(), "raw"), tree.PebbleOptions(tree.DefaultPebbleCacheSize))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := range n {
+		pdb.Set(putKey(uint64(i)), putVal(r), pebble.NoSync)
+	}
+	if noSync {
+		return pdb, pebble.NoSync
+	}
+	return pdb, pebble.Sync
 }
