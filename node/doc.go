@@ -22,6 +22,10 @@
 // node then shares a block of node structs and entry tables with others;
 // Clone copies out of it).
 //
-// A node's address is the xxh3-128 hash of its encoded bytes (Sum). xxh3 is
-// fast and well distributed but is not a cryptographic hash: see DESIGN.md.
+// A node's address is the hash of its encoded bytes under its Alg, which
+// byte 0 of every node and value index names and which fixes the width of
+// every address inside it: XXH3 (xxh3-128, the default: fast and well
+// distributed, but not a cryptographic hash) or BLAKE3 (blake3-256, for
+// writers who do not trust each other). A Hash carries its Alg; hashes of
+// different algorithms are never equal. See DESIGN.md, Security model.
 package node
