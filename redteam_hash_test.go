@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/arbor-sync/arbor"
@@ -13,19 +12,9 @@ import (
 )
 
 // Red-team tests of the per-store hash (arbor.Options.Hash) through the DB
-// API. Each asserts the secure/correct behaviour: a failing test shows a
-// defect.
-
-type rtHashHookCtx struct {
-	context.Context
-	once sync.Once
-	hook func()
-}
-
-func (c *rtHashHookCtx) Err() error {
-	c.once.Do(c.hook)
-	return c.Context.Err()
-}
+// API. Each asserts the secure/correct behaviour. A test that names an "Attack" and an "Effect"
+// describes the defect it found; every one is fixed and the test guards
+// the fix.
 
 // rtHashServer serves a new DB of hash alg holding a few records, with a
 // token that may read and write only "a/".
@@ -82,7 +71,7 @@ func TestRedTeamHashPutDuringFirstSync(t *testing.T) {
 	}
 	big := bytes.Repeat([]byte("0123456789"), 7000)
 	var syncErr error
-	ctx := &rtHashHookCtx{Context: bg, hook: func() {
+	ctx := &hookCtx{Context: bg, hook: func() {
 		o := opts
 		o.Token = "rt-hash-a-0123456789"
 		o.Scope = scope.Prefixes([]byte("z/"))

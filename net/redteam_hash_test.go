@@ -18,7 +18,9 @@ import (
 
 // Red-team tests of the per-store hash algorithm on the wire and in a
 // replica's first sync (flagFresh, tree.Store.Reinit). Each asserts the
-// secure/correct behaviour: a failing test shows a defect.
+// secure/correct behaviour. A test that names an "Attack" and an "Effect"
+// describes the defect it found; every one is fixed and the test guards
+// the fix.
 
 const rtHashTok = "tok-rt-hash-0123456789"
 

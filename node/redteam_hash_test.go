@@ -6,7 +6,9 @@ import (
 )
 
 // Red-team tests of the hash algorithm byte (node.Alg). Each asserts the
-// secure/correct behaviour: a failing test shows a defect.
+// secure/correct behaviour. A test that names an "Attack" and an "Effect"
+// describes the defect it found; every one is fixed and the test guards
+// the fix.
 
 // TestRedTeamHashEmptyRootOfAnyAlg
 //

@@ -315,16 +315,7 @@ func (b *Batch) PutNode(raw []byte) (node.Hash, error) {
 // is well formed; the batch keeps n's bytes without copying them, so the
 // caller must not modify them. This is how a verified node received from
 // elsewhere enters a store without being decoded twice.
-func (b *Batch) PutDecoded(n *node.Node) (node.Hash, error) {
-	if err := b.checkAlg(n); err != nil {
-		return node.Hash{}, err
-	}
-	h, err := b.put(context.Background(), n.Raw(), n, node.Hash{})
-	if err == nil {
-		err = b.verify(context.Background())
-	}
-	return h, err
-}
+func (b *Batch) PutDecoded(n *node.Node) (node.Hash, error) { return b.PutDecodedNear(n, node.Hash{}) }
 
 // PutDecodedNear is PutDecoded for a node that replaces near, a node the
 // store holds at the same level and keys (such as the hint a sync's node

@@ -11,8 +11,9 @@ import (
 )
 
 // Red-team tests of the per-store hash algorithm (node.Alg) in package
-// tree. Each asserts the secure/correct behaviour: a failing test shows a
-// defect.
+// tree. Each asserts the secure/correct behaviour. A test that names an "Attack" and an "Effect"
+// describes the defect it found; every one is fixed and the test guards
+// the fix.
 
 func otherAlg(a node.Alg) node.Alg {
 	if a == node.XXH3 {
