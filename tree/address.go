@@ -318,6 +318,15 @@ func (s *Store) storedAt(ctx context.Context, kind byte, h node.Hash) (stored []
 			return nil, false, err
 		}
 	}
+	if !ok && s.remote != nil {
+		// The cluster holds what this cache lacks: an address taken there
+		// is taken here.
+		raws, err := s.fetchRemote(ctx, kind != kindNode, []node.Hash{h})
+		if err != nil {
+			return nil, false, err
+		}
+		stored, ok = raws[0], raws[0] != nil
+	}
 	return stored, ok, nil
 }
 

@@ -145,6 +145,11 @@ type Options struct {
 	// write will be applied to: a partial replica's root package uses it
 	// to refuse the working set once a sync has narrowed its scope.
 	WorkingGuard func() error
+	// Remote, if set, is shared storage that holds the nodes and blobs
+	// this store lacks (a cluster server's cache; package cluster): reads
+	// and existence checks fall through to it, and what they fetch is
+	// kept. Nil: the store holds everything it serves.
+	Remote Remote
 }
 
 // Store is a Pebble-backed store of prolly trees. It is safe for concurrent use.
@@ -184,6 +189,7 @@ type Store struct {
 	// checkAddrs is Options.CheckAddresses; claims holds the addresses
 	// that checked batches are writing (address.go).
 	checkAddrs bool
+	remote     Remote // Options.Remote
 	claimsMu   sync.Mutex
 	claims     map[claimKey]*claim
 
@@ -366,6 +372,7 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	s.drained = sync.NewCond(&s.closeMu)
 	s.bulkSpill = o.BulkSpillBytes
 	s.checkAddrs = o.CheckAddresses
+	s.remote = o.Remote
 	s.settleDelay = o.SettleDelay
 	if s.settleDelay == 0 {
 		s.settleDelay = defaultSettleDelay
@@ -746,6 +753,15 @@ func (s *Store) node(ctx context.Context, h node.Hash, allowDelta bool) (*node.N
 	if h != s.EmptyRoot() {
 		var err error
 		raw, err = s.readStoredNode(h)
+		if errors.Is(err, ErrNotFound) && s.remote != nil {
+			var raws [][]byte
+			if raws, err = s.fetchRemote(ctx, false, []node.Hash{h}); err != nil {
+				return nil, err
+			}
+			if raw = raws[0]; raw == nil {
+				err = ErrNotFound
+			}
+		}
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("store %s: node %s: %w", s.dir, h, node.ErrNotFound)
 		}
@@ -861,6 +877,24 @@ func (s *Store) Nodes(ctx context.Context, hashes []node.Hash) ([]*node.Node, er
 	raws, err := s.readStoredNodes(hashes, miss)
 	if err != nil {
 		return nil, err
+	}
+	if s.remote != nil {
+		var ask []node.Hash
+		var at []int
+		for j, raw := range raws {
+			if raw == nil {
+				ask, at = append(ask, hashes[miss[j]]), append(at, j)
+			}
+		}
+		if len(ask) > 0 {
+			got, err := s.fetchRemote(ctx, false, ask)
+			if err != nil {
+				return nil, err
+			}
+			for k, j := range at {
+				raws[j] = got[k]
+			}
+		}
 	}
 	for j, i := range miss {
 		if raws[j] == nil {
@@ -1008,11 +1042,25 @@ func (s *Store) HasNodes(hs []node.Hash) ([]bool, error) {
 	if err := it.Close(); err != nil {
 		return nil, dbErr(err)
 	}
+	if s.remote != nil {
+		if err := s.remoteHas(context.Background(), false, hs, out); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }
 
-// HasBlob reports whether the value blob with hash h is stored.
-func (s *Store) HasBlob(h node.Hash) (bool, error) { return s.has(blobKey(h)) }
+// HasBlob reports whether the value blob with hash h is stored (or, in a
+// store with a Remote, held there).
+func (s *Store) HasBlob(h node.Hash) (bool, error) {
+	ok, err := s.has(blobKey(h))
+	if err != nil || ok || s.remote == nil {
+		return ok, err
+	}
+	out := []bool{false}
+	err = s.remoteHas(context.Background(), true, []node.Hash{h}, out)
+	return out[0], err
+}
 
 func (s *Store) has(key []byte) (bool, error) {
 	done, err := s.use()
@@ -1041,6 +1089,15 @@ func (s *Store) Blob(ctx context.Context, h node.Hash) ([]byte, error) {
 		return nil, err
 	}
 	b, err := s.get(blobKey(h))
+	if errors.Is(err, ErrNotFound) && s.remote != nil {
+		var raws [][]byte
+		if raws, err = s.fetchRemote(ctx, true, []node.Hash{h}); err != nil {
+			return nil, err
+		}
+		if b = raws[0]; b == nil {
+			err = ErrNotFound
+		}
+	}
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("store %s: blob %s: %w", s.dir, h, node.ErrNotFound)
 	}
