@@ -31,10 +31,24 @@ const (
 	MetaScope = "net/scope"
 )
 
-// ClientOptions configure Sync and Root.
+// ClientOptions configure Sync, Root, Watch and Follow.
 type ClientOptions struct {
-	// Server is the server's UDP address, host:port.
+	// Server is the server's UDP address, host:port. It is the same as a
+	// Servers list of one.
 	Server string
+	// Servers lists the servers of one cluster, host:port each: servers
+	// that serve the same dataset and present one certificate (one
+	// Fingerprint pins them all). They are tried in order; with Server
+	// also set, Server comes first, and an address named twice is tried
+	// once. When connecting fails or the connection dies (the server was
+	// killed, drained or stopped answering), Sync, Root and Watch fail over
+	// to the next server, wrapping around the list once (at most twice its
+	// length in connections); a sync resumes where it stopped, fetching
+	// nothing again (SyncResult.Server and Failovers say what happened).
+	// Refusals (a token, a certificate, a protocol error, ErrNoSyncHistory,
+	// ErrUnpushable) and cancellation end it at once. With one server
+	// nothing is retried (Follow retries with backoff).
+	Servers []string
 	// Token authenticates the client.
 	Token string
 	// Fingerprint pins the server certificate (hex SHA-256 of its DER, as
@@ -53,6 +67,11 @@ type ClientOptions struct {
 	Logger *slog.Logger
 	// IOTimeout bounds every frame read and write. Default 30s.
 	IOTimeout time.Duration
+	// DialTimeout bounds the wait for a server's first answer when
+	// connecting (the QUIC handshake's idle timeout), so a dead server
+	// costs a failover at most this long. Default: IOTimeout with one
+	// server; with several, the smaller of IOTimeout and 5s.
+	DialTimeout time.Duration
 	// MaxFrame is the largest frame accepted or sent. Default 16 MiB.
 	MaxFrame int
 	// Parallel is how many node requests a walk keeps in flight. Default 2.
@@ -91,12 +110,20 @@ type ClientOptions struct {
 	DiscardUnpushable bool
 }
 
-func (o *ClientOptions) defaults() {
+// defaults fills in the options left zero; servers is how many servers
+// the options name.
+func (o *ClientOptions) defaults(servers int) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.IOTimeout <= 0 {
 		o.IOTimeout = 30 * time.Second
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = o.IOTimeout
+		if servers > 1 {
+			o.DialTimeout = min(o.IOTimeout, 5*time.Second)
+		}
 	}
 	if o.MaxFrame <= 0 {
 		o.MaxFrame = DefaultMaxFrame
@@ -112,7 +139,9 @@ func (o *ClientOptions) defaults() {
 	}
 }
 
-// Progress reports how far a sync has come.
+// Progress reports how far a sync has come. After a failover, Phase starts
+// again at "connect" with the next Server, Records and Total count that
+// attempt's work, and Nodes and the bytes count every attempt's.
 type Progress struct {
 	Phase         string // "connect", "push", "pull", "walk", "commit", "done"
 	Records       int64  // records pushed, pulled, or (walk) covered so far
@@ -120,6 +149,7 @@ type Progress struct {
 	Nodes         int64  // nodes fetched so far
 	BytesReceived int64
 	BytesSent     int64
+	Server        string // the server being synced with
 }
 
 // Overridden is a local change the server rejected because the key's
@@ -145,13 +175,22 @@ type SyncResult struct {
 	Overridden    []Overridden // local changes the server's value overrode
 	Discarded     []Overridden // local changes dropped on request (Adopt, DiscardUnpushable), with the reason
 	Scope         scope.Scope  // the scope synced (scope.All for a full replica)
-	BytesSent     int64        // at the QUIC stream level
+	// BytesSent, BytesReceived (at the QUIC stream level), RoundTrips
+	// (request/response exchanges, handshakes included), NodesFetched and
+	// BlobsFetched count every attempt of the sync, the failed-over ones
+	// included.
+	BytesSent     int64
 	BytesReceived int64
-	RoundTrips    int  // request/response exchanges, the handshake included
+	RoundTrips    int
 	Resumed       bool // the TLS session was resumed (no certificate sent)
 	NodesFetched  int
 	BlobsFetched  int
 	Duration      time.Duration
+	// Server is the server that completed the sync (one of
+	// ClientOptions.Servers), and Failovers how many times the sync moved
+	// to the next server after a connection failed or died.
+	Server    string
+	Failovers int
 }
 
 // client is one connection to a server.
@@ -191,7 +230,7 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 		}
 	}
 	qc, err := quic.DialAddr(ctx, opts.Server, tconf, &quic.Config{
-		HandshakeIdleTimeout: opts.IOTimeout,
+		HandshakeIdleTimeout: cmp.Or(opts.DialTimeout, opts.IOTimeout),
 		MaxIdleTimeout:       2 * opts.IOTimeout,
 		KeepAlivePeriod:      opts.IOTimeout / 3,
 		// Walk responses are megabytes on fresh streams: start with large
@@ -290,15 +329,33 @@ func (cl *client) request(ctx context.Context, typ byte, payload []byte) (*excha
 }
 
 // Root connects to the server and returns its current root: the integrity
-// audit. It needs a pin, a CA file or TrustOnFirstUse.
+// audit. It needs a pin, a CA file or TrustOnFirstUse. With several
+// servers it asks the first that answers (see ClientOptions.Servers).
 func Root(ctx context.Context, opts ClientOptions) (node.Hash, error) {
-	opts.defaults()
-	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit}, nil)
+	h, _, err := RootFrom(ctx, opts)
+	return h, err
+}
+
+// RootFrom is Root, also naming the server that answered.
+func RootFrom(ctx context.Context, opts ClientOptions) (root node.Hash, server string, err error) {
+	servers, err := serverList(opts)
 	if err != nil {
-		return node.Hash{}, err
+		return node.Hash{}, "", err
 	}
-	defer cl.close()
-	return cl.w.Root, nil
+	opts.defaults(len(servers))
+	server, _, err = tryServers(ctx, &opts, servers, "root", func(o ClientOptions) error {
+		cl, err := dial(ctx, o, o.Fingerprint, hello{Token: o.Token, Flags: flagAudit}, nil)
+		if err != nil {
+			return err
+		}
+		defer cl.close()
+		root = cl.w.Root
+		return nil
+	})
+	if err != nil {
+		return node.Hash{}, "", err
+	}
+	return root, server, nil
 }
 
 // Sync brings store up to date with the server in both directions. It
@@ -309,13 +366,60 @@ func Root(ctx context.Context, opts ClientOptions) (node.Hash, error) {
 // changes for the next sync). An interrupted Sync leaves the store at its
 // old state, keeping the nodes already fetched for the next attempt.
 //
+// With several servers (ClientOptions.Servers), a sync whose server cannot
+// be reached or dies midway continues on the next one: it resumes with the
+// nodes already fetched and re-sends a push whose reply was lost.
+//
 // If the recomputed root does not match the server's, Sync repairs the
 // store with a walk and returns the result with an error wrapping
 // ErrRootMismatch.
 func Sync(ctx context.Context, store *tree.Store, opts ClientOptions) (*SyncResult, error) {
-	opts.defaults()
+	servers, err := serverList(opts)
+	if err != nil {
+		return nil, fmt.Errorf("sync: %w", err)
+	}
+	opts.defaults(len(servers))
 	start := time.Now()
-	sy := &syncer{store: store, opts: opts, res: &SyncResult{Path: "none"}, log: opts.Logger}
+	var (
+		last  *syncer
+		prior SyncResult // the wire counts of the attempts before last
+	)
+	server, failovers, err := tryServers(ctx, &opts, servers, "sync", func(o ClientOptions) error {
+		if last != nil {
+			prior.BytesSent += last.res.BytesSent
+			prior.BytesReceived += last.res.BytesReceived
+			prior.RoundTrips += last.res.RoundTrips
+			prior.NodesFetched += last.res.NodesFetched
+			prior.BlobsFetched += last.res.BlobsFetched
+		}
+		sy, err := syncOnce(ctx, store, o, prior)
+		last = sy
+		if cl := sy.cl; cl != nil && cl.fp != "" && opts.Fingerprint == "" && opts.CAFile == "" {
+			// Trusted on first use (or by the stored pin): the next server
+			// of the cluster must present the same certificate.
+			opts.Fingerprint = cl.fp
+		}
+		return err
+	})
+	res := last.res
+	res.Server, res.Failovers = server, failovers
+	res.BytesSent += prior.BytesSent
+	res.BytesReceived += prior.BytesReceived
+	res.RoundTrips += prior.RoundTrips
+	res.NodesFetched += prior.NodesFetched
+	res.BlobsFetched += prior.BlobsFetched
+	res.Duration = time.Since(start)
+	if err != nil && !errors.Is(err, ErrRootMismatch) {
+		return nil, err
+	}
+	last.progress("done")
+	return res, err
+}
+
+// syncOnce is one attempt of Sync, against o.Server. prior holds the wire
+// counts of the attempts before it, for Progress.
+func syncOnce(ctx context.Context, store *tree.Store, o ClientOptions, prior SyncResult) (*syncer, error) {
+	sy := &syncer{store: store, opts: o, res: &SyncResult{Path: "none", Server: o.Server}, log: o.Logger, prior: prior}
 	err := sy.run(ctx)
 	if err == nil && sy.hasBase && sy.sc.Ranges() != nil && !sy.sc.Covers(sy.oldSc) {
 		// The scope shrank (the token's read scope did, or the caller asked
@@ -335,16 +439,14 @@ func Sync(ctx context.Context, store *tree.Store, opts ClientOptions) (*SyncResu
 		sy.res.RoundTrips = int(sy.cl.c.exchanges.Load())
 		sy.cl.close()
 	}
-	sy.res.Duration = time.Since(start)
 	if err != nil && !errors.Is(err, ErrRootMismatch) {
 		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			// Cancellation surfaces as a closed connection: say so.
-			return nil, fmt.Errorf("sync with %s: %w (%v)", opts.Server, cerr, err)
+			return sy, fmt.Errorf("sync with %s: %w (%v)", o.Server, cerr, err)
 		}
-		return nil, fmt.Errorf("sync with %s: %w", opts.Server, err)
+		return sy, fmt.Errorf("sync with %s: %w", o.Server, err)
 	}
-	sy.progress("done")
-	return sy.res, err
+	return sy, err
 }
 
 // syncer holds the state of one Sync.
@@ -354,6 +456,7 @@ type syncer struct {
 	log   *slog.Logger
 	cl    *client
 	res   *SyncResult
+	prior SyncResult // the wire counts of the sync's earlier attempts (failovers)
 
 	base    node.Hash // old base (EmptyRoot if none)
 	hasBase bool
@@ -435,9 +538,11 @@ func (sy *syncer) progress(phase string) {
 	if sy.opts.Progress == nil {
 		return
 	}
-	p := Progress{Phase: phase, Records: sy.records, Total: sy.total, Nodes: sy.nodes}
+	p := Progress{Phase: phase, Records: sy.records, Total: sy.total, Nodes: sy.nodes + int64(sy.prior.NodesFetched),
+		BytesReceived: sy.prior.BytesReceived, BytesSent: sy.prior.BytesSent, Server: sy.opts.Server}
 	if sy.cl != nil {
-		p.BytesReceived, p.BytesSent = sy.cl.c.recv.Load(), sy.cl.c.sent.Load()
+		p.BytesReceived += sy.cl.c.recv.Load()
+		p.BytesSent += sy.cl.c.sent.Load()
 	}
 	sy.opts.Progress(p)
 }

@@ -72,7 +72,7 @@ func remoteError(peer string, m errorMsg) error {
 	default:
 		base = ErrRemote
 	}
-	return &peerError{peer: peer, base: base, msg: m.Message}
+	return &peerError{peer: peer, base: base, msg: m.Message, code: m.Code}
 }
 
 // peerError is an error the peer reported. It prints the peer's message
@@ -81,6 +81,7 @@ type peerError struct {
 	peer string
 	base error
 	msg  string
+	code uint64 // the error code the peer sent
 }
 
 func (e *peerError) Error() string {

@@ -294,7 +294,7 @@ func (w *walker) run(ctx context.Context) error {
 			select {
 			case err := <-finished:
 				if err := end(err); err != nil {
-					return err
+					return w.keepQueued(ctx, q, err)
 				}
 			default:
 				return nil
@@ -340,7 +340,7 @@ func (w *walker) run(ctx context.Context) error {
 			select {
 			case err := <-finished:
 				if err := end(err); err != nil {
-					return err
+					return w.keepQueued(ctx, q, err)
 				}
 			case <-q.ready:
 			case <-ctx.Done():
@@ -363,6 +363,27 @@ func (w *walker) run(ctx context.Context) error {
 		}
 		sy.progress("walk")
 	}
+}
+
+// keepQueued processes the chunks queued when an exchange failed (the
+// connection died, say) and returns err: the nodes received are verified,
+// and storing those that complete a subtree spares the next attempt (on
+// this server or, failing over, another) fetching them again. A cancelled
+// walk (ctx ended) stops at once instead.
+func (w *walker) keepQueued(ctx context.Context, q *chunkQueue, err error) error {
+	for ctx.Err() == nil {
+		r, ok := q.pop()
+		if !ok {
+			break
+		}
+		w.values = r.values
+		for i, n := range r.nodes {
+			if perr := w.process(ctx, r.items[i], n); perr != nil {
+				return err
+			}
+		}
+	}
+	return err
 }
 
 // walkLeafBatch is how many leaves may wait for their value blobs before

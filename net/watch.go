@@ -168,10 +168,21 @@ func touches(ctx context.Context, s *tree.Store, from, to node.Hash, sc scope.Sc
 // returns nil), fn returns an error (which Watch returns), or the
 // connection fails. Watch needs a valid token of any scope; it transfers no
 // records. With a partial scope (opts.Scope, or the token's read scope) it
-// reports only moves that change a record in that scope.
+// reports only moves that change a record in that scope. With several
+// servers it watches the first that answers (see ClientOptions.Servers);
+// a connection lost once watching ends Watch with its error, as with one.
 func Watch(ctx context.Context, opts ClientOptions, fn func(root node.Hash) error) error {
-	opts.defaults()
-	cl, err := dial(ctx, opts, opts.Fingerprint, hello{Token: opts.Token, Flags: flagAudit}, nil)
+	servers, err := serverList(opts)
+	if err != nil {
+		return err
+	}
+	opts.defaults(len(servers))
+	var cl *client
+	_, _, err = tryServers(ctx, &opts, servers, "watch", func(o ClientOptions) error {
+		var err error
+		cl, err = dial(ctx, o, o.Fingerprint, hello{Token: o.Token, Flags: flagAudit}, nil)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -230,7 +241,9 @@ type FollowOptions struct {
 // changes to push). Failed syncs and lost connections are
 // retried with exponential backoff; errors no retry can fix (a refused
 // token, a certificate that does not match, a different chunker config)
-// end Follow with that error.
+// end Follow with that error. With several servers (ClientOptions.Servers)
+// each sync and watch starts at the server of the last good sync, and
+// fails over from there.
 func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo FollowOptions) error {
 	if fo.MinBackoff <= 0 {
 		fo.MinBackoff = 500 * time.Millisecond
@@ -252,10 +265,17 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 		return StoredScope(store)
 	}
 	var (
-		wmu     sync.Mutex
-		watched scope.Scope        // the scope of the watch running now
-		restart context.CancelFunc // ends that watch
+		wmu       sync.Mutex
+		watched   scope.Scope        // the scope of the watch running now
+		restart   context.CancelFunc // ends that watch
+		preferred string             // the server of the last good sync
 	)
+	// current returns opts with the server of the last good sync first.
+	current := func() ClientOptions {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return preferServer(opts, preferred)
+	}
 	// Both sides read the scope under wmu, so a watch never starts with a
 	// scope older than the last rewatch saw.
 	rewatch := func() error {
@@ -287,7 +307,7 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 				cancel(err)
 				return
 			}
-			wopts := opts
+			wopts := current()
 			wopts.Scope = sc
 			if sc.IsAll() {
 				wopts.Scope = scope.Scope{} // the token's scope: name none
@@ -329,9 +349,14 @@ func Follow(ctx context.Context, store *tree.Store, opts ClientOptions, fo Follo
 	// one sync that finds nothing.
 	var trigger, seen node.Hash
 	for {
-		res, err := Sync(ctx, store, opts)
+		res, err := Sync(ctx, store, current())
 		if ctx.Err() != nil {
 			return followEnd(ctx)
+		}
+		if res != nil && res.Server != "" {
+			wmu.Lock()
+			preferred = res.Server
+			wmu.Unlock()
 		}
 		if fo.OnSync != nil {
 			fo.OnSync(res, err)
