@@ -165,16 +165,16 @@ type Overridden struct {
 
 // SyncResult describes a completed sync.
 type SyncResult struct {
-	ServerRoot    node.Hash    // the server's root the client synced to
-	Root          node.Hash    // the client's new base root (equal to ServerRoot)
-	ClientID      string       // the id the server knows the client by
-	Path          string       // "retained", "walk" or "none"
-	Pulled        int          // records received from the server (walk: records that differ from the old base)
-	Pushed        int          // local changes sent
-	Accepted      int          // local changes the server accepted
-	Overridden    []Overridden // local changes the server's value overrode
-	Discarded     []Overridden // local changes dropped on request (Adopt, DiscardUnpushable), with the reason
-	Scope         scope.Scope  // the scope synced (scope.All for a full replica)
+	ServerRoot node.Hash    // the server's root the client synced to
+	Root       node.Hash    // the client's new base root (equal to ServerRoot)
+	ClientID   string       // the id the server knows the client by
+	Path       string       // "retained", "walk" or "none"
+	Pulled     int          // records received from the server (walk: records that differ from the old base)
+	Pushed     int          // local changes sent
+	Accepted   int          // local changes the server accepted
+	Overridden []Overridden // local changes the server's value overrode
+	Discarded  []Overridden // local changes dropped on request (Adopt, DiscardUnpushable), with the reason
+	Scope      scope.Scope  // the scope synced (scope.All for a full replica)
 	// BytesSent, BytesReceived (at the QUIC stream level), RoundTrips
 	// (request/response exchanges, handshakes included), NodesFetched and
 	// BlobsFetched count every attempt of the sync, the failed-over ones
