@@ -9,14 +9,17 @@ import (
 
 // Sync types, shared with package net.
 type (
-	// SyncOptions configure DB.Sync: the server address, the client's token,
-	// and how to trust the server (a pinned fingerprint, a CA file, or
-	// trust on first use). Fields: see net.ClientOptions
+	// SyncOptions configure DB.Sync: the server address (Server, or
+	// Servers: the servers of one cluster, tried in order, a sync failing
+	// over to the next when one cannot be reached or dies midway), the
+	// client's token, and how to trust the server (a pinned fingerprint, a
+	// CA file, or trust on first use). Fields: see net.ClientOptions
 	// (go doc github.com/arbor-sync/arbor/net.ClientOptions).
 	SyncOptions = arbornet.ClientOptions
 	// SyncResult describes a completed sync: records pulled and pushed, the
 	// local changes the server's values overrode, bytes on the wire, round
-	// trips and the new root. Fields: see net.SyncResult.
+	// trips, the new root, and the server that served it after how many
+	// failovers. Fields: see net.SyncResult.
 	SyncResult = arbornet.SyncResult
 	// Overridden is a local change that lost to the server's value.
 	Overridden = arbornet.Overridden
@@ -68,7 +71,9 @@ func LoadTokens(path string) ([]Token, error) { return arbornet.LoadTokens(path)
 // ErrNoSyncHistory unless SyncOptions.Adopt or Merge says what to do with
 // them. Writes made while Sync runs stay local changes for the next sync.
 // An interrupted sync leaves the store at its old state and keeps what it
-// fetched for the next attempt.
+// fetched for the next attempt. Given several servers (SyncOptions.Servers)
+// it fails over between them, resuming with what it fetched
+// (SyncResult.Server, Failovers).
 func (db *DB) Sync(ctx context.Context, opts SyncOptions) (*SyncResult, error) {
 	defer db.scope.Store(nil) // a sync may set, widen or narrow the scope
 	return arbornet.Sync(ctx, db.store, opts)
@@ -101,9 +106,15 @@ func WatchServer(ctx context.Context, opts SyncOptions, fn func(root Hash) error
 }
 
 // ServerRoot asks a server for its current root without syncing: compare it
-// with Status().Base for a one-round-trip integrity audit.
+// with Status().Base for a one-round-trip integrity audit. Given several
+// servers, it asks the first that answers.
 func ServerRoot(ctx context.Context, opts SyncOptions) (Hash, error) {
 	return arbornet.Root(ctx, opts)
+}
+
+// ServerRootFrom is ServerRoot, also naming the server that answered.
+func ServerRootFrom(ctx context.Context, opts SyncOptions) (root Hash, server string, err error) {
+	return arbornet.RootFrom(ctx, opts)
 }
 
 // Server serves a DB's records to sync clients over QUIC. The DB's head is
