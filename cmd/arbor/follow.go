@@ -38,8 +38,9 @@ type follower struct {
 	maxBackoff  time.Duration                    //
 	out         func(format string, args ...any) // status lines (standard error)
 
-	mu       sync.Mutex
-	state    linkState
+	mu        sync.Mutex
+	preferred string // the server of the last good sync, tried first
+	state     linkState
 	since    time.Time // when the link went down or the token was refused
 	good     int       // syncs that succeeded
 	failures int       // syncs that failed
@@ -92,9 +93,9 @@ func (f *follower) up() {
 	defer f.mu.Unlock()
 	switch f.state {
 	case linkDown:
-		f.out("connection to %s is back (lost for %s)", f.opts.Server, roundDuration(time.Since(f.since)))
+		f.out("connection to %s is back (lost for %s)", f.names(), roundDuration(time.Since(f.since)))
 	case linkRefused:
-		f.out("%s accepts the token now", f.opts.Server)
+		f.out("%s accepts the token now", f.names())
 	}
 	f.state = linkUp
 }
@@ -109,13 +110,13 @@ func (f *follower) failed(err error, retry time.Duration) {
 	case errLink:
 		if f.state != linkDown {
 			f.state, f.since = linkDown, time.Now()
-			f.out("connection to %s lost: %v; reconnecting", f.opts.Server, err)
+			f.out("connection to %s lost: %v; reconnecting", f.names(), err)
 		}
 	case errRefused:
 		if f.state != linkRefused {
 			f.state, f.since = linkRefused, time.Now()
 		}
-		f.out("%s refused the token: %v; retrying in %s (fix the token file, or the server's tokens file and SIGHUP it)", f.opts.Server, err, retry.Round(time.Millisecond))
+		f.out("%s refused the token: %v; retrying in %s (fix the token file, or the server's tokens file and SIGHUP it)", f.names(), err, retry.Round(time.Millisecond))
 	case errOther:
 		f.out("sync failed: %v; retrying in %s", err, retry.Round(time.Millisecond))
 	}
@@ -126,7 +127,7 @@ func (f *follower) failed(err error, retry time.Duration) {
 // the zero Scope names none, for the token's whole read scope), with the
 // pin the store holds once a first sync has stored it.
 func (f *follower) watchOptions() (arbor.SyncOptions, error) {
-	o := f.opts
+	o := f.options()
 	o.Progress = nil
 	if o.Fingerprint == "" && o.CAFile == "" {
 		o.Fingerprint = recall(f.db).pin
@@ -216,9 +217,14 @@ func (f *follower) run(ctx context.Context, report func(*arbor.SyncResult, error
 	pending := true
 	for {
 		if pending {
-			res, err := f.db.Sync(ctx, f.opts)
+			res, err := f.db.Sync(ctx, f.options())
 			if ctx.Err() != nil {
 				return nil
+			}
+			if res != nil && res.Server != "" {
+				f.mu.Lock()
+				f.preferred = res.Server
+				f.mu.Unlock()
 			}
 			if err != nil && errors.Is(err, arbor.ErrRootMismatch) && res != nil {
 				// A mismatch its repair walk fixed is a good sync.
@@ -285,6 +291,33 @@ func (f *follower) run(ctx context.Context, report func(*arbor.SyncResult, error
 			return nil
 		}
 	}
+}
+
+// names is the servers followed, as --server names them.
+func (f *follower) names() string { return joinServers(f.opts.ServerList()) }
+
+// options are the sync options with the server of the last good sync
+// first: the next sync and watch start there, instead of waiting on a
+// dead server ahead of it in the list each time.
+func (f *follower) options() arbor.SyncOptions {
+	f.mu.Lock()
+	preferred := f.preferred
+	f.mu.Unlock()
+	return startAt(f.opts, preferred)
+}
+
+// startAt returns opts with server, if it is one of its servers, first,
+// and the others after it in their order, wrapping around.
+func startAt(opts arbor.SyncOptions, server string) arbor.SyncOptions {
+	servers := opts.ServerList()
+	for i, s := range servers {
+		if s == server && i > 0 {
+			opts.Server = ""
+			opts.Servers = append(append([]string(nil), servers[i:]...), servers[:i]...)
+			break
+		}
+	}
+	return opts
 }
 
 // counts returns the syncs that succeeded and failed so far.

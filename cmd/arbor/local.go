@@ -334,14 +334,15 @@ func countRecords(e *env, db *arbor.DB, f rangeFlags) (uint64, error) {
 	return n, nil
 }
 
-// rootJSON is 'arbor root --json': the root, and the server it came from.
+// rootJSON is 'arbor root --json': the root, and the server it came from
+// (of a --server list, the one that answered).
 type rootJSON struct {
 	Root   arbor.Hash `json:"root"`
 	Server string     `json:"server,omitempty"`
 }
 
 type rootCmd struct {
-	Server string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip). With --db, the store's remembered fingerprint and token file serve for flags left out."`
+	Server string `placeholder:"ADDR" help:"Print this server's root instead of the local one (an audit: one round trip). A comma-separated list of a cluster's servers asks the first that answers. With --db, the store's remembered fingerprint and token file serve for flags left out."`
 	tokenFlags
 	trustFlags
 	Timeout time.Duration `default:"0s" help:"With --server: give up after this long (0: no limit)."`

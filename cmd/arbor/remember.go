@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdnet "net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,9 +17,12 @@ import (
 // certificate fingerprint under this name (net's metaFingerprint, not
 // exported) and uses it when no fingerprint is given; the CLI reads it for
 // the commands that do not go through Sync (the watch of 'sync --watch',
-// 'root --server'). The server address and the token file are the CLI's
-// own, written after a successful sync. A raw token is never stored: only
-// the path of the file it was read from.
+// 'root --server'). The pin is the certificate's, one for every server of
+// a cluster (they share a certificate), so it holds whichever of them a
+// sync reaches. The server addresses (a comma-separated list, as --server
+// takes them) and the token file are the CLI's own, written after a
+// successful sync. A raw token is never stored: only the path of the file
+// it was read from.
 const (
 	metaServerPin = "net/server-fingerprint"
 	metaServer    = "cli/server"
@@ -27,7 +31,7 @@ const (
 
 // remembered is what a store remembers of its server.
 type remembered struct {
-	server, tokenFile, pin string
+	server, tokenFile, pin string // server: a --server value, one address or a comma-separated list
 }
 
 // recall reads what db remembers ("" for what it does not).
@@ -42,10 +46,11 @@ func recall(db *arbor.DB) remembered {
 	return remembered{server: get(metaServer), tokenFile: get(metaTokenFile), pin: get(metaServerPin)}
 }
 
-// remember stores the server address and, if the token came from a file,
-// the file's absolute path, unless db already holds them. It reports
-// whether anything changed.
-func remember(ctx context.Context, db *arbor.DB, server, tokenFile string) (bool, error) {
+// remember stores the server addresses (joined as --server takes them)
+// and, if the token came from a file, the file's absolute path, unless db
+// already holds them. It reports whether anything changed.
+func remember(ctx context.Context, db *arbor.DB, servers []string, tokenFile string) (bool, error) {
+	server := joinServers(servers)
 	old := recall(db)
 	if tokenFile != "" {
 		if abs, err := filepath.Abs(tokenFile); err == nil {
@@ -116,12 +121,36 @@ func readTokenFile(path string) (string, error) {
 
 // trustFlags say how a client trusts the server's certificate.
 type trustFlags struct {
-	Fingerprint string `placeholder:"HEX" help:"The server's certificate fingerprint, as 'arbor serve' prints it. Remembered after the first sync."`
+	Fingerprint string `placeholder:"HEX" help:"The server's certificate fingerprint, as 'arbor serve' prints it (one for all the servers of a cluster, which share a certificate). Remembered after the first sync."`
 	Trust       bool   `help:"Trust an unknown server on first use (and with sync, remember its fingerprint)."`
 	CA          string `name:"ca" placeholder:"FILE" help:"Verify the server against this CA file instead of a fingerprint."`
 }
 
-// clientOptions are the options every client command shares: the server,
+// parseServers splits a --server value: one address, host:port, or the
+// comma-separated addresses of the servers of one cluster, tried in order.
+func parseServers(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, fmt.Errorf("--server %q: an empty address in the list", s)
+		}
+		if _, _, err := stdnet.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("--server: %q is not HOST:PORT: %w", a, err)
+		}
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// joinServers is the --server value of a list of servers.
+func joinServers(servers []string) string { return strings.Join(servers, ",") }
+
+// clientOptions are the options every client command shares: the servers,
 // the token and the trust from the flags, and what they leave out from
 // what the store remembers (rem; the zero value for none). tokenFile is
 // the file the token came from, if any.
@@ -130,7 +159,11 @@ func clientOptions(server string, tf tokenFlags, trust trustFlags, rem remembere
 		server = rem.server
 	}
 	if server == "" {
-		return opts, "", errors.New("no server: pass --server HOST:PORT (a store remembers it after a successful sync)")
+		return opts, "", errors.New("no server: pass --server HOST:PORT, or HOST:PORT,HOST:PORT,… for the servers of a cluster (a store remembers it after a successful sync)")
+	}
+	servers, err := parseServers(server)
+	if err != nil {
+		return opts, "", err
 	}
 	tok, tokenFile, err := tf.token(rem.tokenFile)
 	if err != nil {
@@ -140,7 +173,7 @@ func clientOptions(server string, tf tokenFlags, trust trustFlags, rem remembere
 	if fp == "" && trust.CA == "" {
 		fp = rem.pin
 	}
-	return arbor.SyncOptions{Server: server, Token: tok, Fingerprint: fp, TrustOnFirstUse: trust.Trust, CAFile: trust.CA}, tokenFile, nil
+	return arbor.SyncOptions{Servers: servers, Token: tok, Fingerprint: fp, TrustOnFirstUse: trust.Trust, CAFile: trust.CA}, tokenFile, nil
 }
 
 // openCreating opens the store named by --db, creating it if needed, and

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +19,7 @@ import (
 )
 
 type syncCmd struct {
-	Server string `placeholder:"ADDR" help:"Server address, host:port. Remembered, with the token file, after a successful sync: later syncs need neither."`
+	Server string `placeholder:"ADDR" help:"Server address, host:port; or the servers of one cluster (one certificate), comma-separated: tried in order, a sync fails over to the next when one cannot be reached or dies midway. Remembered, with the token file, after a successful sync: later syncs need neither."`
 	tokenFlags
 	trustFlags
 	Walk              bool          `help:"Walk the server's tree instead of asking for changes since the last sync (a full audit and repair)."`
@@ -40,16 +42,23 @@ func (syncCmd) Help() string {
 		"users of the machine can read in the process list). After a successful sync the store remembers\n" +
 		"the server's address, its fingerprint and the token file (never the token itself), so a plain\n" +
 		"'arbor --db laptop sync' syncs again.\n\n" +
+		"--server takes one address or a comma-separated list of the servers of one cluster (servers of\n" +
+		"one dataset and one certificate, so one fingerprint pins them all). They are tried in order; when\n" +
+		"a server cannot be reached or dies during the sync, the sync goes on with the next (a warning on\n" +
+		"standard error names it), resuming with what it already fetched; a refused token or certificate\n" +
+		"is not retried. --json reports the server that completed the sync and the failovers.\n\n" +
 		"Example:\n" +
 		"  arbor --db laptop sync --server 127.0.0.1:4433 --token-file laptop.token --fingerprint 3a7f…\n" +
 		"  arbor --db laptop sync\n" +
+		"  arbor --db laptop sync --server a.example:4433,b.example:4433,c.example:4433\n" +
 		"  arbor --db mirror sync --watch --server 127.0.0.1:4433 --token-file token --fingerprint 3a7f…"
 }
 
 // clientOptions resolves the flags, and what db remembers for those left
 // out; tokenFile is the file the token came from, if any.
-func (c syncCmd) clientOptions(db *arbor.DB) (opts arbor.SyncOptions, tokenFile string, err error) {
+func (c syncCmd) clientOptions(e *env, db *arbor.DB) (opts arbor.SyncOptions, tokenFile string, err error) {
 	opts, tokenFile, err = clientOptions(c.Server, c.tokenFlags, c.trustFlags, recall(db))
+	opts.Logger = clientLogger(e.stderr)
 	opts.ForceWalk = c.Walk
 	opts.Scope = c.scope()
 	opts.Adopt, opts.Merge, opts.DiscardUnpushable = c.Adopt, c.Merge, c.DiscardUnpushable
@@ -103,7 +112,7 @@ func (c syncCmd) Run(e *env) error {
 }
 
 func (c syncCmd) run(e *env, db *arbor.DB) error {
-	opts, tokenFile, err := c.clientOptions(db)
+	opts, tokenFile, err := c.clientOptions(e, db)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
@@ -116,14 +125,15 @@ func (c syncCmd) run(e *env, db *arbor.DB) error {
 	// After a successful sync the store remembers the server and the
 	// token file.
 	rememberServer := func() {
-		changed, err := remember(ctx, db, opts.Server, tokenFile)
+		servers := opts.ServerList()
+		changed, err := remember(ctx, db, servers, tokenFile)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "arbor: sync: could not remember the server: %v\n", err)
 		} else if changed && !c.JSON {
 			if tokenFile != "" || recall(db).tokenFile != "" {
-				fmt.Fprintf(e.stderr, "remembered server %s%s: 'arbor --db %s sync' syncs again\n", opts.Server, tokenFileNote(tokenFile), e.global.DB)
+				fmt.Fprintf(e.stderr, "remembered server %s%s: 'arbor --db %s sync' syncs again\n", joinServers(servers), tokenFileNote(tokenFile), e.global.DB)
 			} else {
-				fmt.Fprintf(e.stderr, "remembered server %s: 'arbor --db %s sync' syncs again, given the token (ARBOR_TOKEN; or sync once with --token-file, which is remembered)\n", opts.Server, e.global.DB)
+				fmt.Fprintf(e.stderr, "remembered server %s: 'arbor --db %s sync' syncs again, given the token (ARBOR_TOKEN; or sync once with --token-file, which is remembered)\n", joinServers(servers), e.global.DB)
 			}
 		}
 	}
@@ -213,7 +223,7 @@ func (c syncCmd) follow(ctx context.Context, e *env, db *arbor.DB, opts arbor.Sy
 			printSync(e, res)
 		}
 	}
-	f.out("following %s; interrupt to stop", opts.Server)
+	f.out("following %s; interrupt to stop", joinServers(opts.ServerList()))
 	err := f.run(ctx, report)
 	good, failed := f.counts()
 	if failed > 0 {
@@ -239,6 +249,8 @@ type syncOut struct {
 	Millis        float64          `json:"ms"`
 	Root          arbor.Hash       `json:"root"`
 	Scope         string           `json:"scope"`
+	Server        string           `json:"server"`    // the server that completed the sync
+	Failovers     int              `json:"failovers"` // how often it moved to the next server
 	Error         string           `json:"error,omitempty"`
 }
 
@@ -284,7 +296,8 @@ func overriddenList(os []arbor.Overridden) []overriddenJSON {
 func syncJSON(r *arbor.SyncResult) syncOut {
 	out := syncOut{Client: r.ClientID, Path: r.Path, Pulled: r.Pulled, Pushed: r.Pushed, Accepted: r.Accepted,
 		BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, RoundTrips: r.RoundTrips,
-		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root, Scope: r.Scope.String()}
+		Nodes: r.NodesFetched, Millis: float64(r.Duration.Microseconds()) / 1000, Root: r.Root, Scope: r.Scope.String(),
+		Server: r.Server, Failovers: r.Failovers}
 	out.Overridden = overriddenList(r.Overridden)
 	out.Discarded = overriddenList(r.Discarded)
 	return out
@@ -299,6 +312,9 @@ func printSync(e *env, r *arbor.SyncResult) {
 		r.ClientID, r.Path, r.Pulled, r.Pushed, r.Accepted, len(r.Overridden), discarded)
 	if !r.Scope.IsAll() {
 		fmt.Fprintf(e.stdout, "scope: %s (partial replica, verified against the server's root)\n", r.Scope)
+	}
+	if r.Failovers > 0 {
+		fmt.Fprintf(e.stdout, "server: %s, after %d failovers\n", r.Server, r.Failovers)
 	}
 	for _, o := range r.Overridden {
 		if o.Reason != "" {
@@ -345,21 +361,34 @@ func remoteRoot(e *env, c rootCmd) error {
 	if err != nil {
 		return fmt.Errorf("root --server: %w", err)
 	}
+	opts.Logger = clientLogger(e.stderr)
 	ctx := e.ctx
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	h, err := arbor.ServerRoot(ctx, opts)
+	h, server, err := arbor.ServerRootFrom(ctx, opts)
 	if err != nil {
 		return err
 	}
 	if c.JSON {
-		return writeJSON(e.stdout, rootJSON{Root: h, Server: c.Server})
+		return writeJSON(e.stdout, rootJSON{Root: h, Server: server})
 	}
 	fmt.Fprintln(e.stdout, h)
 	return nil
+}
+
+// clientLogger writes a client's warnings (a failover to the next server,
+// say) to w, without timestamps.
+func clientLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
 }
 
 // tokenFileNote is ", token file PATH" for a token read from a file.
