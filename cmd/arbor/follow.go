@@ -41,9 +41,9 @@ type follower struct {
 	mu        sync.Mutex
 	preferred string // the server of the last good sync, tried first
 	state     linkState
-	since    time.Time // when the link went down or the token was refused
-	good     int       // syncs that succeeded
-	failures int       // syncs that failed
+	since     time.Time // when the link went down or the token was refused
+	good      int       // syncs that succeeded
+	failures  int       // syncs that failed
 }
 
 // linkState is what the follower last learned of its server.
