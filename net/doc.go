@@ -52,6 +52,15 @@
 // nothing applied; the client finds such changes first, ErrUnpushable), and runs ServerOptions.Validate on each change it would
 // apply (a rejection comes back as Overridden.Reason).
 //
+// # Several servers
+//
+// ClientOptions.Servers names the servers of one cluster (one dataset, one
+// certificate). Sync, Root and Watch try them in order and fail over to the
+// next when connecting fails or the connection dies, never on a refusal
+// every server would repeat or on cancellation; a failed-over sync resumes
+// with the nodes already stored and re-sends a push whose reply was lost
+// (see failover.go and SyncResult.Server, Failovers).
+//
 // Memory is bounded on both sides: records and nodes are streamed and
 // applied in batches; a walk fetches the lowest pending level first, so at
 // most Parallel × BatchNodes nodes (8192 by default, some 32 MiB of typical
