@@ -109,3 +109,32 @@ func (r *retention) plan(b *tree.Batch, root node.Hash) func() {
 		r.count[root]++
 	}
 }
+
+// replace adds to b the ref moves that make roots (oldest first) the
+// retained set, and returns a func that updates the in-memory view once b
+// has committed. Its callers serialise it (Server.adoptMu).
+func (r *retention) replace(b *tree.Batch, roots []node.Hash) func() {
+	r.mu.RLock()
+	old := append([]retained(nil), r.roots...)
+	seq := r.seq
+	r.mu.RUnlock()
+	for _, d := range old {
+		b.DeleteRef(retainRef(d.seq))
+	}
+	next := make([]retained, 0, len(roots))
+	for _, root := range roots {
+		seq++
+		b.SetRef(retainRef(seq), root)
+		next = append(next, retained{seq, root})
+	}
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.seq = seq
+		r.roots = next
+		r.count = map[node.Hash]int{}
+		for _, x := range next {
+			r.count[x.root]++
+		}
+	}
+}

@@ -82,6 +82,11 @@ type ServerOptions struct {
 	// It runs on the push's goroutine, serialised with server writes: keep
 	// it quick.
 	OnCommit func(took time.Duration, accepted, overridden, rejected int)
+	// Cluster, if set, makes this server one of a cluster's (package
+	// cluster): the store is its local cache, pushes commit through
+	// Cluster.Commit, and the head and retained roots are what the cluster
+	// reports through Server.AdoptHead. Retain is then the cluster's.
+	Cluster Cluster
 }
 
 func (o *ServerOptions) defaults() {
@@ -138,8 +143,9 @@ type Server struct {
 	tokMu  sync.RWMutex
 	tokens map[[32]byte]tokenGrant // sha256(token) → client id and scopes
 
-	wmu    sync.Mutex // serialises the server's ref moves
-	retain *retention
+	wmu     sync.Mutex // serialises the server's ref moves
+	adoptMu sync.Mutex // serialises AdoptHead (a cluster server's head moves)
+	retain  *retention
 
 	pinMu sync.Mutex
 	pins  map[node.Hash]int
@@ -626,8 +632,8 @@ func (sess *session) handshake(ctx context.Context) error {
 // publishHead retains the server's current root and returns it.
 func (s *Server) publishHead(ctx context.Context) (node.Hash, error) {
 	root, err := s.store.Root(HeadRef)
-	if err != nil {
-		return root, err
+	if err != nil || s.opts.Cluster != nil {
+		return root, err // a cluster retains every head it commits
 	}
 	if last, ok := s.retain.latest(); ok && last == root {
 		return root, nil
@@ -1287,6 +1293,7 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 	} else if err := context.Cause(sess.qc.Context()); err != nil {
 		return pushDone{}, fmt.Errorf("%w: push of client %s: session ended before its push was applied: %v", errLimit, sess.clientID, err)
 	}
+	var clusterHead node.Hash // the cluster's head after a lost commit race
 	for {
 		old, had, err := s.store.Ref(HeadRef)
 		if err != nil {
@@ -1295,6 +1302,9 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 		cur := old
 		if !had {
 			cur = s.store.EmptyRoot()
+		}
+		if !clusterHead.IsZero() {
+			cur = clusterHead
 		}
 		var res pushDone
 		var apply []int
@@ -1365,15 +1375,30 @@ func (s *Server) applyPush(ctx context.Context, sess *session, changes []pushCha
 			b.Discard()
 			return pushDone{}, pushStoreError(sess, nil, err)
 		}
-		b.ExpectRef(HeadRef, old, had)
-		b.SetRef(HeadRef, root)
-		done := s.retain.plan(b, root)
+		done := func() {}
+		if s.opts.Cluster == nil {
+			b.ExpectRef(HeadRef, old, had)
+			b.SetRef(HeadRef, root)
+			done = s.retain.plan(b, root)
+		}
 		if err := b.Commit(ctx); errors.Is(err, tree.ErrRefMoved) {
 			continue // another writer moved head: check again against the new state
 		} else if err != nil {
 			return pushDone{}, fmt.Errorf("push: commit: %w", err)
 		}
 		done()
+		if s.opts.Cluster != nil {
+			// The nodes are in this server's cache; the cluster makes
+			// root its head, or reports the head that won the race.
+			now, moved, err := s.opts.Cluster.Commit(ctx, cur, root)
+			if err != nil {
+				return pushDone{}, fmt.Errorf("push: cluster commit: %w", err)
+			}
+			if moved {
+				clusterHead = now
+				continue
+			}
+		}
 		if s.afterPush != nil {
 			s.afterPush(sess, root, changes, res.Overridden)
 		}

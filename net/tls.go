@@ -156,3 +156,11 @@ func clientTLS(host, pin, caFile string, tofu bool) (*tls.Config, error) {
 	}
 	return conf, nil
 }
+
+// CreateCert creates a self-signed server certificate (CertFile, KeyFile)
+// in dir unless one is there: what a server does on its first start. A
+// cluster's first server shares the one it creates with the others.
+func CreateCert(dir string) error {
+	_, err := loadOrCreateCert(dir)
+	return err
+}

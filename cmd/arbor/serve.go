@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/arbor-sync/arbor"
+	arbornet "github.com/arbor-sync/arbor/net"
 	"github.com/arbor-sync/arbor/ops"
+	"github.com/arbor-sync/arbor/tree"
 )
 
 type serveCmd struct {
@@ -32,6 +34,7 @@ type serveCmd struct {
 	Verbose   bool          `short:"v" help:"Also log every session, sync and push (by default: warnings and errors, such as refused handshakes, revoked tokens and refused pushes, and the server's own events)."`
 	LogFormat string        `enum:"text,json" default:"text" help:"Log format on standard error: text (key=value) or json (one JSON object per line, for log shippers)."`
 	JSON      bool          `name:"json" help:"Print the address, root and fingerprint as one JSON line once listening."`
+	clusterFlags
 }
 
 func (serveCmd) Help() string {
@@ -39,7 +42,10 @@ func (serveCmd) Help() string {
 		"The store must exist (import records first) unless --init is given. SIGHUP rereads the tokens file;\n" +
 		"SIGTERM or SIGINT drains (see --drain) and exits 0. deploy/arbor.service is a systemd unit.\n\n" +
 		"Example:\n  echo 'secret-token laptop-1' > tokens\n  arbor --db server-data serve --listen 127.0.0.1:4433 --tokens tokens\n" +
-		"  arbor --db server-data serve --tokens tokens --metrics 127.0.0.1:9090   # curl 127.0.0.1:9090/metrics"
+		"  arbor --db server-data serve --tokens tokens --metrics 127.0.0.1:9090   # curl 127.0.0.1:9090/metrics\n\n" +
+		"Cluster mode (--etcd, --s3, --bucket): the server is one of a cluster's stateless servers; --db is its\n" +
+		"local cache. See 'arbor help cluster'.\n" +
+		"  arbor --db cache-1 serve --tokens tokens --etcd http://127.0.0.1:2379 --s3 http://127.0.0.1:8333 --bucket arbor"
 }
 
 func (c serveCmd) Run(e *env) error {
@@ -47,37 +53,65 @@ func (c serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	db, err := e.openDB(!c.Init)
-	if err != nil {
-		if dir := e.global.DB; dir != "" && !c.Init && noStore(dir, err) {
-			return fmt.Errorf("serve: %s holds no store: import records into it first ('arbor --db %s import FILE'), or pass --init to serve an empty store", dir, dir)
-		}
-		return err
-	}
-	var storeOpen atomic.Bool
-	storeOpen.Store(true)
-	defer func() {
-		storeOpen.Store(false)
-		db.Close()
-	}()
-	certDir := c.CertDir
-	if certDir == "" {
-		certDir = filepath.Join(e.global.DB, "tls")
-	}
 	log, netLog := c.loggers(e.stderr)
-	opts := arbor.ServerOptions{Tokens: toks, CertDir: certDir, Retain: c.Retain, Logger: netLog}
 	var metrics *ops.Metrics
+	opts := arbor.ServerOptions{Tokens: toks, CertDir: c.CertDir, Retain: c.Retain, Logger: netLog}
 	if c.Metrics != "" {
 		metrics = ops.NewMetrics()
 		opts.OnCommit = metrics.ObserveCommit
 	}
-	srv, err := arbor.NewServer(db, opts)
-	if err != nil {
-		return err
+	var (
+		srv      *arbor.Server
+		store    *tree.Store
+		register func(addr string) error
+	)
+	storeName := e.global.DB
+	var storeOpen atomic.Bool
+	if c.clusterFlags.enabled() {
+		if c.Init {
+			return errors.New("serve --init: a cluster's server has no store of its own to create (the cluster's first server creates the cluster)")
+		}
+		cs, cl, err := c.serveCluster(e, opts, log)
+		if err != nil {
+			return err
+		}
+		storeOpen.Store(true)
+		defer func() {
+			storeOpen.Store(false)
+			cl.Close()
+		}()
+		srv, store = cs, cl.Store()
+		storeName = fmt.Sprintf("cluster %s (cache %s)", c.ClusterName, e.global.DB)
+		regCtx, stopReg := context.WithCancel(context.WithoutCancel(e.ctx))
+		defer stopReg()
+		register = func(addr string) error {
+			host, _ := os.Hostname()
+			return cl.Register(regCtx, fmt.Sprintf("%s-%d", host, os.Getpid()), addr, 10*time.Second)
+		}
+	} else {
+		db, err := e.openDB(!c.Init)
+		if err != nil {
+			if dir := e.global.DB; dir != "" && !c.Init && noStore(dir, err) {
+				return fmt.Errorf("serve: %s holds no store: import records into it first ('arbor --db %s import FILE'), or pass --init to serve an empty store", dir, dir)
+			}
+			return err
+		}
+		storeOpen.Store(true)
+		defer func() {
+			storeOpen.Store(false)
+			db.Close()
+		}()
+		if opts.CertDir == "" {
+			opts.CertDir = filepath.Join(e.global.DB, "tls")
+		}
+		if srv, err = arbor.NewServer(db, opts); err != nil {
+			return err
+		}
+		store = db.Store()
 	}
 	var httpAddr string
 	if metrics != nil {
-		if err := metrics.Register(srv, ops.StoreSize(db.Store().DiskSize), ops.StorePebble(db.Store().PebbleStats)); err != nil {
+		if err := metrics.Register(srv, ops.StoreSize(store.DiskSize), ops.StorePebble(store.PebbleStats)); err != nil {
 			return err
 		}
 		ready := func() error {
@@ -105,6 +139,11 @@ func (c serveCmd) Run(e *env) error {
 	if err := srv.Listen(c.Listen); err != nil {
 		return err
 	}
+	if register != nil {
+		if err := register(srv.Addr().String()); err != nil {
+			return err
+		}
+	}
 	if c.PidFile != "" {
 		remove, err := writePidFile(c.PidFile)
 		if err != nil {
@@ -126,7 +165,7 @@ func (c serveCmd) Run(e *env) error {
 			log.Info("arbor serve: reloaded tokens", "file", c.Tokens, "tokens", len(toks))
 		}
 	}()
-	root, _ := db.Root(e.ctx)
+	root, _ := store.Root(arbornet.HeadRef)
 	if c.JSON {
 		writeJSON(e.stdout, struct {
 			Listen      string     `json:"listen"`
@@ -144,7 +183,7 @@ func (c serveCmd) Run(e *env) error {
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
 	}
-	started := []any{"addr", srv.Addr().String(), "root", root.String(), "fingerprint", srv.Fingerprint(), "store", e.global.DB}
+	started := []any{"addr", srv.Addr().String(), "root", root.String(), "fingerprint", srv.Fingerprint(), "store", storeName}
 	if httpAddr != "" {
 		started = append(started, "metrics", metricsURL(httpAddr))
 	}
