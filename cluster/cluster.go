@@ -112,7 +112,9 @@ type Cluster struct {
 
 // Stats count a server's traffic with S3 and etcd.
 type Stats struct {
-	Gets, Puts, GetBytes, PutBytes, Txns, Commits, Conflicts int64
+	Gets, Puts, GetBytes, PutBytes int64 // S3 requests and bytes
+	Txns, Reads                    int64 // etcd transactions and head reads
+	Commits, Conflicts             int64 // heads committed; commits that lost a race
 }
 
 func (o *Options) defaults() error {
@@ -265,6 +267,21 @@ func (c *Cluster) Subscribe(fn func(State)) {
 	st := c.copyState()
 	c.mu.Unlock()
 	fn(st)
+}
+
+// Current returns once this server has applied the head etcd holds now
+// (a linearizable read): the subscribers have it. One etcd round trip
+// when the server is up to date.
+func (c *Cluster) Current(ctx context.Context) error {
+	resp, err := c.etcd.Get(ctx, c.key("head"))
+	if err != nil {
+		return fmt.Errorf("cluster %s: read head: %w", c.opts.Name, err)
+	}
+	c.count(func(s *Stats) { s.Reads++ })
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	return c.waitRev(ctx, resp.Kvs[0].ModRevision)
 }
 
 // Stats returns this server's S3 and etcd traffic so far.

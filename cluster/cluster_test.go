@@ -122,6 +122,8 @@ func write(t testing.TB, s *tree.Store, edits map[string]*string) {
 		e := tree.Edit{Key: []byte(k)}
 		if v != nil {
 			e.Value = []byte(*v)
+		} else {
+			e.Delete = true
 		}
 		es = append(es, e)
 	}
@@ -225,7 +227,17 @@ func TestClusterSyncsThroughAnyServer(t *testing.T) {
 		t.Errorf("pull through another server walked: the retained base is not shared")
 	}
 	if got := records(t, alice); !equalMaps(got, model) {
-		t.Fatalf("alice after pull: %d records, want %d", len(got), len(model))
+		for k, v := range got {
+			if w, ok := model[k]; !ok || w != v {
+				t.Errorf("alice has %q=%.20q, model %.20q (%v)", k, v, w, ok)
+			}
+		}
+		for k := range model {
+			if _, ok := got[k]; !ok {
+				t.Errorf("alice lacks %q", k)
+			}
+		}
+		t.Fatalf("alice after pull (%s): %d records, want %d", res.Path, len(got), len(model))
 	}
 	// A forced walk through the third server agrees.
 	o := c.opts("tok-alice-0123456789")

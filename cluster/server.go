@@ -103,3 +103,5 @@ func (a commitAdapter) Commit(ctx context.Context, old, new node.Hash) (node.Has
 	}
 	return st.Head, false, err
 }
+
+func (a commitAdapter) Current(ctx context.Context) error { return a.c.Current(ctx) }

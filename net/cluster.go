@@ -3,6 +3,7 @@ package net
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/arbor-sync/arbor/node"
 )
@@ -16,7 +17,14 @@ type Cluster interface {
 	// moved is true, nothing is committed and head is the cluster's
 	// current head, already readable through the server's store.
 	Commit(ctx context.Context, old, new node.Hash) (head node.Hash, moved bool, err error)
+	// Current returns once this server has adopted (AdoptHead) the head
+	// the cluster holds now, or fails if the cluster cannot say.
+	Current(ctx context.Context) error
 }
+
+// clusterCurrentTimeout bounds how long a handshake waits to confirm the
+// cluster's head before serving the last one this server knows.
+const clusterCurrentTimeout = 2 * time.Second
 
 // AdoptHead makes head this server's head and retained the roots it
 // serves retained-base syncs from, as its cluster reports them. Watchers

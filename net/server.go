@@ -631,9 +631,22 @@ func (sess *session) handshake(ctx context.Context) error {
 
 // publishHead retains the server's current root and returns it.
 func (s *Server) publishHead(ctx context.Context) (node.Hash, error) {
+	if s.opts.Cluster != nil {
+		// Read your writes across servers: a client whose push another
+		// server acknowledged sees it here. If the cluster cannot say
+		// (etcd unreachable), serve the last head this server knows:
+		// pushes fail until etcd is back, pulls go on.
+		cctx, cancel := context.WithTimeout(ctx, clusterCurrentTimeout)
+		err := s.opts.Cluster.Current(cctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("arbor server: cluster head unconfirmed; serving this server's last known head", "err", err)
+		}
+		return s.store.Root(HeadRef) // a cluster retains every head it commits
+	}
 	root, err := s.store.Root(HeadRef)
-	if err != nil || s.opts.Cluster != nil {
-		return root, err // a cluster retains every head it commits
+	if err != nil {
+		return root, err
 	}
 	if last, ok := s.retain.latest(); ok && last == root {
 		return root, nil
