@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,9 +43,26 @@ type member struct {
 	stop func()
 }
 
-func newEnv(t *testing.T) *env {
+// TestCluster runs every scenario on one etcd and one SeaweedFS (which
+// takes seconds to start), each with its own bucket and cluster name. The
+// scenario that stops S3 runs last.
+func TestCluster(t *testing.T) {
 	etcd, s3 := clustertest.Env(t)
-	return &env{t: t, etcd: etcd, s3: s3, bucket: s3.Bucket(t), name: "test"}
+	for i, sc := range []struct {
+		name string
+		run  func(*env)
+	}{
+		{"SyncsThroughAnyServer", testSyncsThroughAnyServer},
+		{"ConcurrentPushesModel", testConcurrentPushesModel},
+		{"ImportAndGC", testImportAndGC},
+		{"WatchAcrossServers", testWatchAcrossServers},
+		{"EtcdMemberDown", testEtcdMemberDown},
+		{"S3Down", testS3Down},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			sc.run(&env{t: t, etcd: etcd, s3: s3, bucket: s3.Bucket(t), name: fmt.Sprintf("c%d", i)})
+		})
+	}
 }
 
 func (e *env) options(dir string) Options {
@@ -166,6 +182,11 @@ func (e *env) waitHead(head node.Hash) {
 				break
 			}
 			if time.Now().After(deadline) {
+				for _, o := range e.servers {
+					lr, _ := o.c.Store().Root(arbornet.HeadRef)
+					st := o.c.State()
+					e.t.Logf("server %s: local head %s, cluster state rev %d head %s, stats %+v", o.addr, lr.Short(), st.Rev, st.Head.Short(), o.c.Stats())
+				}
 				e.t.Fatalf("server %s has head %s, want %s", m.addr, r.Short(), head.Short())
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -173,12 +194,12 @@ func (e *env) waitHead(head node.Hash) {
 	}
 }
 
-// TestClusterSyncsThroughAnyServer: three servers over one etcd and one
+// testSyncsThroughAnyServer: three servers over one etcd and one
 // bucket. Writes pushed through one are seen through the others, by clone,
 // retained-base pull and walk; the cluster's root equals a single-node
 // store's root of the same records; every server presents one certificate.
-func TestClusterSyncsThroughAnyServer(t *testing.T) {
-	e := newEnv(t)
+func testSyncsThroughAnyServer(e *env) {
+	t := e.t
 	a, b, c := e.start(nil), e.start(nil), e.start(nil)
 	if a.srv.Fingerprint() != b.srv.Fingerprint() || b.srv.Fingerprint() != c.srv.Fingerprint() {
 		t.Fatalf("servers of one cluster present different certificates: %s %s %s", a.srv.Fingerprint(), b.srv.Fingerprint(), c.srv.Fingerprint())
@@ -264,73 +285,12 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-// TestClusterConcurrentPushes: clients push overlapping random edits
-// through different servers at once, for several rounds. All converge on
-// the cluster's head, and no accepted write is lost: each key holds the
-// value of the last push that the cluster accepted for it.
-func TestClusterConcurrentPushes(t *testing.T) {
-	e := newEnv(t)
-	ms := []*member{e.start(nil), e.start(nil), e.start(nil)}
-	const clients, rounds, keys = 8, 4, 60
-	stores := make([]*tree.Store, clients)
-	for i := range stores {
-		stores[i] = openClient(t)
-		syncVia(t, stores[i], ms[i%len(ms)], "tok-alice-0123456789")
-	}
-	var mu sync.Mutex
-	for round := range rounds {
-		var wg sync.WaitGroup
-		for i := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(i), uint64(round)))
-				ed := map[string]*string{}
-				for range 10 {
-					k := fmt.Sprintf("k%03d", r.IntN(keys))
-					if r.IntN(5) == 0 {
-						ed[k] = nil
-					} else {
-						ed[k] = strp(fmt.Sprintf("c%d-r%d", i, round))
-					}
-				}
-				mu.Lock()
-				write(t, stores[i], ed)
-				mu.Unlock()
-				m := ms[(i+round)%len(ms)]
-				if _, err := arbornet.Sync(context.Background(), stores[i], m.opts("tok-alice-0123456789")); err != nil {
-					t.Errorf("client %d round %d via %s: %v", i, round, m.addr, err)
-				}
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			return
-		}
-	}
-	head := ms[0].c.State().Head
-	e.waitHead(head)
-	for i, s := range stores {
-		syncVia(t, s, ms[i%len(ms)], "tok-alice-0123456789")
-		if r, _ := s.Root(arbornet.HeadRef); r != head {
-			// A last sync may have pushed nothing and raced nothing: the
-			// head cannot move without writes, so all must equal it.
-			t.Fatalf("client %d at %s, cluster head %s", i, r.Short(), head.Short())
-		}
-	}
-	var conflicts int64
-	for _, m := range ms {
-		conflicts += m.c.Stats().Conflicts
-	}
-	t.Logf("commit races lost and re-merged: %d", conflicts)
-}
-
-// TestClusterImportAndGC: a single-node store imported into an empty
+// testImportAndGC: a single-node store imported into an empty
 // cluster has the same root; after more commits, GC (two phases) deletes
 // the packs no live root needs, and a server with a cold cache still
 // serves the head whole.
-func TestClusterImportAndGC(t *testing.T) {
-	e := newEnv(t)
+func testImportAndGC(e *env) {
+	t := e.t
 	ctx := context.Background()
 	single := openClient(t)
 	edits := map[string]*string{}
