@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/arbor-sync/arbor"
 	"github.com/arbor-sync/arbor/cluster"
 	"github.com/arbor-sync/arbor/node"
+	"github.com/arbor-sync/arbor/tree"
 )
 
 // clusterFlags name a cluster: its etcd, its bucket and its name. S3
@@ -73,13 +75,15 @@ func (f clusterFlags) open(ctx context.Context, e *env) (*cluster.Cluster, func(
 type clusterCmd struct {
 	Status clusterStatusCmd `cmd:"" help:"Show a cluster's head, records, servers, packs and bytes."`
 	Import clusterImportCmd `cmd:"" help:"Make a single-node store (--db) the head of an empty cluster; roots stay equal."`
+	Export clusterExportCmd `cmd:"" help:"Write the cluster's head into a new single-node store (--db, a new or empty directory); roots stay equal."`
 	GC     clusterGCCmd     `cmd:"" name:"gc" help:"Delete the packs no live root needs (two phases, a grace period apart)."`
 }
 
 func (clusterCmd) Help() string {
 	return "A cluster is stateless 'arbor serve' processes over one S3 bucket (nodes, in packs) and etcd (the head).\n" +
 		"Start servers with 'arbor --db CACHE_DIR serve --etcd URLS --s3 URL --bucket NAME --tokens FILE'; a\n" +
-		"single-node dataset moves in with 'cluster import' and out with a plain 'arbor sync' (a clone).\n\n" +
+		"single-node dataset moves in with 'cluster import' and out with 'cluster export' (or a clone: 'arbor sync'\n" +
+		"into an empty store through any server).\n\n" +
 		"Example:\n  export AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…\n" +
 		"  arbor cluster status --etcd http://127.0.0.1:2379 --s3 http://127.0.0.1:8333 --bucket arbor"
 }
@@ -229,4 +233,199 @@ func (c serveCmd) serveCluster(e *env, opts arbor.ServerOptions, log *slog.Logge
 		return nil, nil, err
 	}
 	return &arbor.Server{Server: srv}, cl, nil
+}
+
+type clusterExportCmd struct {
+	clusterFlags
+	JSON bool `name:"json" help:"Print the result as one JSON line."`
+}
+
+func (clusterExportCmd) Help() string {
+	return "Reads the cluster's current head (a linearizable read in etcd) through a throwaway cache and builds\n" +
+		"a new single-node store in --db with the cluster's hash and node sizes, then checks that the new\n" +
+		"store's root equals the head. --db must not exist or be empty. The store can be served with\n" +
+		"'arbor --db DIR serve' and imported into another cluster with 'cluster import'.\n\n" +
+		"Example:\n  arbor --db backup cluster export --etcd http://127.0.0.1:2379 --s3 http://127.0.0.1:8333 --bucket arbor"
+}
+
+// exportJSON is 'cluster export --json'.
+type exportJSON struct {
+	Cluster string     `json:"cluster"`
+	Head    arbor.Hash `json:"head"`
+	Root    arbor.Hash `json:"root"`
+	Records uint64     `json:"records"`
+	DB      string     `json:"db"`
+	Ms      float64    `json:"ms"`
+}
+
+func (c clusterExportCmd) Run(e *env) error {
+	dir := e.global.DB
+	if dir == "" {
+		return errors.New("cluster export: pass --db DIR for the new store")
+	}
+	if err := newStoreDir(dir); err != nil {
+		return fmt.Errorf("cluster export: %w", err)
+	}
+	cl, closeFn, err := c.open(e.ctx, e)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	if e.global.Hash != "" {
+		alg, err := arbor.ParseHashAlg(e.global.Hash)
+		if err != nil {
+			return fmt.Errorf("--hash: %w", err)
+		}
+		if alg != cl.Hash() {
+			return fmt.Errorf("cluster export: --hash %s: cluster %s uses %s (the export keeps the cluster's hash, so that the roots are equal)", e.global.Hash, c.ClusterName, cl.Hash())
+		}
+	}
+	// The head etcd holds now, not the one this process loaded.
+	if err := cl.Current(e.ctx); err != nil {
+		return fmt.Errorf("cluster export: %w", err)
+	}
+	head := cl.State().Head
+	start := time.Now()
+	_, statErr := os.Stat(dir)
+	created := errors.Is(statErr, os.ErrNotExist)
+	db, err := arbor.Open(dir, &arbor.Options{Hash: cl.Hash(), Chunker: cl.Store().Config(), CacheSize: e.global.CacheMB << 20})
+	if err != nil {
+		return fmt.Errorf("cluster export: create store %s: %w", dir, err)
+	}
+	// A failed export leaves no half-made store behind.
+	discard := func() {
+		db.Close()
+		if created {
+			os.RemoveAll(dir)
+		} else {
+			clearDir(dir)
+		}
+	}
+	var root arbor.Hash
+	var n uint64
+	err = e.timed(fmt.Sprintf("exporting cluster %s head %s", c.ClusterName, head), func() (err error) {
+		root, n, err = exportHead(e.ctx, cl.Store(), head, db)
+		if err == nil {
+			err = db.Settle(e.ctx)
+		}
+		return err
+	})
+	if err != nil {
+		discard()
+		return fmt.Errorf("cluster export of %s into %s: %w", c.ClusterName, dir, err)
+	}
+	if root != head {
+		discard()
+		return fmt.Errorf("cluster export: the new store's root %s differs from cluster %s's head %s (%d records); nothing was kept in %s", root, c.ClusterName, head, n, dir)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("cluster export: close %s: %w", dir, err)
+	}
+	el := time.Since(start)
+	if c.JSON {
+		return writeJSON(e.stdout, exportJSON{Cluster: c.ClusterName, Head: head, Root: root, Records: n, DB: dir, Ms: float64(el.Microseconds()) / 1000})
+	}
+	fmt.Fprintf(e.stdout, "exported cluster %s into %s: %d records in %s\nhead %s (cluster)\nroot %s (%s): equal\n",
+		c.ClusterName, dir, n, el.Round(time.Millisecond), head, root, dir)
+	return nil
+}
+
+// newStoreDir checks that dir can take a new store: it does not exist, or
+// is an empty directory.
+func newStoreDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory: the export writes a new store; name a new directory", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%s is not empty: the export writes a new store and never overwrites one; name a new or empty directory", dir)
+	}
+	return nil
+}
+
+// clearDir removes what dir holds, keeping dir.
+func clearDir(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, en := range ents {
+		os.RemoveAll(filepath.Join(dir, en.Name()))
+	}
+}
+
+// exportFetchBatch is how many nodes one prefetch asks the cluster for.
+const exportFetchBatch = 4096
+
+// exportHead builds the tree at head of src (a cluster's read-through
+// store) in db, in one commit that sets db's head, and returns the new
+// root and the number of records. The nodes are fetched level by level, a
+// batch at a time (one ranged GET per run of neighbouring entries in a
+// pack) before the records are read in key order; the same records with
+// the same hash and chunker give the same root (history independence).
+func exportHead(ctx context.Context, src *tree.Store, head arbor.Hash, db *arbor.DB) (arbor.Hash, uint64, error) {
+	for level := []node.Hash{head}; len(level) > 0; {
+		var next []node.Hash
+		for i := 0; i < len(level); i += exportFetchBatch {
+			ns, err := src.Nodes(ctx, level[i:min(i+exportFetchBatch, len(level))])
+			if err != nil {
+				return arbor.Hash{}, 0, err
+			}
+			for _, nd := range ns {
+				if nd.IsLeaf() {
+					continue
+				}
+				for j := range nd.Len() {
+					h, _ := nd.Child(j)
+					next = append(next, h)
+				}
+			}
+		}
+		level = next
+	}
+	b, err := db.Store().NewBatch()
+	if err != nil {
+		return arbor.Hash{}, 0, err
+	}
+	defer b.Discard()
+	bl := b.NewBuilder(ctx)
+	it := src.NewIterator(ctx, head, tree.Range{})
+	for it.Next() {
+		v := it.Value()
+		if v.IsRef {
+			raw, err := src.ReadValue(ctx, v)
+			if err != nil {
+				it.Close()
+				return arbor.Hash{}, 0, fmt.Errorf("key %q: %w", it.Key(), err)
+			}
+			err = bl.Add(it.Key(), raw)
+		} else {
+			err = bl.AddValue(it.Key(), v)
+		}
+		if err != nil {
+			it.Close()
+			return arbor.Hash{}, 0, err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return arbor.Hash{}, 0, err
+	}
+	n := bl.Count()
+	root, err := bl.Finish()
+	if err != nil {
+		return arbor.Hash{}, 0, err
+	}
+	b.ExpectRef(arbor.HeadRef, arbor.Hash{}, false)
+	b.SetRef(arbor.HeadRef, root)
+	if err := b.Commit(ctx); err != nil {
+		return arbor.Hash{}, 0, err
+	}
+	return root, n, nil
 }
