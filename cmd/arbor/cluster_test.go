@@ -407,7 +407,9 @@ func killWhen(t *testing.T, s *served, series string, min float64, client *exec.
 // closed when it exits, and its output.
 func (c *cliCluster) runSync(t *testing.T, db string) (*exec.Cmd, chan struct{}, func() (clusterSync, string)) {
 	t.Helper()
-	cmd, stdout, stderr := startArborLive(t, "--db", db, "sync", "--server", c.addrs(), "--token-file", c.tokFile, "--fingerprint", c.fp, "--json")
+	// A server killed with SIGKILL closes no connection: the client notices
+	// when it has been silent for --io-timeout (default 30s).
+	cmd, stdout, stderr := startArborLive(t, "--db", db, "sync", "--server", c.addrs(), "--token-file", c.tokFile, "--fingerprint", c.fp, "--json", "--io-timeout", "3s")
 	done := make(chan struct{})
 	var out []byte
 	go func() {

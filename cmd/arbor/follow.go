@@ -142,10 +142,13 @@ func (f *follower) watchOptions() (arbor.SyncOptions, error) {
 	if o.Scope.IsAll() {
 		o.Scope = scope.Scope{}
 	}
-	// A shorter I/O timeout than a sync's 30s: the server sends a
-	// heartbeat every third of it, so a server that vanished without a
-	// word (or that cannot be reached) is reported within 10s.
-	o.IOTimeout = watchIOTimeout
+	// A shorter I/O timeout than a sync's 30s (unless --io-timeout sets
+	// one): the server sends a heartbeat every third of it, so a server
+	// that vanished without a word (or that cannot be reached) is reported
+	// within 10s.
+	if o.IOTimeout == 0 {
+		o.IOTimeout = watchIOTimeout
+	}
 	return o, nil
 }
 

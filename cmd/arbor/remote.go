@@ -28,6 +28,7 @@ type syncCmd struct {
 	End               *string       `placeholder:"KEY" help:"Sync only keys < KEY."`
 	JSON              bool          `name:"json" help:"Print the result as one JSON line (with --watch, one line per sync)."`
 	Timeout           time.Duration `default:"0s" help:"Give up after this long (0: no limit)."`
+	IOTimeout         time.Duration `name:"io-timeout" default:"0s" placeholder:"D" help:"How long a server may stay silent in the middle of a sync before it counts as lost (the sync then fails over to the next --server, or fails). A server killed without closing its connection is noticed only after this. 0: 30s (with --watch, 10s)."`
 	Watch             bool          `help:"Keep running: sync again each time the server announces a change, until interrupted (a live mirror). Lost connections are retried."`
 	Adopt             bool          `help:"For a store that holds records but has never synced with this server: take the server's state; the local records it drops or replaces are listed."`
 	Merge             bool          `help:"For a store that holds records but has never synced with this server: push every local record as a new write (the server's value wins where it has one)."`
@@ -60,6 +61,10 @@ func (c syncCmd) clientOptions(e *env, db *arbor.DB) (opts arbor.SyncOptions, to
 	opts, tokenFile, err = clientOptions(c.Server, c.tokenFlags, c.trustFlags, recall(db))
 	opts.Logger = clientLogger(e.stderr)
 	opts.ForceWalk = c.Walk
+	if c.IOTimeout < 0 {
+		return opts, tokenFile, fmt.Errorf("--io-timeout %s: want a positive duration, or 0 for the default", c.IOTimeout)
+	}
+	opts.IOTimeout = c.IOTimeout
 	opts.Scope = c.scope()
 	opts.Adopt, opts.Merge, opts.DiscardUnpushable = c.Adopt, c.Merge, c.DiscardUnpushable
 	return opts, tokenFile, err
