@@ -88,6 +88,9 @@ type Config struct {
 	// PlacementD is the d at ScaleN2 also run with the other placement
 	// (clustered instead of scattered); 0 skips it.
 	PlacementD int `json:"placement_d"`
+	// Retain is how many recent heads the sync section's server keeps for
+	// retained-base syncs; 0 means 8.
+	Retain int `json:"retain,omitempty"`
 }
 
 // Results is everything one harness run measured; it is also the JSON

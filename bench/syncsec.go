@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	stdnet "net"
@@ -151,7 +152,7 @@ func newSyncEnv(ctx context.Context, cfg *Config, w *Workload, withBaselines boo
 	e.srv, err = arbornet.NewServer(e.store, arbornet.ServerOptions{
 		Tokens:  []arbornet.Token{{Token: e.token, ClientID: "bench-client"}},
 		CertDir: filepath.Join(dir, "cert"),
-		Retain:  8,
+		Retain:  cmp.Or(cfg.Retain, 8),
 	})
 	if err != nil {
 		return e, err
@@ -278,6 +279,12 @@ func (e *syncEnv) makePushTemplate(ctx context.Context) error {
 // result and the wall time of the sync alone (preparing and opening the
 // client store is not timed).
 func (e *syncEnv) syncOnce(ctx context.Context, addr, template string, walk bool, want node.Hash) (*arbornet.SyncResult, time.Duration, error) {
+	return e.syncChecked(ctx, addr, template, walk, want, func() (node.Hash, error) { return e.store.Root("head") })
+}
+
+// syncChecked is syncOnce with the server's head read by serverHead (a
+// cluster server's, say, instead of the environment's own server).
+func (e *syncEnv) syncChecked(ctx context.Context, addr, template string, walk bool, want node.Hash, serverHead func() (node.Hash, error)) (*arbornet.SyncResult, time.Duration, error) {
 	dir := e.scratch("client")
 	defer os.RemoveAll(dir)
 	if template != "" {
@@ -296,7 +303,7 @@ func (e *syncEnv) syncOnce(ctx context.Context, addr, template string, walk bool
 	if err != nil {
 		return nil, 0, err
 	}
-	srv, err := e.store.Root("head")
+	srv, err := serverHead()
 	if err != nil {
 		return nil, 0, err
 	}
