@@ -162,6 +162,10 @@ func TestCLIReadmeFlagsParse(t *testing.T) {
 	}
 	n := 0
 	inSh := false
+	// Variables a block sets to a plain value (C="--etcd … --bucket arbor")
+	// are expanded in the commands after it.
+	vars := map[string]string{}
+	assign := regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)=(?:"([^"$]*)"|([^\s"$]+))$`)
 	for line := range strings.Lines(string(readme)) {
 		line = strings.TrimSpace(line)
 		switch {
@@ -176,7 +180,14 @@ func TestCLIReadmeFlagsParse(t *testing.T) {
 			continue
 		}
 		if i := strings.Index(line, " #"); i >= 0 {
-			line = line[:i]
+			line = strings.TrimSpace(line[:i])
+		}
+		if m := assign.FindStringSubmatch(line); m != nil {
+			vars[m[1]] = m[2] + m[3]
+			continue
+		}
+		for name, v := range vars {
+			line = strings.ReplaceAll(line, "$"+name, v)
 		}
 		for _, part := range regexp.MustCompile(`&&|\||;|\$\(|\)`).Split(line, -1) {
 			f := strings.Fields(part)
@@ -186,8 +197,8 @@ func TestCLIReadmeFlagsParse(t *testing.T) {
 					break
 				}
 			}
-			for len(f) > 0 && strings.Contains(f[0], "=") && !strings.HasPrefix(f[0], "-") {
-				f = f[1:] // VAR=value before the command
+			for len(f) > 0 && (strings.Contains(f[0], "=") && !strings.HasPrefix(f[0], "-") || f[0] == "do" || f[0] == "then") {
+				f = f[1:] // VAR=value before the command, or a loop's or if's body
 			}
 			if len(f) == 0 || f[0] != "arbor" {
 				continue
