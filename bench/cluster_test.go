@@ -37,6 +37,8 @@ import (
 // ARBOR_BENCH_CLUSTER_CLIENTS (concurrent pushers, default 20),
 // ARBOR_BENCH_CLUSTER_ROUNDS (pushes per client, default 5),
 // ARBOR_BENCH_CLUSTER_EDITS (records per push, default 10),
+// ARBOR_BENCH_CLUSTER_REPS (single-node and warm clones, pulls and pushes
+// per iteration, interleaved; their medians are reported, default 3),
 // ARBOR_BENCH_SYNC=1 (the single-node server and the clients fsync every
 // commit; default NoSync).
 //
@@ -248,13 +250,23 @@ func (m *metrics) report(b *testing.B, noSync bool) {
 
 // benchClone: a clone of the head (the changed side, n + i − d records)
 // from the single-node server, then from a new cluster server (empty cache:
-// cold), then from the same server again (warm).
+// cold), then from the same server again (warm). The single-node and warm
+// clones are repeated REPS times, interleaved, and their medians taken.
+// Then a probe: another new server reads the head's whole tree level by
+// level, each level's missing nodes in one Store.Nodes call (one Fetch),
+// which is what a clone from a cold cache would cost if the server fetched
+// a branch's children together instead of one node at a time.
 func (cb *clusterBench) benchClone(b *testing.B) {
 	ctx := context.Background()
 	e := cb.e
+	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 3)
 	var m metrics
 	for range b.N {
-		_, single, err := e.syncOnce(ctx, e.srv.Addr().String(), "", false, e.changed)
+		cloneSingle := func() (float64, error) {
+			_, t, err := e.syncOnce(ctx, e.srv.Addr().String(), "", false, e.changed)
+			return t.Seconds(), err
+		}
+		first, err := cloneSingle()
 		if err != nil {
 			b.Fatalf("single-node clone: %v", err)
 		}
@@ -269,26 +281,89 @@ func (cb *clusterBench) benchClone(b *testing.B) {
 			b.Fatalf("cold clone: %v", err)
 		}
 		s1 := mem.c.Stats()
-		_, warm, err := e.syncChecked(ctx, mem.addr, "", false, e.changed, mem.head)
+		singles, warms := []float64{first}, []float64(nil)
+		for r := range reps {
+			if r > 0 {
+				t, err := cloneSingle()
+				if err != nil {
+					mem.stop()
+					b.Fatalf("single-node clone: %v", err)
+				}
+				singles = append(singles, t)
+			}
+			_, t, err := e.syncChecked(ctx, mem.addr, "", false, e.changed, mem.head)
+			if err != nil {
+				mem.stop()
+				b.Fatalf("warm clone: %v", err)
+			}
+			warms = append(warms, t.Seconds())
+		}
 		s2 := mem.c.Stats()
 		mem.stop()
-		if err != nil {
-			b.Fatalf("warm clone: %v", err)
-		}
 		c, wm := statsDelta(s0, s1), statsDelta(s1, s2)
-		m.add("single-s", single.Seconds())
+		single, warm := NewStat(singles).Median, NewStat(warms).Median
+		m.add("single-s", single)
 		m.add("cold-s", cold.Seconds())
-		m.add("warm-s", warm.Seconds())
-		m.add("cold-ratio", single.Seconds()/cold.Seconds())
-		m.add("warm-ratio", single.Seconds()/warm.Seconds())
+		m.add("warm-s", warm)
+		m.add("cold-ratio", single/cold.Seconds())
+		m.add("warm-ratio", single/warm)
 		m.add("cold-open-s", mem.open.Seconds())
 		m.add("open-GETs", float64(s0.Gets))
 		m.add("cold-GETs", float64(c.Gets))
 		m.add("cold-GET-MB", float64(c.GetBytes)/1e6)
+		m.add("cold-ms/GET", cold.Seconds()*1e3/float64(c.Gets))
 		m.add("warm-GETs", float64(wm.Gets))
 		m.add("records", float64(res.Pulled))
+
+		// The batched-read probe.
+		probe, err := cb.start(ctx, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		p0 := probe.c.Stats()
+		t0 := time.Now()
+		nodes, err := readLevels(ctx, probe.c.Store(), e.changed)
+		pt := time.Since(t0)
+		pd := statsDelta(p0, probe.c.Stats())
+		probe.stop()
+		if err != nil {
+			b.Fatalf("batched cold read: %v", err)
+		}
+		m.add("batched-read-s", pt.Seconds())
+		m.add("batched-read-GETs", float64(pd.Gets))
+		m.add("nodes", float64(nodes))
 	}
 	m.report(b, e.noSync)
+}
+
+// readLevels reads every node of root's tree, one level at a time, each
+// level's nodes in calls of up to 4096 hashes, and returns how many.
+func readLevels(ctx context.Context, s *tree.Store, root node.Hash) (int, error) {
+	level := []node.Hash{root}
+	total := 0
+	for len(level) > 0 {
+		var next []node.Hash
+		for len(level) > 0 {
+			part := level[:min(len(level), 4096)]
+			level = level[len(part):]
+			ns, err := s.Nodes(ctx, part)
+			if err != nil {
+				return total, err
+			}
+			total += len(ns)
+			for _, n := range ns {
+				if n.IsLeaf() {
+					continue
+				}
+				for i := range n.Len() {
+					h, _ := n.Child(i)
+					next = append(next, h)
+				}
+			}
+		}
+		level = next
+	}
+	return total, nil
 }
 
 // benchPull: the d changed records pulled by the retained-base path, by a
@@ -306,17 +381,26 @@ func (cb *clusterBench) benchPull(b *testing.B) {
 		}
 		return t, err
 	}
+	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 3)
 	for range b.N {
-		single, err := pull(e.srv.Addr().String(), func() (node.Hash, error) { return e.store.Root("head") })
-		if err != nil {
-			b.Fatalf("single-node pull: %v", err)
+		var singles, warms []float64
+		var wd cluster.Stats
+		for r := range reps {
+			single, err := pull(e.srv.Addr().String(), func() (node.Hash, error) { return e.store.Root("head") })
+			if err != nil {
+				b.Fatalf("single-node pull: %v", err)
+			}
+			w0 := cb.warm.c.Stats()
+			warm, err := pull(cb.warm.addr, cb.warm.head)
+			if err != nil {
+				b.Fatalf("warm cluster pull: %v", err)
+			}
+			if r == 0 {
+				wd = statsDelta(w0, cb.warm.c.Stats())
+			}
+			singles, warms = append(singles, single.Seconds()), append(warms, warm.Seconds())
 		}
-		w0 := cb.warm.c.Stats()
-		warm, err := pull(cb.warm.addr, cb.warm.head)
-		if err != nil {
-			b.Fatalf("warm cluster pull: %v", err)
-		}
-		wd := statsDelta(w0, cb.warm.c.Stats())
+		single, warm := NewStat(singles).Median, NewStat(warms).Median
 		mem, err := cb.start(ctx, "")
 		if err != nil {
 			b.Fatal(err)
@@ -328,11 +412,11 @@ func (cb *clusterBench) benchPull(b *testing.B) {
 		if err != nil {
 			b.Fatalf("cold cluster pull: %v", err)
 		}
-		m.add("single-s", single.Seconds())
-		m.add("warm-s", warm.Seconds())
+		m.add("single-s", single)
+		m.add("warm-s", warm)
 		m.add("cold-s", cold.Seconds())
-		m.add("warm-x", warm.Seconds()/single.Seconds())
-		m.add("cold-x", cold.Seconds()/single.Seconds())
+		m.add("warm-x", warm/single)
+		m.add("cold-x", cold.Seconds()/single)
 		m.add("warm-GETs", float64(wd.Gets))
 		m.add("warm-PUTs", float64(wd.Puts))
 		m.add("warm-txns", float64(wd.Txns))
@@ -360,36 +444,44 @@ func (cb *clusterBench) benchPush(b *testing.B) {
 		}
 		return t, err
 	}
+	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 3)
 	for range b.N {
-		single, err := push(e.srv.Addr().String(), func() (node.Hash, error) { return e.store.Root("head") })
-		if rerr := e.resetServer(ctx, e.changed); err == nil {
-			err = rerr
-		}
-		if err != nil {
-			b.Fatalf("single-node push: %v", err)
-		}
-		s0 := cb.warm.c.Stats()
-		clu, err := push(cb.warm.addr, cb.warm.head)
-		sd := statsDelta(s0, cb.warm.c.Stats())
-		if rerr := cb.resetCluster(ctx, e.changed); err == nil {
-			err = rerr
-		}
-		if err != nil {
-			b.Fatalf("cluster push: %v", err)
+		var singles, clus []float64
+		var sd cluster.Stats // the pushes' traffic, without the resets'
+		for range reps {
+			single, err := push(e.srv.Addr().String(), func() (node.Hash, error) { return e.store.Root("head") })
+			if rerr := e.resetServer(ctx, e.changed); err == nil {
+				err = rerr
+			}
+			if err != nil {
+				b.Fatalf("single-node push: %v", err)
+			}
+			s0 := cb.warm.c.Stats()
+			clu, err := push(cb.warm.addr, cb.warm.head)
+			sd = addStats(sd, statsDelta(s0, cb.warm.c.Stats()))
+			if rerr := cb.resetCluster(ctx, e.changed); err == nil {
+				err = rerr
+			}
+			if err != nil {
+				b.Fatalf("cluster push: %v", err)
+			}
+			singles, clus = append(singles, single.Seconds()), append(clus, clu.Seconds())
 		}
 		if sd.Commits == 0 {
 			b.Fatalf("cluster push committed nothing: %+v", sd)
 		}
+		single, clu := NewStat(singles).Median, NewStat(clus).Median
 		commits := float64(sd.Commits)
-		m.add("single-s", single.Seconds())
-		m.add("cluster-s", clu.Seconds())
-		m.add("x", clu.Seconds()/single.Seconds())
+		m.add("single-s", single)
+		m.add("cluster-s", clu)
+		m.add("x", clu/single)
+		m.add("pushes", float64(reps))
 		m.add("commits", commits)
 		m.add("PUTs/commit", float64(sd.Puts)/commits)
 		m.add("txns/commit", float64(sd.Txns)/commits)
 		m.add("PUT-KB/commit", float64(sd.PutBytes)/1e3/commits)
-		m.add("GETs", float64(sd.Gets))
-		m.add("reads", float64(sd.Reads))
+		m.add("GETs/push", float64(sd.Gets)/float64(reps))
+		m.add("reads/push", float64(sd.Reads)/float64(reps))
 	}
 	m.report(b, e.noSync)
 }
