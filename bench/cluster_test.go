@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +55,11 @@ import (
 // figures are the reported metrics.
 func BenchmarkCluster(b *testing.B) {
 	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	// Pebble's default logger (the cluster's pack index opens with it)
+	// writes "Found 0 WALs" to the standard log, in between a benchmark's
+	// name and its figures.
+	log.SetOutput(io.Discard)
+	b.Cleanup(func() { log.SetOutput(os.Stderr) })
 	n := envInt(b, "ARBOR_BENCH_CLUSTER_N", 100_000)
 	d := envInt(b, "ARBOR_BENCH_CLUSTER_D", 1000)
 	ctx := context.Background()
@@ -275,12 +282,16 @@ func (cb *clusterBench) benchClone(b *testing.B) {
 			b.Fatal(err)
 		}
 		s0 := mem.c.Stats()
+		w0 := childCPU("weed")
 		res, cold, err := e.syncChecked(ctx, mem.addr, "", false, e.changed, mem.head)
 		if err != nil {
 			mem.stop()
 			b.Fatalf("cold clone: %v", err)
 		}
 		s1 := mem.c.Stats()
+		if w1 := childCPU("weed"); w0 >= 0 && w1 >= 0 {
+			m.add("cold-S3-cpu-s", w1-w0)
+		}
 		singles, warms := []float64{first}, []float64(nil)
 		for r := range reps {
 			if r > 0 {
@@ -526,7 +537,9 @@ func (cb *clusterBench) benchThroughput(b *testing.B, mode string) {
 	}
 	var m metrics
 	for iter := range b.N {
+		w0 := childCPU("weed")
 		r, err := cb.throughput(ctx, addrs, members, serverHead, rounds, edits, uint64(iter))
+		w1 := childCPU("weed") // includes the final syncs' checks
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -547,6 +560,11 @@ func (cb *clusterBench) benchThroughput(b *testing.B, mode string) {
 			m.add("conflicts", float64(r.stats.Conflicts))
 			m.add("txns/commit", float64(r.stats.Txns)/float64(r.stats.Commits))
 			m.add("PUTs/commit", float64(r.stats.Puts)/float64(r.stats.Commits))
+			m.add("PUT-KB/commit", float64(r.stats.PutBytes)/1e3/float64(r.stats.Commits))
+			m.add("GETs/commit", float64(r.stats.Gets)/float64(r.stats.Commits))
+		}
+		if w0 >= 0 && w1 >= 0 {
+			m.add("S3-cpu-s", w1-w0)
 		}
 	}
 	m.add("clients", float64(cb.clients))
@@ -680,4 +698,41 @@ func (cb *clusterBench) throughput(ctx context.Context, addrs []string, members 
 		}
 	}
 	return &r, nil
+}
+
+// childCPU returns the CPU time (user and system, in seconds) used so far
+// by this process's child named comm (the SeaweedFS process), or -1 if
+// there is none or /proc cannot tell (not Linux).
+func childCPU(comm string) float64 {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return -1
+	}
+	me := strconv.Itoa(os.Getpid())
+	for _, ent := range ents {
+		if _, err := strconv.Atoi(ent.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid … utime stime (fields 14 and 15).
+		st := string(b)
+		open, end := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || end < open || st[open+1:end] != comm {
+			continue
+		}
+		f := strings.Fields(st[end+1:])
+		if len(f) < 13 || f[1] != me {
+			continue
+		}
+		ut, err1 := strconv.ParseFloat(f[11], 64)
+		sy, err2 := strconv.ParseFloat(f[12], 64)
+		if err1 != nil || err2 != nil {
+			return -1
+		}
+		return (ut + sy) / 100 // USER_HZ: 100 on Linux
+	}
+	return -1
 }
