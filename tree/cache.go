@@ -6,23 +6,61 @@ import (
 	"github.com/arbor-sync/arbor/node"
 )
 
-// nodeCache keeps decoded nodes. It is a two-generation cache: lookups check
-// the young map, then the old one (promoting hits into the young one); when
-// the two together exceed the budget, entries of the old map (those not
-// used since it aged) are dropped until they fit, and once the old map is
-// empty the young one ages. This bounds memory to the budget (plus one
-// node) with amortised O(1) work and no per-entry list links, and a working
-// set smaller than the budget stays whole.
+// nodeCache keeps decoded nodes, and the records point reads found, within
+// one byte budget, in three least-recently-used lists: leaves, branches and
+// rows. A row is one key's stored value (or its absence) in one leaf,
+// addressed by the leaf's hash and the key, so it never goes stale.
+//
+// Over budget, the cache drops the least recently used row if rows hold
+// more than an eighth of the budget, else the least recently used branch
+// if branches hold more than half, else the least recently used leaf (then
+// row, then branch). So branches, a small fraction of a tree's nodes that
+// every read passes through, stay cached while leaves come and go, and a
+// point read costs at most one node read from Pebble; and the keys point
+// reads ask for again stay cached even when the leaves they lie in do not
+// fit (a random key lies in a leaf of ~7 KiB on average at 100-byte
+// values, since larger leaves hold more keys, while its row takes some
+// 200 bytes). Within each list, recency decides: a working set smaller
+// than its share, once read, stays whole however it is read, and one scan
+// of more than the budget replaces the cache's contents only with its own
+// most recent entries.
+//
+// Memory stays within the budget (plus one entry) as the costs count it.
 type nodeCache struct {
-	mu                   sync.Mutex
-	budget               int64
-	young, old           map[node.Hash]cached
-	youngBytes, oldBytes int64
+	mu     sync.Mutex
+	budget int64
+	m      map[node.Hash]*cacheEntry
+	rows   map[rowKey]*cacheEntry
+	// lists[classLeaf] holds leaves, lists[classBranch] branches and
+	// lists[classRow] rows; bytes counts each.
+	lists [3]cacheList
+	bytes [3]int64
 	// gen counts invalidations. A reader notes it before reading a node
 	// from Pebble and adds the node only if it has not changed since, so a
 	// node read just before garbage collection deleted it cannot enter the
 	// cache after the collection cleared it.
 	gen uint64
+}
+
+// Branches holding more than budget/branchShareDiv are dropped before
+// leaves (a tree of 10^8 records of ~100 bytes has about 150 MiB of
+// branches), and so are rows holding more than budget/rowShareDiv.
+const (
+	branchShareDiv = 2
+	rowShareDiv    = 8
+)
+
+// Entry classes, each with its own list.
+const (
+	classLeaf = iota
+	classBranch
+	classRow
+)
+
+// rowKey addresses a row: a key in the leaf with hash leaf.
+type rowKey struct {
+	leaf node.Hash
+	key  string
 }
 
 // cached is a decoded node and, if it is stored as a delta, the stored
@@ -33,46 +71,145 @@ type cached struct {
 	delta []byte
 }
 
+// cacheEntry is a cached node or row in its list. The list is circular through a
+// sentinel: the sentinel's next is the most recently used entry.
+type cacheEntry struct {
+	h          node.Hash
+	e          cached // a node (classLeaf, classBranch)
+	row        rowKey // a row (classRow): its value, or its absence
+	v          node.Value
+	found      bool
+	cost       int64
+	class      uint8
+	prev, next *cacheEntry
+}
+
+type cacheList struct{ root cacheEntry }
+
+func (l *cacheList) init() { l.root.prev, l.root.next = &l.root, &l.root }
+
+func (l *cacheList) pushFront(x *cacheEntry) {
+	x.prev, x.next = &l.root, l.root.next
+	x.prev.next, x.next.prev = x, x
+}
+
+func unlink(x *cacheEntry) {
+	x.prev.next, x.next.prev = x.next, x.prev
+	x.prev, x.next = nil, nil
+}
+
+// back returns the least recently used entry, or nil.
+func (l *cacheList) back() *cacheEntry {
+	if l.root.prev == &l.root {
+		return nil
+	}
+	return l.root.prev
+}
+
 func newNodeCache(budget int64) *nodeCache {
-	return &nodeCache{budget: budget, young: map[node.Hash]cached{}}
+	c := &nodeCache{budget: budget}
+	c.reset()
+	return c
+}
+
+func (c *nodeCache) reset() {
+	c.m = map[node.Hash]*cacheEntry{}
+	c.rows = map[rowKey]*cacheEntry{}
+	for i := range c.lists {
+		c.lists[i].init()
+	}
+	c.bytes = [3]int64{}
 }
 
 // nodeCost estimates a decoded node's memory: its bytes, its span table and
-// the map entry.
-func nodeCost(e cached) int64 { return int64(len(e.n.Raw()) + 16*e.n.Len() + len(e.delta) + 96) }
+// the map and list entry.
+func nodeCost(e cached) int64 { return int64(len(e.n.Raw()) + 16*e.n.Len() + len(e.delta) + 128) }
+
+// rowCost estimates a row's memory: its key and value and the map and
+// list entry.
+func rowCost(key []byte, v node.Value) int64 { return int64(2*len(key) + len(v.Inline) + 192) }
+
+func classOf(n *node.Node) uint8 {
+	if n.IsLeaf() {
+		return classLeaf
+	}
+	return classBranch
+}
 
 func (c *nodeCache) get(h node.Hash) *node.Node { return c.entry(h).n }
 
-// entry returns h's cache entry, or a zero one.
+// entry returns h's cache entry, or a zero one, and marks it used.
 func (c *nodeCache) entry(h node.Hash) cached {
 	if c.budget <= 0 {
 		return cached{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.young[h]; ok {
-		return e
+	x, ok := c.m[h]
+	if !ok {
+		return cached{}
 	}
-	if e, ok := c.old[h]; ok {
-		delete(c.old, h)
-		c.oldBytes -= nodeCost(e)
-		c.addLocked(h, e)
-		return e
-	}
-	return cached{}
+	c.touch(x)
+	return x.e
 }
 
-// has reports whether h is cached, without promoting it.
+// touch marks x used.
+func (c *nodeCache) touch(x *cacheEntry) {
+	if l := &c.lists[x.class]; l.root.next != x {
+		unlink(x)
+		l.pushFront(x)
+	}
+}
+
+// row returns key's cached stored value in the leaf with hash leaf:
+// ok if the row is cached, found if the leaf holds the key.
+func (c *nodeCache) row(leaf node.Hash, key []byte) (v node.Value, found, ok bool) {
+	if c.budget <= 0 {
+		return node.Value{}, false, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	x, ok := c.rows[rowKey{leaf, string(key)}]
+	if !ok {
+		return node.Value{}, false, false
+	}
+	c.touch(x)
+	return x.v, x.found, true
+}
+
+// addRowIfGen caches key's stored value v (or its absence, if !found) in
+// the leaf with hash leaf, copying key and an inline value, unless the
+// cache was invalidated since generation gen.
+func (c *nodeCache) addRowIfGen(leaf node.Hash, key []byte, v node.Value, found bool, gen uint64) {
+	if c.budget <= 0 {
+		return
+	}
+	if v.Inline != nil {
+		v.Inline = append(make([]byte, 0, len(v.Inline)), v.Inline...)
+	}
+	k := rowKey{leaf, string(key)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if x, ok := c.rows[k]; ok {
+		c.touch(x)
+		return
+	}
+	x := &cacheEntry{row: k, v: v, found: found, cost: rowCost(key, v), class: classRow}
+	c.rows[k] = x
+	c.insertLocked(x)
+}
+
+// has reports whether h is cached, without marking it used.
 func (c *nodeCache) has(h node.Hash) bool {
 	if c.budget <= 0 {
 		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.young[h]
-	if !ok {
-		_, ok = c.old[h]
-	}
+	_, ok := c.m[h]
 	return ok
 }
 
@@ -108,38 +245,66 @@ func (c *nodeCache) addIfGen(h node.Hash, e cached, gen uint64) {
 func (c *nodeCache) invalidate() {
 	c.mu.Lock()
 	c.gen++
-	c.young, c.old, c.youngBytes, c.oldBytes = map[node.Hash]cached{}, nil, 0, 0
+	c.reset()
 	c.mu.Unlock()
 }
 
 func (c *nodeCache) addLocked(h node.Hash, e cached) {
-	if _, ok := c.young[h]; ok {
+	if x, ok := c.m[h]; ok {
+		// Already cached (the same node: it is content addressed). Keep
+		// the entry, but mark it used.
+		c.touch(x)
 		return
 	}
-	if old, ok := c.old[h]; ok {
-		delete(c.old, h)
-		c.oldBytes -= nodeCost(old)
-	}
-	c.young[h] = e
-	c.youngBytes += nodeCost(e)
-	// Over budget: drop old entries (any: the old generation is the part
-	// not used since it aged) until it fits; once none are left, age the
-	// young generation.
-	for c.youngBytes+c.oldBytes > c.budget {
-		if len(c.old) == 0 {
-			c.old, c.oldBytes = c.young, c.youngBytes
-			c.young = make(map[node.Hash]cached, len(c.old))
-			c.youngBytes = 0
-			break
+	x := &cacheEntry{h: h, e: e, cost: nodeCost(e), class: classOf(e.n)}
+	c.m[h] = x
+	c.insertLocked(x)
+}
+
+// evictionOrder lists, for each case, the classes to drop from, in order:
+// rows over their share first, then branches over theirs, else leaves.
+var evictionOrder = [3][3]uint8{
+	{classRow, classLeaf, classBranch},
+	{classBranch, classLeaf, classRow},
+	{classLeaf, classRow, classBranch},
+}
+
+// insertLocked adds x, already in its map, to its list, and drops least
+// recently used entries until the cache fits its budget again (or only x
+// is left).
+func (c *nodeCache) insertLocked(x *cacheEntry) {
+	c.lists[x.class].pushFront(x)
+	c.bytes[x.class] += x.cost
+	for c.total() > c.budget {
+		order := &evictionOrder[2]
+		if c.bytes[classRow] > c.budget/rowShareDiv {
+			order = &evictionOrder[0]
+		} else if c.bytes[classBranch] > c.budget/branchShareDiv {
+			order = &evictionOrder[1]
 		}
-		for oh, oe := range c.old {
-			delete(c.old, oh)
-			c.oldBytes -= nodeCost(oe)
-			if c.youngBytes+c.oldBytes <= c.budget {
+		var v *cacheEntry
+		for _, class := range order {
+			if v = c.lists[class].back(); v != nil && v != x {
 				break
 			}
 		}
+		if v == nil || v == x {
+			break
+		}
+		c.dropLocked(v)
 	}
+}
+
+func (c *nodeCache) total() int64 { return c.bytes[0] + c.bytes[1] + c.bytes[2] }
+
+func (c *nodeCache) dropLocked(x *cacheEntry) {
+	unlink(x)
+	if x.class == classRow {
+		delete(c.rows, x.row)
+	} else {
+		delete(c.m, x.h)
+	}
+	c.bytes[x.class] -= x.cost
 }
 
 func (c *nodeCache) remove(h node.Hash) {
@@ -147,13 +312,15 @@ func (c *nodeCache) remove(h node.Hash) {
 		return
 	}
 	c.mu.Lock()
-	if e, ok := c.young[h]; ok {
-		c.youngBytes -= nodeCost(e)
-		delete(c.young, h)
-	}
-	if e, ok := c.old[h]; ok {
-		c.oldBytes -= nodeCost(e)
-		delete(c.old, h)
+	if x, ok := c.m[h]; ok {
+		c.dropLocked(x)
 	}
 	c.mu.Unlock()
+}
+
+// held returns the bytes the cache holds, as nodeCost counts them.
+func (c *nodeCache) held() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total()
 }

@@ -20,6 +20,12 @@ func (s *Store) Get(ctx context.Context, root node.Hash, key []byte) ([]byte, er
 }
 
 // GetValue returns the stored form of key's value in the tree at root.
+//
+// Branches come from the node cache (which keeps them before leaves). At
+// the leaf, a row the cache kept from an earlier read of the key in the
+// same leaf answers first; otherwise the leaf is read (from the cache or
+// the store) and the answer is kept as a row, so keys read again stay
+// cached even when their leaves do not (see nodeCache).
 func (s *Store) GetValue(ctx context.Context, root node.Hash, key []byte) (node.Value, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
@@ -27,18 +33,15 @@ func (s *Store) GetValue(ctx context.Context, root node.Hash, key []byte) (node.
 	if err != nil {
 		return node.Value{}, err
 	}
-	for {
+	for !n.IsLeaf() {
 		i := n.Search(key)
 		if i == n.Len() {
 			return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
 		}
-		if n.IsLeaf() {
-			if !bytes.Equal(n.Key(i), key) {
-				return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
-			}
-			return n.Value(i), nil
-		}
 		h, _ := n.Child(i)
+		if n.Level() == 1 {
+			return s.leafValue(ctx, h, key)
+		}
 		child, err := s.Node(ctx, h)
 		if err != nil {
 			return node.Value{}, err
@@ -48,6 +51,42 @@ func (s *Store) GetValue(ctx context.Context, root node.Hash, key []byte) (node.
 		}
 		n = child
 	}
+	v, ok := findInLeaf(n, key)
+	if !ok {
+		return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+	}
+	return v, nil
+}
+
+// leafValue returns key's stored value in leaf h, from the row cache or
+// the leaf, and caches the row.
+func (s *Store) leafValue(ctx context.Context, h node.Hash, key []byte) (node.Value, error) {
+	v, found, ok := s.cache.row(h, key)
+	if !ok {
+		gen := s.cache.generation()
+		leaf, err := s.Node(ctx, h)
+		if err != nil {
+			return node.Value{}, err
+		}
+		if !leaf.IsLeaf() {
+			return node.Value{}, fmt.Errorf("get %q: node %s: %w (level %d under level 1)", key, h, node.ErrCorrupt, leaf.Level())
+		}
+		v, found = findInLeaf(leaf, key)
+		s.cache.addRowIfGen(h, key, v, found, gen)
+	}
+	if !found {
+		return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+	}
+	return v, nil
+}
+
+// findInLeaf returns key's stored value in leaf n, if n holds key.
+func findInLeaf(n *node.Node, key []byte) (node.Value, bool) {
+	i := n.Search(key)
+	if i == n.Len() || !bytes.Equal(n.Key(i), key) {
+		return node.Value{}, false
+	}
+	return n.Value(i), true
 }
 
 // Count returns the number of records in the tree at root, from the root's
