@@ -40,7 +40,7 @@ import (
 // ARBOR_BENCH_CLUSTER_ROUNDS (pushes per client, default 5),
 // ARBOR_BENCH_CLUSTER_EDITS (records per push, default 10),
 // ARBOR_BENCH_CLUSTER_REPS (single-node and warm clones, pulls and pushes
-// per iteration, interleaved; their medians are reported, default 3),
+// per iteration, interleaved; their medians are reported, default 5),
 // ARBOR_BENCH_SYNC=1 (the single-node server and the clients fsync every
 // commit; default NoSync).
 //
@@ -266,7 +266,7 @@ func (m *metrics) report(b *testing.B, noSync bool) {
 func (cb *clusterBench) benchClone(b *testing.B) {
 	ctx := context.Background()
 	e := cb.e
-	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 3)
+	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 5)
 	var m metrics
 	for range b.N {
 		cloneSingle := func() (float64, error) {
@@ -392,7 +392,7 @@ func (cb *clusterBench) benchPull(b *testing.B) {
 		}
 		return t, err
 	}
-	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 3)
+	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 5)
 	for range b.N {
 		var singles, warms []float64
 		var wd cluster.Stats
@@ -455,7 +455,7 @@ func (cb *clusterBench) benchPush(b *testing.B) {
 		}
 		return t, err
 	}
-	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 3)
+	reps := envInt(b, "ARBOR_BENCH_CLUSTER_REPS", 5)
 	for range b.N {
 		var singles, clus []float64
 		var sd cluster.Stats // the pushes' traffic, without the resets'
