@@ -23,6 +23,8 @@ import (
 	arbornet "github.com/arbor-sync/arbor/net"
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/tree"
+	"github.com/minio/minio-go/v7"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The cluster benchmarks (issue 16): a cluster of Arbor servers over a
@@ -111,6 +113,7 @@ func BenchmarkCluster(b *testing.B) {
 	b.Run("Clone", cb.benchClone)
 	b.Run("Pull", cb.benchPull)
 	b.Run("Push", cb.benchPush)
+	b.Run("Latency", cb.benchLatency)
 	b.Run("Throughput", func(b *testing.B) {
 		for _, mode := range []string{"single", "servers=1", "servers=3"} {
 			b.Run(mode, func(b *testing.B) { cb.benchThroughput(b, mode) })
@@ -735,4 +738,102 @@ func childCPU(comm string) float64 {
 		return (ut + sy) / 100 // USER_HZ: 100 on Linux
 	}
 	return -1
+}
+
+// benchLatency measures, on the same etcd and S3, the single requests a
+// cluster server makes, for reading the other figures: a ranged GET of one
+// 4 KiB node (what a cold server pays per node it lacks), PUTs of a small
+// commit's pack (150 KB) and of a d = 1000 commit's (5 MB), an etcd
+// compare-and-set transaction (one per commit) and a linearizable read
+// (one per sync's handshake). Medians in milliseconds.
+func (cb *clusterBench) benchLatency(b *testing.B) {
+	ctx := context.Background()
+	cli := cb.s3.Client(b)
+	etcd := cb.etcd.Client(b)
+	var m metrics
+	rng := rand.New(rand.NewPCG(3, 4))
+	blob := func(n int) []byte {
+		p := make([]byte, n)
+		for i := 0; i+8 <= n; i += 8 {
+			binary.LittleEndian.PutUint64(p[i:], rng.Uint64())
+		}
+		return p
+	}
+	timeIt := func(n int, f func(i int) error) (float64, error) {
+		var ts []float64
+		for i := range n {
+			t0 := time.Now()
+			if err := f(i); err != nil {
+				return 0, err
+			}
+			ts = append(ts, float64(time.Since(t0).Microseconds())/1e3)
+		}
+		return NewStat(ts).Median, nil
+	}
+	for range b.N {
+		small, big := blob(150_000), blob(5_000_000)
+		put := func(p []byte) func(int) error {
+			return func(i int) error {
+				_, err := cli.PutObject(ctx, cb.bucket, fmt.Sprintf("probe/%d-%d", len(p), i), bytes.NewReader(p), int64(len(p)), minio.PutObjectOptions{})
+				return err
+			}
+		}
+		putSmall, err := timeIt(20, put(small))
+		if err != nil {
+			b.Fatal(err)
+		}
+		putBig, err := timeIt(5, put(big))
+		if err != nil {
+			b.Fatal(err)
+		}
+		get, err := timeIt(50, func(i int) error {
+			o := minio.GetObjectOptions{}
+			off := int64(i) * 4096
+			if err := o.SetRange(off, off+4095); err != nil {
+				return err
+			}
+			obj, err := cli.GetObject(ctx, cb.bucket, "probe/5000000-0", o)
+			if err != nil {
+				return err
+			}
+			defer obj.Close()
+			got, err := io.ReadAll(obj)
+			if err == nil && len(got) != 4096 {
+				err = fmt.Errorf("ranged GET: %d bytes", len(got))
+			}
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := "/bench-probe/head"
+		resp, err := etcd.Put(ctx, key, "0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		rev := resp.Header.Revision
+		txn, err := timeIt(50, func(i int) error {
+			r, err := etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, strconv.Itoa(i))).Commit()
+			if err == nil && !r.Succeeded {
+				err = errors.New("probe transaction lost its compare")
+			}
+			if err == nil {
+				rev = r.Header.Revision
+			}
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		read, err := timeIt(50, func(int) error { _, err := etcd.Get(ctx, key); return err })
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.add("GET-4KiB-ms", get)
+		m.add("PUT-150KB-ms", putSmall)
+		m.add("PUT-5MB-ms", putBig)
+		m.add("etcd-txn-ms", txn)
+		m.add("etcd-read-ms", read)
+	}
+	m.report(b, cb.e.noSync)
 }
