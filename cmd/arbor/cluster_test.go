@@ -257,6 +257,16 @@ func testCLIClusterImportServeExport(t *testing.T, c *cliCluster) {
 	root := localRoot(t, single)
 
 	a, b, cc := c.serve3(t)
+	// The first server stored its certificate in etcd; the others took it.
+	first, err := os.ReadFile(filepath.Join(c.dir, "cache-1", "cert", arbornet.CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 3; i++ {
+		if pem, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("cache-%d", i), "cert", arbornet.CertFile)); err != nil || string(pem) != string(first) {
+			t.Fatalf("server %d's certificate differs from the first server's (%v)", i, err)
+		}
+	}
 	if st := c.status(t); len(st.Servers) != 3 || st.Packs != 0 {
 		t.Fatalf("status of a new cluster: %+v; want 3 servers, no packs", st)
 	}
@@ -409,7 +419,7 @@ func (c *cliCluster) runSync(t *testing.T, db string) (*exec.Cmd, chan struct{},
 	t.Helper()
 	// A server killed with SIGKILL closes no connection: the client notices
 	// when it has been silent for --io-timeout (default 30s).
-	cmd, stdout, stderr := startArborLive(t, "--db", db, "sync", "--server", c.addrs(), "--token-file", c.tokFile, "--fingerprint", c.fp, "--json", "--io-timeout", "3s")
+	cmd, stdout, stderr := startArborLive(t, "--db", db, "sync", "--server", c.addrs(), "--token-file", c.tokFile, "--fingerprint", c.fp, "--json", "--io-timeout", "5s")
 	done := make(chan struct{})
 	var out []byte
 	go func() {
@@ -529,6 +539,10 @@ func testCLIClusterErrors(t *testing.T, c *cliCluster) {
 		t.Fatalf("serve --etcd alone: exit %d, stderr %q", r.code, r.stderr)
 	}
 	c.serve(t)
+	// An export of a cluster with no records is an empty store.
+	if ex := c.export(t, filepath.Join(c.dir, "empty-export")); ex.Records != 0 {
+		t.Fatalf("export of an empty cluster: %+v", ex)
+	}
 	other := filepath.Join(c.dir, "other-cert")
 	if err := arbornet.CreateCert(other); err != nil {
 		t.Fatal(err)
