@@ -241,3 +241,37 @@ func ExampleDecode() {
 	fmt.Println(n.Len(), n.Count(), string(n.Value(n.Search([]byte("b"))).Inline))
 	// Output: 2 2 2
 }
+
+// FuzzFindInLeaf feeds arbitrary bytes and keys to FindInLeaf. It must never
+// panic, its errors must wrap ErrCorrupt, and on every leaf Decode accepts
+// it must answer as Decode and Search do, without error.
+func FuzzFindInLeaf(f *testing.F) {
+	for _, b := range seedNodes() {
+		f.Add(b, []byte("banana"))
+		if n, err := Decode(b); err == nil && n.Len() > 0 {
+			f.Add(b, bytes.Clone(n.Key(0)))
+			f.Add(b, bytes.Clone(n.LastKey()))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data, key []byte) {
+		v, found, err := FindInLeaf(data, key)
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("error %v does not wrap ErrCorrupt", err)
+		}
+		n, derr := Decode(data)
+		if derr != nil || !n.IsLeaf() {
+			return
+		}
+		if err != nil {
+			t.Fatalf("FindInLeaf: %v on a leaf Decode accepts", err)
+		}
+		i := n.Search(key)
+		want := i < n.Len() && bytes.Equal(n.Key(i), key)
+		if found != want {
+			t.Fatalf("found %v, Decode and Search say %v", found, want)
+		}
+		if found && !v.Equal(n.Value(i)) {
+			t.Fatalf("value %+v, Decode says %+v", v, n.Value(i))
+		}
+	})
+}

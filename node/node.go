@@ -484,3 +484,69 @@ func (n *Node) Child(i int) (Hash, uint64) {
 func (n *Node) Search(key []byte) int {
 	return sort.Search(len(n.ents), func(i int) bool { return bytes.Compare(n.Key(i), key) >= 0 })
 }
+
+// FindInLeaf returns key's value in the encoded leaf b without decoding the
+// whole leaf: it parses entries from the first until one's key is ≥ key,
+// checking each as Decode does (lengths, minimal varints, ascending keys)
+// and the found entry's payload, and allocates nothing. found reports
+// whether b holds key; the value aliases b. It does not check the entries
+// after the one it stops at, nor hash b: a caller that read b under an
+// address checks the address (b's hash) first, and so gets the node its
+// writer stored, whose every entry Decode checked when it was built or
+// received. Malformed bytes on its way give an error wrapping ErrCorrupt;
+// it never panics.
+func FindInLeaf(b, key []byte) (v Value, found bool, err error) {
+	if len(b) > MaxNodeSize || len(b) < 3 {
+		return Value{}, false, fmt.Errorf("%w: %d bytes is not a node", ErrCorrupt, len(b))
+	}
+	alg := Alg(b[0])
+	if !alg.Valid() {
+		return Value{}, false, fmt.Errorf("%w: unknown format (hash algorithm %d)", ErrCorrupt, b[0])
+	}
+	if b[1] != 0 {
+		return Value{}, false, fmt.Errorf("%w: level %d where a leaf was expected", ErrCorrupt, b[1])
+	}
+	n, w := uvarint(b[2:])
+	if w <= 0 {
+		return Value{}, false, fmt.Errorf("%w: bad entry count", ErrCorrupt)
+	}
+	pos := 2 + w
+	if n > uint64(len(b)-pos)/3 {
+		return Value{}, false, fmt.Errorf("%w: %d entries cannot fit in %d bytes", ErrCorrupt, n, len(b))
+	}
+	var prev []byte
+	for i := uint64(0); i < n; i++ {
+		kl, w := uvarint(b[pos:])
+		if w <= 0 || kl == 0 || kl > MaxKeySize || kl > uint64(len(b)-pos-w) {
+			return Value{}, false, fmt.Errorf("%w: entry %d: bad key length", ErrCorrupt, i)
+		}
+		k0 := pos + w
+		k1 := k0 + int(kl)
+		pl, w := uvarint(b[k1:])
+		if w <= 0 || pl > uint64(len(b)-k1-w) {
+			return Value{}, false, fmt.Errorf("%w: entry %d: bad payload length", ErrCorrupt, i)
+		}
+		p0 := k1 + w
+		p1 := p0 + int(pl)
+		k := b[k0:k1]
+		if i > 0 && bytes.Compare(prev, k) >= 0 {
+			return Value{}, false, fmt.Errorf("%w: entry %d: keys out of order", ErrCorrupt, i)
+		}
+		prev = k
+		if c := bytes.Compare(k, key); c >= 0 {
+			if c > 0 {
+				return Value{}, false, nil
+			}
+			v, err := DecodeValue(alg, b[p0:p1:p1])
+			if err != nil {
+				return Value{}, false, fmt.Errorf("entry %d: %w", i, err)
+			}
+			return v, true, nil
+		}
+		pos = p1
+	}
+	if n == 0 && pos != len(b) {
+		return Value{}, false, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(b)-pos)
+	}
+	return Value{}, false, nil
+}

@@ -177,6 +177,19 @@ func (c *nodeCache) row(leaf node.Hash, key []byte) (v node.Value, found, ok boo
 	return x.v, x.found, true
 }
 
+// seen reports whether a point read marked leaf h (markSeenIfGen) and the
+// mark is still cached, and marks it used.
+func (c *nodeCache) seen(h node.Hash) bool {
+	_, _, ok := c.row(h, nil)
+	return ok
+}
+
+// markSeenIfGen marks leaf h as read by a point read: a row with an empty
+// key, which no record has.
+func (c *nodeCache) markSeenIfGen(h node.Hash, gen uint64) {
+	c.addRowIfGen(h, nil, node.Value{}, false, gen)
+}
+
 // addRowIfGen caches key's stored value v (or its absence, if !found) in
 // the leaf with hash leaf, copying key and an inline value, unless the
 // cache was invalidated since generation gen.

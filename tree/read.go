@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // Get returns the value of key in the tree at root, reading an out-of-line
@@ -59,25 +60,86 @@ func (s *Store) GetValue(ctx context.Context, root node.Hash, key []byte) (node.
 }
 
 // leafValue returns key's stored value in leaf h, from the row cache or
-// the leaf, and caches the row.
+// the leaf, and caches the row. A leaf the cache lacks is decoded and
+// cached only if a point read missed it before (the cache keeps a mark,
+// a row with an empty key); on its first miss it is searched in Pebble's
+// buffer (findStored), since one point read of each of many leaves would
+// otherwise fill the cache with leaves read once, each costing a copy and
+// a decode.
 func (s *Store) leafValue(ctx context.Context, h node.Hash, key []byte) (node.Value, error) {
 	v, found, ok := s.cache.row(h, key)
-	if !ok {
-		gen := s.cache.generation()
-		leaf, err := s.Node(ctx, h)
-		if err != nil {
+	if ok {
+		if !found {
+			return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
+		}
+		return v, nil
+	}
+	gen := s.cache.generation()
+	if e := s.cache.entry(h); e.n == nil && s.remote == nil && !s.cache.seen(h) {
+		var err error
+		if v, found, err = s.findStored(ctx, h, key); err != nil {
 			return node.Value{}, err
+		}
+		s.cache.markSeenIfGen(h, gen)
+	} else {
+		leaf := e.n
+		if leaf == nil {
+			var err error
+			if leaf, err = s.Node(ctx, h); err != nil {
+				return node.Value{}, err
+			}
 		}
 		if !leaf.IsLeaf() {
 			return node.Value{}, fmt.Errorf("get %q: node %s: %w (level %d under level 1)", key, h, node.ErrCorrupt, leaf.Level())
 		}
 		v, found = findInLeaf(leaf, key)
-		s.cache.addRowIfGen(h, key, v, found, gen)
 	}
+	s.cache.addRowIfGen(h, key, v, found, gen)
 	if !found {
 		return node.Value{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
 	}
 	return v, nil
+}
+
+// findStored reads leaf h from the store and returns key's stored value in
+// it (an inline value copied out), without decoding the leaf or caching
+// it. The stored bytes, or the node a delta rebuilds, are checked against
+// h first, as Node checks them.
+func (s *Store) findStored(ctx context.Context, h node.Hash, key []byte) (node.Value, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return node.Value{}, false, err
+	}
+	done, err := s.use()
+	if err != nil {
+		return node.Value{}, false, err
+	}
+	defer done()
+	raw, closer, err := s.db.Get(nodeKey(h))
+	if errors.Is(err, pebble.ErrNotFound) {
+		raw, closer, err = s.db.Get(deltaKey(h))
+	}
+	if errors.Is(err, pebble.ErrNotFound) {
+		return node.Value{}, false, fmt.Errorf("store %s: node %s: %w", s.dir, h, node.ErrNotFound)
+	}
+	if err != nil {
+		return node.Value{}, false, fmt.Errorf("store %s: read node %s: %w", s.dir, h, dbErr(err))
+	}
+	defer closer.Close()
+	if isDelta(raw) {
+		if raw, err = s.undelta(ctx, h, raw); err != nil {
+			return node.Value{}, false, err
+		}
+	} else if got := s.alg.Sum(raw); got != h {
+		return node.Value{}, false, fmt.Errorf("store %s: node %s: %w: stored bytes hash to %s", s.dir, h, node.ErrCorrupt, got)
+	}
+	v, found, err := node.FindInLeaf(raw, key)
+	if err != nil {
+		return node.Value{}, false, fmt.Errorf("store %s: node %s: %w", s.dir, h, err)
+	}
+	if v.Inline != nil {
+		v.Inline = bytes.Clone(v.Inline)
+	}
+	return v, found, nil
 }
 
 // findInLeaf returns key's stored value in leaf n, if n holds key.

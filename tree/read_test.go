@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/arbor-sync/arbor/chunker"
 	"github.com/arbor-sync/arbor/node"
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // TestGetThroughRows reads every key (and keys that are absent) of two
@@ -59,5 +61,43 @@ func TestGetThroughRows(t *testing.T) {
 			t.Fatalf("cache holds %d bytes, budget %d", got, s.cache.budget)
 		}
 		s.Close()
+	}
+}
+
+// TestGetDamagedLeaf: a point read of a leaf whose stored bytes do not hash
+// to its address reports ErrCorrupt on its first read (searched in place)
+// and on its second (decoded), and caches no answer.
+func TestGetDamagedLeaf(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, chunker.Config{})
+	model := map[string]string{}
+	for i := range 2000 {
+		model[fmt.Sprintf("k%05d", i)] = fmt.Sprintf("v%d", i)
+	}
+	root := build(t, s, model)
+	rn, err := s.Node(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rn.Level() > 1 {
+		h, _ := rn.Child(0)
+		if rn, err = s.Node(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaf, _ := rn.Child(0)
+	key := bytes.Clone(rn.Key(0)) // the leaf's last key
+	forged := node.Build(node.XXH3, 0, []node.Entry{{Key: key, Payload: node.InlineValue([]byte("forged")).AppendPayload(nil)}})
+	if err := s.db.Set(nodeKey(leaf), forged.Raw(), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.cache.invalidate()
+	for range 2 {
+		if v, err := s.Get(ctx, root, key); !errors.Is(err, node.ErrCorrupt) {
+			t.Fatalf("Get = %q, %v; want ErrCorrupt", v, err)
+		}
+	}
+	if _, _, ok := s.cache.row(leaf, key); ok {
+		t.Fatal("a row of the damaged leaf was cached")
 	}
 }
