@@ -45,7 +45,7 @@ type cli struct {
 	Status     statusCmd     `cmd:"" help:"Show the head root, the last synced root and the local changes since."`
 	GC         gcCmd         `cmd:"" name:"gc" help:"Delete nodes that no retained root reaches."`
 	Serve      serveCmd      `cmd:"" help:"Run a sync server on the store (or, with --etcd, --s3 and --bucket, one of a cluster's servers)."`
-	Cluster    clusterCmd    `cmd:"" help:"Administer a cluster of servers over S3 and etcd: status, import, gc."`
+	Cluster    clusterCmd    `cmd:"" help:"Administer a cluster of servers over S3 and etcd: status, import, export, gc."`
 	Sync       syncCmd       `cmd:"" help:"Sync the store with a server, both directions."`
 	Example    exampleCmd    `cmd:"" help:"Write an example dataset (KEY<TAB>VALUE lines) to standard output."`
 	Demo       demoCmd       `cmd:"" help:"Run a server and three clients on loopback and report the figures."`
