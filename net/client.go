@@ -183,9 +183,13 @@ type SyncResult struct {
 	BytesReceived int64
 	RoundTrips    int
 	Resumed       bool // the TLS session was resumed (no certificate sent)
-	NodesFetched  int
-	BlobsFetched  int
-	Duration      time.Duration
+	// EarlyData: the Hello went as 0-RTT data on the resumed session and
+	// the server took it, so its answer came one round trip after the
+	// first packet instead of two.
+	EarlyData    bool
+	NodesFetched int
+	BlobsFetched int
+	Duration     time.Duration
 	// Server is the server that completed the sync (one of
 	// ClientOptions.Servers), and Failovers how many times the sync moved
 	// to the next server after a connection failed or died.
@@ -204,6 +208,8 @@ type client struct {
 	fp   string
 
 	resumed bool // the TLS session was resumed from a ticket
+	early   bool // the server took the Hello as 0-RTT data
+	ec      *earlyConn
 }
 
 // dial connects and performs the Hello exchange.
@@ -229,7 +235,21 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 			return pinErr
 		}
 	}
-	qc, err := quic.DialAddr(ctx, opts.Server, tconf, &quic.Config{
+	early := false
+	if sessions != nil {
+		if cs, ok := sessions.Get(host); ok {
+			if _, ss, err := cs.ResumptionState(); err == nil && ss != nil {
+				early = ss.EarlyData
+			}
+			// A resumed session's keys come from the ticket, which came
+			// from a full handshake with a post-quantum hybrid key share,
+			// so X25519 alone adds forward secrecy without weakening it:
+			// and without the hybrid share (1.2 KB) the ClientHello, with
+			// the Hello in 0-RTT behind it, fits one datagram.
+			tconf.CurvePreferences = []tls.CurveID{tls.X25519}
+		}
+	}
+	qconf := &quic.Config{
 		HandshakeIdleTimeout: cmp.Or(opts.DialTimeout, opts.IOTimeout),
 		MaxIdleTimeout:       2 * opts.IOTimeout,
 		KeepAlivePeriod:      opts.IOTimeout / 3,
@@ -241,66 +261,151 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 		MaxConnectionReceiveWindow:     64 << 20,
 		MaxIncomingStreams:             -1,
 		MaxIncomingUniStreams:          -1,
-	})
-	if err != nil {
+		// Datagrams carrying Initial packets are padded to this size:
+		// QUIC's floor rather than quic-go's 1280 (path MTU discovery
+		// still grows later packets).
+		InitialPacketSize: 1200,
+	}
+	var qc *quic.Conn
+	if early {
+		// With a ticket that allows early data the Hello goes out in
+		// 0-RTT, so a sync's first answer comes back one round trip after
+		// the first packet.
+		var ec *earlyConn
+		if ec, err = earlyDial(ctx, opts.Server, tconf, qconf); err == nil {
+			qc, cl.ec = ec.qc, ec
+		}
+	} else {
+		qc, err = quic.DialAddr(ctx, opts.Server, tconf, qconf)
+	}
+	fail := func(err error) error {
 		pinMu.Lock()
 		perr := pinErr
 		pinMu.Unlock()
 		if perr != nil {
-			return nil, perr
+			return perr
 		}
 		var te *quic.TransportError
 		if errors.As(err, &te) && te.ErrorCode == quic.TransportErrorCode(0x100+120) {
 			// TLS alert no_application_protocol: no version in common.
-			return nil, fmt.Errorf("connect to %s: %w: the server speaks none of %s, %s: upgrade this client or the server", cl.peer, ErrVersion, ALPN, ALPNv1)
+			return fmt.Errorf("connect to %s: %w: the server speaks none of %s, %s: upgrade this client or the server", cl.peer, ErrVersion, ALPN, ALPNv1)
 		}
-		return nil, fmt.Errorf("connect to %s: %w", cl.peer, err)
+		return fmt.Errorf("connect to %s: %w", cl.peer, err)
 	}
-	if p := qc.ConnectionState().TLS.NegotiatedProtocol; p != ALPN {
-		qc.CloseWithError(quic.ApplicationErrorCode(codeVersion), "this client speaks "+ALPN)
-		return nil, fmt.Errorf("connect to %s: %w: the server speaks %s, an older protocol than this client's %s: upgrade the server", cl.peer, ErrVersion, p, ALPN)
-	}
-	cl.qc = qc
-	cl.resumed = qc.ConnectionState().TLS.DidResume
-	if pc := qc.ConnectionState().TLS.PeerCertificates; len(pc) > 0 {
-		cl.fp = Fingerprint(pc[0].Raw)
-	}
-	ex, err := cl.open(ctx)
 	if err != nil {
-		cl.close()
-		return nil, err
+		return nil, fail(err)
 	}
 	h.Hash = cmp.Or(h.Hash, node.XXH3)
-	err = ex.send(msgHello, h.encode())
+	cl.qc = qc
+	err = cl.hello(ctx, h)
+	if errors.Is(err, quic.Err0RTTRejected) {
+		// The server did not take the early data (a restarted server no
+		// longer knows the ticket): the handshake completed without it;
+		// say Hello again on the connection it left.
+		if qc, err = qc.NextConnection(ctx); err != nil {
+			return nil, fail(err)
+		}
+		cl.qc = qc
+		err = cl.hello(ctx, h)
+	}
+	if err != nil {
+		cl.close()
+		var ae *quic.ApplicationError
+		var te *quic.TransportError
+		if !errors.As(err, &ae) && errors.As(err, &te) {
+			return nil, fail(err) // the TLS handshake failed under the Hello
+		}
+		if ae := (alpnError{}); errors.As(err, &ae) {
+			return nil, ae.error
+		}
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	return cl, nil
+}
+
+// alpnError is a server that negotiated an older protocol.
+type alpnError struct{ error }
+
+func (e alpnError) Unwrap() error { return e.error }
+
+func (cl *client) checkALPN() error {
+	if p := cl.qc.ConnectionState().TLS.NegotiatedProtocol; p != ALPN {
+		cl.qc.CloseWithError(quic.ApplicationErrorCode(codeVersion), "this client speaks "+ALPN)
+		return alpnError{fmt.Errorf("connect to %s: %w: the server speaks %s, an older protocol than this client's %s: upgrade the server", cl.peer, ErrVersion, p, ALPN)}
+	}
+	return nil
+}
+
+// hello sends h on a new stream and reads the server's Welcome. On an
+// early connection the Hello may travel as 0-RTT data; nothing of the
+// answer is believed before the TLS handshake completes (the pin is
+// checked there, resumed or not).
+func (cl *client) hello(ctx context.Context, h hello) error {
+	select {
+	case <-cl.qc.HandshakeComplete():
+		// No 0-RTT: the protocol is known before the Hello goes out.
+		if err := cl.checkALPN(); err != nil {
+			return err
+		}
+	default:
+	}
+	ex, err := cl.open(ctx)
+	if err == nil {
+		err = ex.send(msgHello, h.encode())
+	}
 	if err == nil {
 		err = ex.closeSend()
+	}
+	if cl.ec != nil {
+		// The stream is open (see earlyDial) and the Hello queued before
+		// any answer can give 1-RTT keys: it leaves as 0-RTT data.
+		cl.ec.gate.open()
 	}
 	var f frame
 	if err == nil {
 		f, err = ex.recv(msgWelcome)
 	}
 	if err == nil {
-		cl.w, err = decodeWelcome(f.Payload)
-		cl.w.RootNode = append([]byte(nil), cl.w.RootNode...)
-		switch {
-		case err != nil:
-		case !cl.w.Hash.Valid():
-			err = fmt.Errorf("%w: the server's store uses hash algorithm %d, unknown to this client: upgrade it", ErrVersion, cl.w.Hash)
-		case h.Flags&(flagAudit|flagFresh) == 0 && cl.w.Hash != h.Hash:
-			err = fmt.Errorf("%w: the server's store hashes with %s, this replica with %s (a replica takes its server's hash: clone it afresh)", ErrConfigMismatch, cl.w.Hash, h.Hash)
+		select {
+		case <-cl.qc.HandshakeComplete():
+		case <-cl.qc.Context().Done():
+			err = context.Cause(cl.qc.Context())
+		case <-ctx.Done():
+			err = ctx.Err()
 		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := cl.checkALPN(); err != nil {
+		return err
+	}
+	cs := cl.qc.ConnectionState()
+	cl.resumed, cl.early = cs.TLS.DidResume, cs.Used0RTT
+	if pc := cs.TLS.PeerCertificates; len(pc) > 0 {
+		cl.fp = Fingerprint(pc[0].Raw)
+	}
+	cl.w, err = decodeWelcome(f.Payload)
+	cl.w.RootNode = append([]byte(nil), cl.w.RootNode...)
+	switch {
+	case err != nil:
+	case !cl.w.Hash.Valid():
+		err = fmt.Errorf("%w: the server's store uses hash algorithm %d, unknown to this client: upgrade it", ErrVersion, cl.w.Hash)
+	case h.Flags&(flagAudit|flagFresh) == 0 && cl.w.Hash != h.Hash:
+		err = fmt.Errorf("%w: the server's store hashes with %s, this replica with %s (a replica takes its server's hash: clone it afresh)", ErrConfigMismatch, cl.w.Hash, h.Hash)
 	}
 	if err == nil {
 		err = ex.expectEOF()
 	}
-	if err != nil {
-		cl.close()
-		return nil, fmt.Errorf("hello: %w", err)
-	}
-	return cl, nil
+	return err
 }
 
-func (cl *client) close() { cl.qc.CloseWithError(0, "") }
+func (cl *client) close() {
+	cl.qc.CloseWithError(0, "")
+	if cl.ec != nil {
+		cl.ec.close()
+	}
+}
 
 // open starts an exchange on a new stream.
 func (cl *client) open(ctx context.Context) (*exchange, error) {
@@ -624,7 +729,7 @@ func (sy *syncer) run(ctx context.Context) error {
 		return err
 	}
 	sy.cl = cl
-	sy.res.Resumed = cl.resumed
+	sy.res.Resumed, sy.res.EarlyData = cl.resumed, cl.early
 	stop := watch(ctx, cl.qc)
 	defer stop()
 	w := cl.w

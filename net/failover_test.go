@@ -380,7 +380,8 @@ func TestFollowPrefersLastServer(t *testing.T) {
 	}
 	eventually(t, "the first sync", func() bool { return count() >= 1 })
 	want := put(t, st, 100, 110, 1)
-	eventually(t, "a sync of the server's change", func() bool { return ref(t, c, BaseRef) == want })
+	// The base moves inside the sync, OnSync follows: wait for both.
+	eventually(t, "a sync of the server's change", func() bool { return ref(t, c, BaseRef) == want && count() >= 2 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -165,7 +165,7 @@ type Server struct {
 
 	lnMu     sync.Mutex
 	draining bool // Drain was called: Ready is false
-	ln       *quic.Listener
+	ln       *quic.EarlyListener
 	tr       *quic.Transport
 	udp      stdnet.PacketConn // the Transport does not close a socket it was given
 	wg       sync.WaitGroup
@@ -272,11 +272,17 @@ func (s *Server) Listen(addr string) error {
 		return fmt.Errorf("server: listen %s: %w", addr, err)
 	}
 	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(serverTLS(s.cert), &quic.Config{
+	// Early: a client resuming a session may send its Hello as 0-RTT
+	// data, answered before the handshake completes. A replayed Hello
+	// reads the head and nothing more: the session serves no other
+	// exchange until the handshake completes (session.handshake).
+	ln, err := tr.ListenEarly(serverTLS(s.cert), &quic.Config{
 		HandshakeIdleTimeout:  s.opts.HandshakeTimeout,
 		MaxIdleTimeout:        s.opts.IdleTimeout,
 		MaxIncomingStreams:    16,
 		MaxIncomingUniStreams: -1,
+		Allow0RTT:             true,
+		InitialPacketSize:     1200,
 	})
 	if err != nil {
 		udp.Close()
@@ -336,14 +342,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.lnMu.Unlock()
 		if draining {
 			s.stats.refusedBusy.Add(1)
-			qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "server draining")
+			go s.refuse(qc, codeLimit, "server draining")
 			continue
 		}
 		if s.handshakes.Add(1) > int64(s.opts.MaxHandshakes) {
 			s.handshakes.Add(-1)
 			s.stats.refusedBusy.Add(1)
 			s.log.Warn("arbor server: busy, connection refused", "peer", qc.RemoteAddr().String(), "handshakes", s.opts.MaxHandshakes)
-			qc.CloseWithError(quic.ApplicationErrorCode(codeLimit), "server busy")
+			go s.refuse(qc, codeLimit, "server busy")
 			continue
 		}
 		s.wg.Add(1)
@@ -408,6 +414,7 @@ type session struct {
 	mem      *memBudget  // bytes this session holds, within the server's
 	watching atomic.Bool // a Watch exchange is open
 
+	slot        bool      // the handshake took a session slot (Server.sessions)
 	welcomeRoot node.Hash // published by the handshake
 	pushRoot    node.Hash // published by the session's last push (guarded by mu)
 }
@@ -434,14 +441,13 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		err = sess.handshake(ctx)
 	}
 	s.handshakes.Add(-1)
-	if err == nil && s.sessions.Add(1) > int64(s.opts.MaxSessions) {
+	if err != nil && sess.slot {
 		s.sessions.Add(-1)
-		err = fmt.Errorf("%w: server busy (%d sessions)", errLimit, s.opts.MaxSessions)
 	}
 	if err != nil {
 		s.stats.countRefused(err)
 		s.log.Warn("arbor server: handshake refused", "peer", peer, "err", err)
-		qc.CloseWithError(quic.ApplicationErrorCode(errorCode(err)), truncate(err.Error()))
+		s.refuse(qc, errorCode(err), truncate(err.Error()))
 		return
 	}
 	defer s.sessions.Add(-1)
@@ -526,6 +532,22 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 	}
 }
 
+// refuse closes a connection with an error code and message. Accepted
+// early, a connection may still be in its TLS handshake, where QUIC sends
+// no application code or reason (its Initial and Handshake packets are
+// not confidential): wait until the handshake completes, at most the
+// handshake timeout, so the client learns why.
+func (s *Server) refuse(qc *quic.Conn, code uint64, msg string) {
+	t := time.NewTimer(s.opts.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case <-qc.HandshakeComplete():
+	case <-qc.Context().Done():
+	case <-t.C:
+	}
+	qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
+}
+
 func truncate(s string) string {
 	if len(s) > 512 {
 		return s[:512]
@@ -597,6 +619,15 @@ func (sess *session) handshake(ctx context.Context) error {
 		ex.fail(err)
 		return err
 	}
+	// The session's slot is taken before the Welcome goes out: a client
+	// that is welcomed has one.
+	if s.sessions.Add(1) > int64(s.opts.MaxSessions) {
+		s.sessions.Add(-1)
+		err := fmt.Errorf("%w: server busy (%d sessions)", errLimit, s.opts.MaxSessions)
+		ex.fail(err)
+		return err
+	}
+	sess.slot = true
 	w := welcome{ClientID: id, Root: root, Config: s.store.Config(), Read: sess.read, Write: sess.write, Hash: s.store.Hash()}
 	// A partial read scope walks: the changes path would diff whole trees.
 	if !h.Base.IsZero() && h.Flags&flagWalk == 0 && sess.read.IsAll() && s.retain.has(h.Base) {
@@ -626,7 +657,23 @@ func (sess *session) handshake(ctx context.Context) error {
 	if err := ex.send(msgWelcome, w.encode()); err != nil {
 		return err
 	}
-	return ex.flush()
+	if err := ex.flush(); err != nil {
+		return err
+	}
+	// End the stream now: the client reads to its end, and must not wait
+	// for the handshake below too.
+	ex.st.Close()
+	// The Hello may have come as 0-RTT data, which anyone who recorded it
+	// can replay; it only read the head. Nothing that writes or sends
+	// records runs before the client proves it holds the session's keys.
+	select {
+	case <-sess.qc.HandshakeComplete():
+		return nil
+	case <-hctx.Done():
+		return fmt.Errorf("TLS handshake not completed within %v: %w", s.opts.HandshakeTimeout, hctx.Err())
+	case <-sess.qc.Context().Done():
+		return fmt.Errorf("connection closed during the TLS handshake: %w", context.Cause(sess.qc.Context()))
+	}
 }
 
 // publishHead retains the server's current root and returns it.
