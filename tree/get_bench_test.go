@@ -2,6 +2,7 @@ package tree
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 // block cache size. Each pass alternates the two sides every 5 000 Gets.
 //
 //	go test ./tree/ -run '^$' -bench PointGet -benchtime=1x -bench.records=10000000
+var benchSettle = flag.Bool("bench.settle", false, "BenchmarkPointGet: settle the tree's store and compact both stores before the Gets")
+
 func BenchmarkPointGet(b *testing.B) {
 	keys := benchKeys(*benchRecords)
 	const (
@@ -85,6 +88,12 @@ func BenchmarkPointGet(b *testing.B) {
 			root, err := s.Root("head")
 			if err != nil {
 				b.Fatal(err)
+			}
+			if *benchSettle {
+				if err := s.Settle(ctx); err != nil {
+					b.Fatal(err)
+				}
+				compactDB(b, db)
 			}
 			sample := make([][]byte, gets)
 			for i := range sample {

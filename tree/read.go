@@ -11,7 +11,9 @@ import (
 )
 
 // Get returns the value of key in the tree at root, reading an out-of-line
-// value whole. A missing key gives an error wrapping ErrNotFound.
+// value whole. A missing key gives an error wrapping ErrNotFound. An inline
+// value may alias the node cache: the caller must not modify it (Lookup
+// returns a copy).
 func (s *Store) Get(ctx context.Context, root node.Hash, key []byte) ([]byte, error) {
 	v, err := s.GetValue(ctx, root, key)
 	if err != nil {

@@ -348,7 +348,15 @@ func (s *Store) Lookup(ctx context.Context, ref string, key []byte) ([]byte, err
 	if !ok {
 		return nil, fmt.Errorf("key %q: %w", key, ErrNotFound)
 	}
-	return s.Get(ctx, root, key)
+	v, err := s.GetValue(ctx, root, key)
+	if err != nil {
+		return nil, err
+	}
+	if !v.IsRef {
+		// The caller owns the result; Get's may alias the node cache.
+		return bytes.Clone(v.Inline), nil
+	}
+	return s.ReadValue(ctx, v)
 }
 
 // pendingWork reports whether the working set holds edits the ref lacks,
