@@ -9,13 +9,14 @@ import (
 // nodeCache keeps decoded nodes, and the records point reads found, within
 // one byte budget, in three least-recently-used lists: leaves, branches and
 // rows. A row is one key's stored value (or its absence) in one leaf,
-// addressed by the leaf's hash and the key, so it never goes stale.
+// addressed by the leaf's hash and the key, so it is never out of date.
 //
 // Over budget, the cache drops the least recently used row if rows hold
 // more than an eighth of the budget, else the least recently used branch
 // if branches hold more than half, else the least recently used leaf (then
-// row, then branch). So branches, a small fraction of a tree's nodes that
-// every read passes through, stay cached while leaves come and go, and a
+// row, then branch), except that a branch or row left unused for long
+// (stale) goes before that leaf. So branches, a small fraction of a tree's
+// nodes that every read passes through, stay cached while leaves come and go, and a
 // point read costs at most one node read from Pebble; and the keys point
 // reads ask for again stay cached even when the leaves they lie in do not
 // fit (a random key lies in a leaf of ~7 KiB on average at 100-byte
@@ -40,6 +41,9 @@ type nodeCache struct {
 	// node read just before garbage collection deleted it cannot enter the
 	// cache after the collection cleared it.
 	gen uint64
+	// clock counts uses (lookups that hit, and adds); an entry records
+	// the count at its last use.
+	clock uint64
 }
 
 // Branches holding more than budget/branchShareDiv are dropped before
@@ -80,6 +84,7 @@ type cacheEntry struct {
 	v          node.Value
 	found      bool
 	cost       int64
+	used       uint64 // nodeCache.clock at the last use
 	class      uint8
 	prev, next *cacheEntry
 }
@@ -155,6 +160,8 @@ func (c *nodeCache) entry(h node.Hash) cached {
 
 // touch marks x used.
 func (c *nodeCache) touch(x *cacheEntry) {
+	c.clock++
+	x.used = c.clock
 	if l := &c.lists[x.class]; l.root.next != x {
 		unlink(x)
 		l.pushFront(x)
@@ -286,19 +293,23 @@ var evictionOrder = [3][3]uint8{
 // recently used entries until the cache fits its budget again (or only x
 // is left).
 func (c *nodeCache) insertLocked(x *cacheEntry) {
+	c.clock++
+	x.used = c.clock
 	c.lists[x.class].pushFront(x)
 	c.bytes[x.class] += x.cost
 	for c.total() > c.budget {
-		order := &evictionOrder[2]
-		if c.bytes[classRow] > c.budget/rowShareDiv {
-			order = &evictionOrder[0]
-		} else if c.bytes[classBranch] > c.budget/branchShareDiv {
-			order = &evictionOrder[1]
-		}
-		var v *cacheEntry
-		for _, class := range order {
-			if v = c.lists[class].back(); v != nil && v != x {
-				break
+		v := c.stale(x)
+		if v == nil {
+			order := &evictionOrder[2]
+			if c.bytes[classRow] > c.budget/rowShareDiv {
+				order = &evictionOrder[0]
+			} else if c.bytes[classBranch] > c.budget/branchShareDiv {
+				order = &evictionOrder[1]
+			}
+			for _, class := range order {
+				if v = c.lists[class].back(); v != nil && v != x {
+					break
+				}
 			}
 		}
 		if v == nil || v == x {
@@ -306,6 +317,30 @@ func (c *nodeCache) insertLocked(x *cacheEntry) {
 		}
 		c.dropLocked(v)
 	}
+}
+
+// staleUses is how many uses per cached entry make a branch or a row
+// stale: one unused for staleUses × (entries cached) uses while leaves
+// were used is dropped before the least recently used leaf, although its
+// class is within its share. Branches of replaced roots and rows of
+// replaced leaves are never used again; without this they would hold
+// their shares for good.
+const staleUses = 8
+
+// stale returns the least recently used branch or row, other than x, if
+// it is stale against the least recently used leaf, or nil.
+func (c *nodeCache) stale(x *cacheEntry) *cacheEntry {
+	leaf := c.lists[classLeaf].back()
+	if leaf == nil {
+		return nil
+	}
+	window := staleUses * uint64(len(c.m)+len(c.rows))
+	for _, class := range [...]uint8{classBranch, classRow} {
+		if v := c.lists[class].back(); v != nil && v != x && v.used+window < leaf.used {
+			return v
+		}
+	}
+	return nil
 }
 
 func (c *nodeCache) total() int64 { return c.bytes[0] + c.bytes[1] + c.bytes[2] }

@@ -82,9 +82,9 @@ func TestNodeCacheSurvivesAFlip(t *testing.T) {
 	}
 }
 
-// TestNodeCacheKeepsBranches: a scan of leaves far larger than the budget
-// leaves the branches cached (they hold less than their share), and the
-// cache stays within its budget.
+// TestNodeCacheKeepsBranches: a scan of leaves five times the budget
+// leaves the branches cached (they hold less than their share, and are not
+// yet stale), and the cache stays within its budget.
 func TestNodeCacheKeepsBranches(t *testing.T) {
 	mk := func(level, i int) (node.Hash, cached) {
 		p := node.InlineValue(make([]byte, 900)).AppendPayload(nil)
@@ -102,7 +102,7 @@ func TestNodeCacheKeepsBranches(t *testing.T) {
 		c.add(h, e)
 		branches = append(branches, h)
 	}
-	for i := range 5000 {
+	for i := range 2000 {
 		h, e := mk(0, i)
 		c.add(h, e)
 		if got := c.held(); got > c.budget+nodeCost(e) {
@@ -115,7 +115,7 @@ func TestNodeCacheKeepsBranches(t *testing.T) {
 		}
 	}
 	// The leaves kept are the most recent ones.
-	if h, _ := mk(0, 4999); !c.has(h) {
+	if h, _ := mk(0, 1999); !c.has(h) {
 		t.Fatal("the last leaf added was dropped")
 	}
 }
@@ -175,5 +175,42 @@ func TestNodeCacheRows(t *testing.T) {
 	c.addRowIfGen(h0, []byte("a"), node.InlineValue(val), true, gen) // a stale generation
 	if _, _, ok := c.row(h0, []byte("a")); ok {
 		t.Fatal("row added under a stale generation")
+	}
+}
+
+// TestNodeCacheDropsStaleBranches: branches nobody uses any more (those of
+// replaced roots) do not keep their share for good: under a stream of
+// leaves they go, while a branch in use stays.
+func TestNodeCacheDropsStaleBranches(t *testing.T) {
+	mk := func(level, i int) (node.Hash, cached) {
+		p := node.InlineValue(make([]byte, 900)).AppendPayload(nil)
+		if level > 0 {
+			p = node.AppendChildPayload(nil, node.XXH3.Sum([]byte{byte(i)}), 1)
+		}
+		n := node.Build(node.XXH3, level, []node.Entry{{Key: []byte(fmt.Sprintf("k%06d", i)), Payload: p}})
+		return n.Hash(), cached{n: n}
+	}
+	_, leaf := mk(0, 0)
+	c := newNodeCache(400 * nodeCost(leaf))
+	var stale []node.Hash
+	for i := range 100 {
+		h, e := mk(1, i)
+		c.add(h, e)
+		stale = append(stale, h)
+	}
+	live, e := mk(1, 1000)
+	c.add(live, e)
+	for i := range 20_000 {
+		h, e := mk(0, i)
+		c.add(h, e)
+		c.get(live)
+	}
+	if !c.has(live) {
+		t.Fatal("the branch in use was dropped")
+	}
+	for _, h := range stale {
+		if c.has(h) {
+			t.Fatalf("stale branch %s still cached", h.Short())
+		}
 	}
 }
