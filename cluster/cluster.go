@@ -189,7 +189,7 @@ func Open(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return fail(fmt.Errorf("cluster: %w", err))
 	}
-	if c.idx, err = openIndex(filepath.Join(opts.Dir, "index")); err != nil {
+	if c.idx, err = openIndex(filepath.Join(opts.Dir, "index"), opts.Logger); err != nil {
 		return fail(err)
 	}
 	c.store, err = tree.Open(filepath.Join(opts.Dir, "cache"), &tree.Options{Chunker: cfg.Chunker, Hash: cfg.Hash, NoSync: true, Remote: c, CheckAddresses: true, CacheSize: opts.CacheSize, Logger: opts.Logger})
@@ -524,6 +524,9 @@ func (c *Cluster) indexPackRetry(ctx context.Context, id uint64, meta []byte) er
 				c.log.Error("arbor cluster: pack index", "pack", fmt.Sprintf("%016x", id), "err", err)
 			}
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // closing: not S3's fault
 		}
 		c.log.Warn("arbor cluster: index new pack (retrying)", "pack", fmt.Sprintf("%016x", id), "err", err)
 		if !sleep(ctx, 500*time.Millisecond) {

@@ -57,6 +57,7 @@ func TestCluster(t *testing.T) {
 		{"ImportAndGC", testImportAndGC},
 		{"WatchAcrossServers", testWatchAcrossServers},
 		{"EtcdMemberDown", testEtcdMemberDown},
+		{"ServersStartTogether", testServersStartTogether},
 		{"S3Down", testS3Down},
 	} {
 		t.Run(sc.name, func(t *testing.T) {

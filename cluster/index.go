@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 
 	"github.com/arbor-sync/arbor/node"
 	"github.com/cockroachdb/pebble/v2"
@@ -20,8 +21,8 @@ type index struct {
 	db *pebble.DB
 }
 
-func openIndex(dir string) (*index, error) {
-	db, err := pebble.Open(dir, &pebble.Options{})
+func openIndex(dir string, log *slog.Logger) (*index, error) {
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLog{log}})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open index %s: %w", dir, err)
 	}
@@ -29,6 +30,22 @@ func openIndex(dir string) (*index, error) {
 }
 
 func (x *index) close() error { return x.db.Close() }
+
+// pebbleLog keeps Pebble's routine messages (WAL replays) off the
+// process's stderr and sends its errors to the cluster's log.
+type pebbleLog struct{ log *slog.Logger }
+
+func (pebbleLog) Infof(string, ...any) {}
+
+func (l pebbleLog) Errorf(format string, args ...any) {
+	l.log.Error("arbor cluster: pack index: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLog) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf("pebble: "+format, args...)
+	l.log.Error("arbor cluster: pack index: fatal", "err", msg)
+	panic(msg)
+}
 
 func entryKey(dst []byte, blob bool, h node.Hash) []byte {
 	k := byte(kindNode)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -297,5 +298,44 @@ func testS3Down(e *env) {
 	syncVia(t, bob, b, "tok-bob-0123456789")
 	if got := records(t, bob); got["during"] != "2" || got["before"] != "1" {
 		t.Fatalf("after S3 returned: bob has %v", got)
+	}
+}
+
+// testServersStartTogether: servers that start at the same moment on a
+// new cluster race to store its certificate; every one of them starts,
+// and all present the winner's.
+func testServersStartTogether(e *env) {
+	t := e.t
+	ctx := context.Background()
+	const n = 4
+	fps := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := Open(ctx, e.options(filepath.Join(t.TempDir(), "server")))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.Close()
+			srv, err := c.NewServer(ctx, arbornet.ServerOptions{Tokens: testTokens})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			fps[i] = srv.Fingerprint()
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("server %d: %v", i, errs[i])
+		}
+		if fps[i] != fps[0] {
+			t.Fatalf("server %d presents %s, server 0 %s", i, fps[i], fps[0])
+		}
 	}
 }

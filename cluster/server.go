@@ -62,14 +62,20 @@ func (c *Cluster) shareCert(ctx context.Context, dir string) error {
 		if lerr == nil {
 			return json.Marshal(local)
 		}
-		if err := arbornet.CreateCert(dir); err != nil {
-			return nil, err
-		}
-		f, err := readCert(dir)
+		// Made aside, not in dir: if another server's certificate wins the
+		// race into etcd, this one was never this server's.
+		tmp, err := os.MkdirTemp("", "arbor-cluster-cert")
 		if err != nil {
 			return nil, err
 		}
-		local, lerr = f, nil
+		defer os.RemoveAll(tmp)
+		if err := arbornet.CreateCert(tmp); err != nil {
+			return nil, err
+		}
+		f, err := readCert(tmp)
+		if err != nil {
+			return nil, err
+		}
 		return json.Marshal(f)
 	})
 	if err != nil {

@@ -72,6 +72,13 @@ type ClientOptions struct {
 	// costs a failover at most this long. Default: IOTimeout with one
 	// server; with several, the smaller of IOTimeout and 5s.
 	DialTimeout time.Duration
+	// PeerTimeout is how long a connection may go without a packet from
+	// the server before the server counts as gone (QUIC's idle timeout;
+	// keep-alives every third of it mean a live server, however busy,
+	// never trips it). A server killed mid-sync, which closes nothing,
+	// costs a failover about this long. Default: 2×IOTimeout with one
+	// server; with several, the smaller of IOTimeout and 5s.
+	PeerTimeout time.Duration
 	// MaxFrame is the largest frame accepted or sent. Default 16 MiB.
 	MaxFrame int
 	// Parallel is how many node requests a walk keeps in flight. Default 2.
@@ -123,6 +130,12 @@ func (o *ClientOptions) defaults(servers int) {
 		o.DialTimeout = o.IOTimeout
 		if servers > 1 {
 			o.DialTimeout = min(o.IOTimeout, 5*time.Second)
+		}
+	}
+	if o.PeerTimeout <= 0 {
+		o.PeerTimeout = 2 * o.IOTimeout
+		if servers > 1 {
+			o.PeerTimeout = min(o.IOTimeout, 5*time.Second)
 		}
 	}
 	if o.MaxFrame <= 0 {
@@ -251,8 +264,8 @@ func dial(ctx context.Context, opts ClientOptions, pin string, h hello, sessions
 	}
 	qconf := &quic.Config{
 		HandshakeIdleTimeout: cmp.Or(opts.DialTimeout, opts.IOTimeout),
-		MaxIdleTimeout:       2 * opts.IOTimeout,
-		KeepAlivePeriod:      opts.IOTimeout / 3,
+		MaxIdleTimeout:       cmp.Or(opts.PeerTimeout, 2*opts.IOTimeout),
+		KeepAlivePeriod:      min(opts.IOTimeout, cmp.Or(opts.PeerTimeout, 2*opts.IOTimeout)) / 3,
 		// Walk responses are megabytes on fresh streams: start with large
 		// windows instead of growing each stream's from 512 KiB.
 		InitialStreamReceiveWindow:     8 << 20,

@@ -458,3 +458,41 @@ func TestCanFailOver(t *testing.T) {
 		t.Error("a cancelled operation fails over")
 	}
 }
+
+// TestFailoverSilentDeath: the first server goes silent mid-clone, as a
+// server killed with SIGKILL or cut off by the network does (no close, no
+// reset: its packets just stop). The client counts it gone after its peer
+// timeout, well before any frame's I/O timeout, and completes on the next.
+func TestFailoverSilentDeath(t *testing.T) {
+	oldQueue := walkQueueBytes
+	walkQueueBytes = 256 << 10
+	defer func() { walkQueueBytes = oldQueue }()
+	const n = 100_000
+	st := openStore(t, t.TempDir(), chunker.Config{})
+	put(t, st, 0, n, 1)
+	ts, _ := cluster(t, st, 2, nil)
+	a, b := ts[0], ts[1]
+	px := newCaptureProxy(t, a.addr)
+	c := openStore(t, t.TempDir(), chunker.Config{})
+	opts, _ := clusterOpts(a.fp, px.addr(), b.addr)
+	opts.IOTimeout = time.Minute // the failover must not wait for it
+	opts.PeerTimeout = 2 * time.Second
+	var silenced time.Time
+	opts.Progress = func(p Progress) {
+		if p.Server == px.addr() && p.Phase == "walk" && p.Records >= n/5 && silenced.IsZero() {
+			silenced = time.Now()
+			px.blackhole.Store(true)
+		}
+	}
+	res, err := Sync(context.Background(), c, opts)
+	if err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if silenced.IsZero() || res.Failovers != 1 || res.Server != b.addr {
+		t.Fatalf("silenced %v, failovers %d, server %q; want a failover to %q", !silenced.IsZero(), res.Failovers, res.Server, b.addr)
+	}
+	if waited := time.Since(silenced); waited >= opts.IOTimeout/2 {
+		t.Fatalf("the failover took %v after the server went silent: the I/O timeout, not the peer timeout, found it", waited)
+	}
+	checkConverged(t, b, c)
+}

@@ -150,14 +150,16 @@ func TestEarlyDataReplay(t *testing.T) {
 	}
 }
 
-// captureProxy relays one client's UDP datagrams to a server and back,
+// captureProxy relays one client's UDP datagrams to a server and back
+// (or, blackholed, drops them),
 // keeping the client's first flight: its first Initial datagram and its
 // 0-RTT datagrams.
 type captureProxy struct {
-	ln      *stdnet.UDPConn
-	mu      sync.Mutex
-	sent    [][]byte
-	initial bool // the first Initial is kept
+	ln        *stdnet.UDPConn
+	blackhole atomic.Bool // drop every datagram both ways, silently
+	mu        sync.Mutex
+	sent      [][]byte
+	initial   bool // the first Initial is kept
 }
 
 func newCaptureProxy(t *testing.T, server string) *captureProxy {
@@ -181,6 +183,9 @@ func newCaptureProxy(t *testing.T, server string) *captureProxy {
 				return
 			}
 			client.Store(from)
+			if p.blackhole.Load() {
+				continue
+			}
 			// Keep the first flight: the first Initial (the ClientHello)
 			// and the 0-RTT packets. Their type bits are not protected.
 			p.mu.Lock()
@@ -202,7 +207,7 @@ func newCaptureProxy(t *testing.T, server string) *captureProxy {
 			if err != nil {
 				return
 			}
-			if to := client.Load(); to != nil {
+			if to := client.Load(); to != nil && !p.blackhole.Load() {
 				ln.WriteToUDP(buf[:n], to)
 			}
 		}
