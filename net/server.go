@@ -930,7 +930,10 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 	if err != nil {
 		return err
 	}
-	for _, r := range rs {
+	for i, r := range rs {
+		if i%prefetchBatch == 0 {
+			sess.prefetch(ctx, rs[i:min(i+prefetchBatch, len(rs))], func(r nodeReq) node.Hash { return r.Hash })
+		}
 		h := r.Hash
 		lo, ok := sess.takeNode(h)
 		if !ok {
@@ -996,6 +999,8 @@ func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error 
 	}
 	var path []step
 	var sent uint64
+	pf := sess.newTreePrefetcher(ctx)
+	defer pf.stop()
 	for _, h := range hs {
 		if _, ok := sess.takeNode(h); !ok {
 			return fmt.Errorf("%w: node %s", errForbidden, h)
@@ -1014,6 +1019,7 @@ func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error 
 					return err
 				}
 			} else if n.Len() > 0 {
+				pf.reached(n, len(path) == 0)
 				path = append(path, step{n: n})
 			}
 			for len(path) > 0 && path[len(path)-1].next == path[len(path)-1].n.Len() {
@@ -1031,6 +1037,136 @@ func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error 
 		return err
 	}
 	return ex.flush()
+}
+
+// prefetchBatch bounds the nodes one prefetch reads (and decodes) at once.
+const prefetchBatch = 2048
+
+// prefetch reads the nodes of items into a read-through store's cache
+// (a cluster server's, cold) in one batch: a few ranged GETs of the packs
+// instead of one per node as the stream reaches each. A local store needs
+// none. Errors are left to the reads that follow, which report them.
+func prefetch[T any](ctx context.Context, st *tree.Store, items []T, hash func(T) node.Hash) []*node.Node {
+	if !st.HasRemote() || len(items) == 0 {
+		return nil
+	}
+	hs := make([]node.Hash, len(items))
+	for i, it := range items {
+		hs[i] = hash(it)
+	}
+	ns, err := st.Nodes(ctx, hs)
+	if err != nil {
+		return nil
+	}
+	return ns
+}
+
+func (sess *session) prefetch(ctx context.Context, rs []nodeReq, hash func(nodeReq) node.Hash) {
+	prefetch(ctx, sess.s.store, rs, hash)
+}
+
+// treePrefetcher warms a read-through store (a cluster server's cache,
+// cold) ahead of a subtree stream, so that the stream reads its nodes
+// locally instead of with an S3 GET each. Each branch two levels above the
+// leaves is one job: its children, then its grandchildren (about a
+// thousand leaves), each read in one batch (a few ranged GETs, several at
+// once). Jobs run in stream order on one goroutine, so the subtree after
+// the one being sent is being fetched meanwhile. A local store needs none.
+type treePrefetcher struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	st     *tree.Store
+	jobs   chan *prefetchJob
+	queued map[node.Hash]*prefetchJob
+	wg     sync.WaitGroup
+}
+
+type prefetchJob struct {
+	n    *node.Node
+	done chan struct{}
+}
+
+func (sess *session) newTreePrefetcher(ctx context.Context) *treePrefetcher {
+	st := sess.s.store
+	if !st.HasRemote() {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pf := &treePrefetcher{ctx: ctx, cancel: cancel, st: st, jobs: make(chan *prefetchJob, 1024), queued: map[node.Hash]*prefetchJob{}}
+	pf.wg.Add(1)
+	go func() {
+		defer pf.wg.Done()
+		for j := range pf.jobs {
+			pf.under(j.n)
+			close(j.done)
+		}
+	}()
+	return pf
+}
+
+func (pf *treePrefetcher) stop() {
+	if pf == nil {
+		return
+	}
+	pf.cancel()
+	close(pf.jobs)
+	pf.wg.Wait()
+}
+
+// reached is called as the stream descends into branch n (top: the
+// requested node itself).
+func (pf *treePrefetcher) reached(n *node.Node, top bool) {
+	if pf == nil {
+		return
+	}
+	switch {
+	case n.Level() == 2:
+		if j, ok := pf.queued[n.Hash()]; ok {
+			delete(pf.queued, n.Hash())
+			select {
+			case <-j.done:
+			case <-pf.ctx.Done():
+			}
+			return
+		}
+		pf.under(n)
+	case n.Level() > 2:
+		kids := children(n)
+		ns := prefetch(pf.ctx, pf.st, kids, func(h node.Hash) node.Hash { return h })
+		if n.Level() != 3 || ns == nil {
+			return
+		}
+		for _, k := range ns {
+			j := &prefetchJob{n: k, done: make(chan struct{})}
+			select {
+			case pf.jobs <- j:
+				pf.queued[k.Hash()] = j
+			default: // the queue is full: the stream fetches this one itself
+			}
+		}
+	case top:
+		prefetch(pf.ctx, pf.st, children(n), func(h node.Hash) node.Hash { return h })
+	}
+}
+
+// under reads a level-2 branch's children, then its grandchildren.
+func (pf *treePrefetcher) under(n *node.Node) {
+	ns := prefetch(pf.ctx, pf.st, children(n), func(h node.Hash) node.Hash { return h })
+	var grand []node.Hash
+	for _, k := range ns {
+		grand = append(grand, children(k)...)
+	}
+	for i := 0; i < len(grand); i += prefetchBatch {
+		prefetch(pf.ctx, pf.st, grand[i:min(i+prefetchBatch, len(grand))], func(h node.Hash) node.Hash { return h })
+	}
+}
+
+func children(n *node.Node) []node.Hash {
+	hs := make([]node.Hash, n.Len())
+	for i := range hs {
+		hs[i], _ = n.Child(i)
+	}
+	return hs
 }
 
 // sendValues sends, for a subtree stream, the blobs of leaf n's out-of-line
