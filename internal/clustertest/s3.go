@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -201,8 +202,10 @@ func (s *S3) args() []string {
 		// Volumes grow as written (no preallocation); a small limit keeps
 		// each one small, and enough of them are allowed for many buckets
 		// (each bucket is a collection with volumes of its own).
+		// ARBOR_SEAWEEDFS_VOLUMES raises the count for large benchmarks
+		// (the 10^8-record import needs about 17 GB).
 		"-master.volumeSizeLimitMB=64",
-		"-volume.max=100",
+		"-volume.max=" + cmp.Or(os.Getenv("ARBOR_SEAWEEDFS_VOLUMES"), "100"),
 		// Without this a SIGTERM'd volume server waits 10 s before exiting.
 		"-volume.preStopSeconds=0",
 		// On by default: it would report to a host on the internet.
