@@ -258,6 +258,8 @@ func TestFailoverNotOnRefusal(t *testing.T) {
 	if _, err := Sync(context.Background(), c, opts); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("bad token: %v", err)
 	}
+	// The server counts the refusal after telling the client.
+	eventually(t, "the first server's refusal counted", func() bool { return a.srv.Stats().Refused["unauthorized"] >= 1 })
 	if ra, rb := a.srv.Stats().Refused["unauthorized"], b.srv.Stats().Refused["unauthorized"]; ra != 1 || rb != 0 {
 		t.Fatalf("unauthorized refusals: first server %d, second %d; want 1, 0", ra, rb)
 	}

@@ -414,9 +414,10 @@ type session struct {
 	mem      *memBudget  // bytes this session holds, within the server's
 	watching atomic.Bool // a Watch exchange is open
 
-	slot        bool      // the handshake took a session slot (Server.sessions)
-	welcomeRoot node.Hash // published by the handshake
-	pushRoot    node.Hash // published by the session's last push (guarded by mu)
+	slot           bool      // the handshake took a session slot (Server.sessions)
+	refusalCounted bool      // the handshake counted its refusal before telling the client
+	welcomeRoot    node.Hash // published by the handshake
+	pushRoot       node.Hash // published by the session's last push (guarded by mu)
 }
 
 func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
@@ -445,7 +446,9 @@ func (s *Server) serveConn(ctx context.Context, qc *quic.Conn) {
 		s.sessions.Add(-1)
 	}
 	if err != nil {
-		s.stats.countRefused(err)
+		if !sess.refusalCounted {
+			s.stats.countRefused(err)
+		}
 		s.log.Warn("arbor server: handshake refused", "peer", peer, "err", err)
 		s.refuse(qc, errorCode(err), truncate(err.Error()))
 		return
@@ -574,7 +577,7 @@ func (sess *session) handshake(ctx context.Context) error {
 	}
 	f, err := ex.recv(msgHello)
 	if err != nil {
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	h, err := decodeHello(f.Payload)
@@ -582,7 +585,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		err = ex.expectEOF()
 	}
 	if err != nil {
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	g, ok := s.grant(h.Token)
@@ -592,7 +595,7 @@ func (sess *session) handshake(ctx context.Context) error {
 		if h.Token == "" {
 			err = fmt.Errorf("%w: no token given", ErrUnauthorized)
 		}
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	if h.Flags&flagAudit != 0 {
@@ -606,17 +609,17 @@ func (sess *session) handshake(ctx context.Context) error {
 	adopts := h.Flags&flagAudit != 0 || h.Flags&flagFresh != 0 && h.Flags&flagPush == 0 && h.Base.IsZero()
 	if !adopts && h.Hash != s.store.Hash() {
 		err := fmt.Errorf("%w: the client's store hashes with %s, this server's with %s", ErrConfigMismatch, h.Hash, s.store.Hash())
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	if !adopts && h.Config.WithDefaults() != s.store.Config() {
 		err := fmt.Errorf("%w: server %+v, client %+v", ErrConfigMismatch, s.store.Config(), h.Config.WithDefaults())
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	root, err := s.publishHead(ctx)
 	if err != nil {
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	// The session's slot is taken before the Welcome goes out: a client
@@ -624,7 +627,7 @@ func (sess *session) handshake(ctx context.Context) error {
 	if s.sessions.Add(1) > int64(s.opts.MaxSessions) {
 		s.sessions.Add(-1)
 		err := fmt.Errorf("%w: server busy (%d sessions)", errLimit, s.opts.MaxSessions)
-		ex.fail(err)
+		sess.refuse(ex, err)
 		return err
 	}
 	sess.slot = true
@@ -643,12 +646,12 @@ func (sess *session) handshake(ctx context.Context) error {
 		// The client will walk: send the root node now and save a round trip.
 		n, err := s.store.Node(ctx, root)
 		if err != nil {
-			ex.fail(err)
+			sess.refuse(ex, err)
 			return err
 		}
 		if len(n.Raw()) < s.opts.MaxFrame-1024 {
 			if err := sess.served(n, bound{open: true}); err != nil {
-				ex.fail(err)
+				sess.refuse(ex, err)
 				return err
 			}
 			w.RootNode = n.Raw()
@@ -674,6 +677,14 @@ func (sess *session) handshake(ctx context.Context) error {
 	case <-sess.qc.Context().Done():
 		return fmt.Errorf("connection closed during the TLS handshake: %w", context.Cause(sess.qc.Context()))
 	}
+}
+
+// refuse counts a refused handshake, then tells the client why: counted
+// first, so that a client that has heard finds the server's stats agree.
+func (sess *session) refuse(ex *exchange, err error) {
+	sess.s.stats.countRefused(err)
+	sess.refusalCounted = true
+	ex.fail(err)
 }
 
 // publishHead retains the server's current root and returns it.
