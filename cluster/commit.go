@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -218,10 +217,7 @@ func (o *oldTree) has(ctx context.Context, n *node.Node) (bool, error) {
 	key := n.Key(n.Len() - 1)
 	cur := o.root
 	for cur.Level() > n.Level() {
-		i := 0
-		for i < cur.Len()-1 && bytes.Compare(cur.Key(i), key) < 0 {
-			i++
-		}
+		i := min(cur.Search(key), cur.Len()-1)
 		h, _ := cur.Child(i)
 		var err error
 		if cur, err = o.s.Node(ctx, h); err != nil {
