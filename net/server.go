@@ -943,7 +943,14 @@ func (sess *session) getNodes(ctx context.Context, ex *exchange, p []byte) error
 	}
 	for i, r := range rs {
 		if i%prefetchBatch == 0 {
-			sess.prefetch(ctx, rs[i:min(i+prefetchBatch, len(rs))], func(r nodeReq) node.Hash { return r.Hash })
+			if sess.s.store.HasRemote() {
+				batch := rs[i:min(i+prefetchBatch, len(rs))]
+				hs := make([]node.Hash, len(batch))
+				for j, r := range batch {
+					hs[j] = r.Hash
+				}
+				prefetch(ctx, sess.s.store, hs)
+			}
 		}
 		h := r.Hash
 		lo, ok := sess.takeNode(h)
@@ -1053,27 +1060,19 @@ func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error 
 // prefetchBatch bounds the nodes one prefetch reads (and decodes) at once.
 const prefetchBatch = 2048
 
-// prefetch reads the nodes of items into a read-through store's cache
+// prefetch reads the nodes hs into a read-through store's cache
 // (a cluster server's, cold) in one batch: a few ranged GETs of the packs
 // instead of one per node as the stream reaches each. A local store needs
 // none. Errors are left to the reads that follow, which report them.
-func prefetch[T any](ctx context.Context, st *tree.Store, items []T, hash func(T) node.Hash) []*node.Node {
-	if !st.HasRemote() || len(items) == 0 {
+func prefetch(ctx context.Context, st *tree.Store, hs []node.Hash) []*node.Node {
+	if !st.HasRemote() || len(hs) == 0 {
 		return nil
-	}
-	hs := make([]node.Hash, len(items))
-	for i, it := range items {
-		hs[i] = hash(it)
 	}
 	ns, err := st.Nodes(ctx, hs)
 	if err != nil {
 		return nil
 	}
 	return ns
-}
-
-func (sess *session) prefetch(ctx context.Context, rs []nodeReq, hash func(nodeReq) node.Hash) {
-	prefetch(ctx, sess.s.store, rs, hash)
 }
 
 // treePrefetcher warms a read-through store (a cluster server's cache,
@@ -1142,8 +1141,7 @@ func (pf *treePrefetcher) reached(n *node.Node, top bool) {
 		}
 		pf.under(n)
 	case n.Level() > 2:
-		kids := children(n)
-		ns := prefetch(pf.ctx, pf.st, kids, func(h node.Hash) node.Hash { return h })
+		ns := prefetch(pf.ctx, pf.st, children(n))
 		if n.Level() != 3 || ns == nil {
 			return
 		}
@@ -1156,19 +1154,19 @@ func (pf *treePrefetcher) reached(n *node.Node, top bool) {
 			}
 		}
 	case top:
-		prefetch(pf.ctx, pf.st, children(n), func(h node.Hash) node.Hash { return h })
+		prefetch(pf.ctx, pf.st, children(n))
 	}
 }
 
 // under reads a level-2 branch's children, then its grandchildren.
 func (pf *treePrefetcher) under(n *node.Node) {
-	ns := prefetch(pf.ctx, pf.st, children(n), func(h node.Hash) node.Hash { return h })
+	ns := prefetch(pf.ctx, pf.st, children(n))
 	var grand []node.Hash
 	for _, k := range ns {
 		grand = append(grand, children(k)...)
 	}
 	for i := 0; i < len(grand); i += prefetchBatch {
-		prefetch(pf.ctx, pf.st, grand[i:min(i+prefetchBatch, len(grand))], func(h node.Hash) node.Hash { return h })
+		prefetch(pf.ctx, pf.st, grand[i:min(i+prefetchBatch, len(grand))])
 	}
 }
 
