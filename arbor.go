@@ -3,13 +3,11 @@ package arbor
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -108,6 +106,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	removeImportRuns(dir) // an import's sort runs that a crash left behind
 	return &DB{store: s}, nil
 }
 
@@ -473,155 +472,6 @@ func (db *DB) GC(ctx context.Context) (GCStats, error) {
 		return db.store.GCScope(ctx, sc)
 	}
 	return db.store.GC(ctx)
-}
-
-// ImportFormat names an import line format.
-type ImportFormat string
-
-// Import formats.
-const (
-	// FormatTSV is one record per line: KEY, a tab, VALUE. Neither may
-	// contain a tab or newline; a line without a tab is an error.
-	FormatTSV ImportFormat = "tsv"
-	// FormatJSONL is one JSON object per line, {"key": "...", "value": "..."},
-	// with "key_b64"/"value_b64" (base64) for bytes that are not UTF-8
-	// (RecordJSON).
-	FormatJSONL ImportFormat = "jsonl"
-)
-
-// ImportOptions configure Import.
-type ImportOptions struct {
-	Format ImportFormat // default FormatTSV
-	// Progress, if set, is called now and then with the records read and
-	// the bytes consumed so far.
-	Progress func(records, bytes int64)
-}
-
-// ImportStats reports what Import did.
-type ImportStats struct {
-	Records int64 // records read (later duplicates included)
-	Root    Hash  // the new root
-}
-
-// importChunk is how many records Import sorts and applies at a time; it
-// bounds memory while keeping the import one atomic commit.
-const importChunk = 1 << 20
-
-// Import reads records from r and writes them in one atomic commit: if any
-// line is malformed, Import returns an error naming the line (wrapping
-// ErrBadInput) and the store is unchanged. Input need not be sorted; a
-// later line for a key overrides an earlier one.
-func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (ImportStats, error) {
-	var st ImportStats
-	format := opts.Format
-	if format == "" {
-		format = FormatTSV
-	}
-	if format != FormatTSV && format != FormatJSONL {
-		return st, fmt.Errorf("import: unknown format %q (want tsv or jsonl)", format)
-	}
-	within, err := db.Scope()
-	if err != nil {
-		return st, err
-	}
-	old, ok, err := db.store.Ref(HeadRef)
-	if err != nil {
-		return st, err
-	}
-	root := old
-	if !ok {
-		root = db.store.EmptyRoot()
-	}
-	b, err := db.store.NewBatch()
-	if err != nil {
-		return st, err
-	}
-	defer b.Discard()
-
-	type rec struct {
-		key, value []byte
-		seq        int
-	}
-	var chunk []rec
-	flush := func() error {
-		// Sort by key, keeping the last write of each key.
-		slices.SortFunc(chunk, func(a, b rec) int {
-			if c := bytes.Compare(a.key, b.key); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.seq, b.seq)
-		})
-		edits := make([]tree.Edit, 0, len(chunk))
-		for i, r := range chunk {
-			if i+1 < len(chunk) && bytes.Equal(r.key, chunk[i+1].key) {
-				continue
-			}
-			edits = append(edits, tree.Edit{Key: r.key, Value: r.value})
-		}
-		root, err = b.Apply(ctx, root, edits)
-		chunk = chunk[:0]
-		return err
-	}
-	sc := bufio.NewScanner(r)
-	// JSON escapes and base64 make a line longer than its record.
-	sc.Buffer(make([]byte, 1<<20), 8*(node.MaxValueSize+node.MaxKeySize)+1024)
-	var line int
-	var consumed int64
-	for sc.Scan() {
-		line++
-		text := sc.Bytes()
-		consumed += int64(len(text)) + 1
-		if len(bytes.TrimSpace(text)) == 0 {
-			continue
-		}
-		key, value, err := parseLine(format, text)
-		if err != nil {
-			return st, fmt.Errorf("import: line %d: %w", line, err)
-		}
-		if len(key) == 0 || len(key) > node.MaxKeySize {
-			return st, fmt.Errorf("import: line %d: %w: key of %d bytes (must be 1..%d)", line, ErrBadInput, len(key), node.MaxKeySize)
-		}
-		if err := within.Check(key); err != nil {
-			return st, fmt.Errorf("import: line %d: %w", line, err) // as Put on a partial replica
-		}
-		chunk = append(chunk, rec{key: key, value: value, seq: line})
-		st.Records++
-		if len(chunk) >= importChunk {
-			if err := flush(); err != nil {
-				return st, fmt.Errorf("import: %w", err)
-			}
-		}
-		if opts.Progress != nil && st.Records%8192 == 0 {
-			opts.Progress(st.Records, consumed)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return st, fmt.Errorf("import: after line %d: %w", line, err)
-	}
-	if err := flush(); err != nil {
-		return st, fmt.Errorf("import: %w", err)
-	}
-	if opts.Progress != nil {
-		opts.Progress(st.Records, consumed)
-	}
-	b.ExpectRef(HeadRef, old, ok)
-	b.SetRef(HeadRef, root)
-	if err := b.Commit(ctx); err != nil {
-		return st, fmt.Errorf("import: %w", err)
-	}
-	st.Root = root
-	return st, nil
-}
-
-func parseLine(format ImportFormat, text []byte) (key, value []byte, err error) {
-	if format == FormatJSONL {
-		return ParseRecordJSON(text)
-	}
-	k, v, ok := bytes.Cut(text, []byte{'\t'})
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: no tab between key and value", ErrBadInput)
-	}
-	return bytes.Clone(k), bytes.Clone(v), nil
 }
 
 // Export writes the records in r as sorted KEY<TAB>VALUE lines. It refuses
