@@ -59,7 +59,7 @@ func (f clusterFlags) open(ctx context.Context, e *env) (*cluster.Cluster, func(
 	log := slog.New(levelHandler{min: slog.LevelWarn, Handler: slog.NewTextHandler(e.stderr, nil)})
 	o, err := f.options(dir, log)
 	if err == nil {
-		o.CacheSize = e.global.CacheMB << 20
+		o.CacheSize = e.global.cacheBytes()
 	}
 	var c *cluster.Cluster
 	if err == nil {
@@ -214,7 +214,7 @@ func (c serveCmd) serveCluster(e *env, opts arbor.ServerOptions, log *slog.Logge
 	if err != nil {
 		return nil, nil, err
 	}
-	o.CacheSize = e.global.CacheMB << 20
+	o.CacheSize = e.global.cacheBytes()
 	if e.global.Hash != "" {
 		if o.Hash, err = arbor.ParseHashAlg(e.global.Hash); err != nil {
 			return nil, nil, fmt.Errorf("--hash: %w", err)
@@ -288,7 +288,7 @@ func (c clusterExportCmd) Run(e *env) error {
 	start := time.Now()
 	_, statErr := os.Stat(dir)
 	created := errors.Is(statErr, os.ErrNotExist)
-	db, err := arbor.Open(dir, &arbor.Options{Hash: cl.Hash(), Chunker: cl.Store().Config(), CacheSize: e.global.CacheMB << 20})
+	db, err := arbor.Open(dir, &arbor.Options{Hash: cl.Hash(), Chunker: cl.Store().Config(), CacheSize: e.global.cacheBytes()})
 	if err != nil {
 		return fmt.Errorf("cluster export: create store %s: %w", dir, err)
 	}

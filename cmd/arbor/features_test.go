@@ -529,3 +529,26 @@ func TestCLICacheSize(t *testing.T) {
 		t.Fatalf("a negative cache size: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+// TestMemoryLimit: a command's soft memory limit follows its node cache,
+// and GOMEMLIMIT, when set, wins.
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		cacheMB    int64
+		goMemLimit string
+		want       int64
+		ok         bool
+	}{
+		{0, "", defaultCacheMB<<20 + memoryHeadroom, true},
+		{1024, "", 1024<<20 + memoryHeadroom, true},
+		{8, "", 8<<20 + memoryHeadroom, true},
+		{0, "2GiB", 0, false},
+		{1024, "off", 0, false},
+	} {
+		c := cli{CacheMB: tc.cacheMB}
+		got, ok := memoryLimit(c.cacheBytes(), tc.goMemLimit)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("cache %d MiB, GOMEMLIMIT %q: limit %d, %v; want %d, %v", tc.cacheMB, tc.goMemLimit, got, ok, tc.want, tc.ok)
+		}
+	}
+}
