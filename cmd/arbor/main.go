@@ -29,7 +29,7 @@ var version string
 type cli struct {
 	DB          string           `name:"db" env:"ARBOR_DB" placeholder:"DIR" help:"Store directory (or set ARBOR_DB)."`
 	Hash        string           `name:"hash" env:"ARBOR_HASH" placeholder:"ALG" help:"Hash of a new store: xxh3 (the default, fastest) or blake3 (collision resistant: for a server whose writers do not trust each other). An existing store keeps its own; a replica's first sync takes its server's."`
-	CacheMB     int64            `name:"cache-mb" env:"ARBOR_CACHE_MB" placeholder:"MIB" help:"Memory for decoded nodes kept for reads and syncs, in MiB (default 128). The process's Go heap is held near this plus 160 MiB unless GOMEMLIMIT is set."`
+	CacheMB     int64            `name:"cache-mb" env:"ARBOR_CACHE_MB" placeholder:"MIB" help:"Memory for decoded nodes kept for reads and syncs, in MiB (default 128). The process's Go heap is held near this plus 96 MiB unless GOMEMLIMIT is set."`
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
 	Put        putCmd        `cmd:"" help:"Set KEY to VALUE ('-' reads the value from standard input)."`
@@ -75,7 +75,7 @@ var limitMemory bool
 // before the garbage collector works harder to stay under the limit: the
 // sync and import buffers, QUIC's windows, Pebble's Go-side state. Pebble's
 // block cache and memtables are outside it (C memory).
-const memoryHeadroom = 160 << 20
+const memoryHeadroom = 96 << 20
 
 // memoryLimit is the soft memory limit for a process whose node cache is
 // cacheBytes, unless the user set GOMEMLIMIT (goMemLimit), which wins.
