@@ -230,15 +230,23 @@ func testSyncsThroughAnyServer(e *env) {
 		t.Fatalf("single-node root %s, cluster root %s", r.Short(), head.Short())
 	}
 
-	// Bob clones through b, whose cache holds none of it.
+	// Bob clones through b, whose cache holds none of it: the subtree
+	// stream reads ahead in batches, a few ranged GETs for many nodes.
 	bob := openClient(t)
+	gets := b.c.Stats().Gets
 	syncVia(t, bob, b, "tok-bob-0123456789")
+	gets = b.c.Stats().Gets - gets
 	if got := records(t, bob); len(got) != len(model) || got["k00042"] != "v42" || got["big"] != big {
 		t.Fatalf("clone through another server: %d records", len(got))
 	}
-	if _, err := bob.Verify(context.Background(), head); err != nil {
+	rep, err := bob.Verify(context.Background(), head)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if gets*4 > int64(rep.Nodes) {
+		t.Errorf("a cold server sent %d nodes with %d GETs: the stream is not reading ahead in batches", rep.Nodes, gets)
+	}
+	t.Logf("cold clone through b: %d nodes, %d blobs, %d GETs", rep.Nodes, rep.Blobs, gets)
 	// Bob changes some through c; alice pulls through b (retained base).
 	write(t, bob, map[string]*string{"k00001": strp("bob"), "k00002": nil, "new": strp("n")})
 	syncVia(t, bob, c, "tok-bob-0123456789")

@@ -1077,24 +1077,40 @@ func prefetch(ctx context.Context, st *tree.Store, hs []node.Hash) []*node.Node 
 
 // treePrefetcher warms a read-through store (a cluster server's cache,
 // cold) ahead of a subtree stream, so that the stream reads its nodes
-// locally instead of with an S3 GET each. Each branch two levels above the
-// leaves is one job: its children, then its grandchildren (about a
-// thousand leaves), each read in one batch (a few ranged GETs, several at
-// once). Jobs run in stream order on one goroutine, so the subtree after
-// the one being sent is being fetched meanwhile. A local store needs none.
+// locally instead of with an S3 GET each. The leaves under each branch one
+// level above them (about a hundred, which a pack holds together: one or
+// two ranged GETs) are one job. When the stream reaches a branch two
+// levels above the leaves, it reads that branch's children in one batch
+// and queues a job for each; prefetchWorkers goroutines run the jobs in
+// stream order, at most prefetchAhead jobs past the one the stream waits
+// for, so the stream sends one subtree while the next ones are read and
+// waits only when the store is slower than the stream. A local store
+// needs none.
 type treePrefetcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	st     *tree.Store
-	jobs   chan *prefetchJob
-	queued map[node.Hash]*prefetchJob
 	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	pending  []*prefetchJob             // queued and not started, in stream order
+	byHash   map[node.Hash]*prefetchJob // queued jobs by the branch whose leaves they read
+	queued   int                        // jobs queued so far
+	streamAt int                        // the sequence number of the job the stream last reached
+	stopped  bool
 }
 
 type prefetchJob struct {
-	n    *node.Node
+	seq  int
+	hs   []node.Hash
 	done chan struct{}
 }
+
+const (
+	prefetchWorkers = 4
+	prefetchAhead   = 16
+)
 
 func (sess *session) newTreePrefetcher(ctx context.Context) *treePrefetcher {
 	st := sess.s.store
@@ -1102,16 +1118,32 @@ func (sess *session) newTreePrefetcher(ctx context.Context) *treePrefetcher {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	pf := &treePrefetcher{ctx: ctx, cancel: cancel, st: st, jobs: make(chan *prefetchJob, 1024), queued: map[node.Hash]*prefetchJob{}}
-	pf.wg.Add(1)
-	go func() {
-		defer pf.wg.Done()
-		for j := range pf.jobs {
-			pf.under(j.n)
-			close(j.done)
-		}
-	}()
+	pf := &treePrefetcher{ctx: ctx, cancel: cancel, st: st, byHash: map[node.Hash]*prefetchJob{}}
+	pf.cond = sync.NewCond(&pf.mu)
+	for range prefetchWorkers {
+		pf.wg.Add(1)
+		go pf.work()
+	}
 	return pf
+}
+
+func (pf *treePrefetcher) work() {
+	defer pf.wg.Done()
+	for {
+		pf.mu.Lock()
+		for !pf.stopped && (len(pf.pending) == 0 || pf.pending[0].seq >= pf.streamAt+prefetchAhead) {
+			pf.cond.Wait()
+		}
+		if pf.stopped {
+			pf.mu.Unlock()
+			return
+		}
+		j := pf.pending[0]
+		pf.pending = pf.pending[1:]
+		pf.mu.Unlock()
+		prefetch(pf.ctx, pf.st, j.hs)
+		close(j.done)
+	}
 }
 
 func (pf *treePrefetcher) stop() {
@@ -1119,7 +1151,10 @@ func (pf *treePrefetcher) stop() {
 		return
 	}
 	pf.cancel()
-	close(pf.jobs)
+	pf.mu.Lock()
+	pf.stopped = true
+	pf.cond.Broadcast()
+	pf.mu.Unlock()
 	pf.wg.Wait()
 }
 
@@ -1130,43 +1165,39 @@ func (pf *treePrefetcher) reached(n *node.Node, top bool) {
 		return
 	}
 	switch {
-	case n.Level() == 2:
-		if j, ok := pf.queued[n.Hash()]; ok {
-			delete(pf.queued, n.Hash())
+	case n.Level() == 1:
+		pf.mu.Lock()
+		j, ok := pf.byHash[n.Hash()]
+		if ok {
+			delete(pf.byHash, n.Hash())
+			pf.streamAt = j.seq
+			pf.cond.Broadcast()
+		}
+		pf.mu.Unlock()
+		if ok {
 			select {
 			case <-j.done:
 			case <-pf.ctx.Done():
 			}
-			return
+		} else if top {
+			prefetch(pf.ctx, pf.st, children(n))
 		}
-		pf.under(n)
-	case n.Level() > 2:
+	case n.Level() == 2:
 		ns := prefetch(pf.ctx, pf.st, children(n))
-		if n.Level() != 3 || ns == nil {
-			return
-		}
+		pf.mu.Lock()
 		for _, k := range ns {
-			j := &prefetchJob{n: k, done: make(chan struct{})}
-			select {
-			case pf.jobs <- j:
-				pf.queued[k.Hash()] = j
-			default: // the queue is full: the stream fetches this one itself
+			if k.Level() != 1 {
+				continue
 			}
+			j := &prefetchJob{seq: pf.queued, hs: children(k), done: make(chan struct{})}
+			pf.queued++
+			pf.pending = append(pf.pending, j)
+			pf.byHash[k.Hash()] = j
 		}
-	case top:
+		pf.cond.Broadcast()
+		pf.mu.Unlock()
+	default:
 		prefetch(pf.ctx, pf.st, children(n))
-	}
-}
-
-// under reads a level-2 branch's children, then its grandchildren.
-func (pf *treePrefetcher) under(n *node.Node) {
-	ns := prefetch(pf.ctx, pf.st, children(n))
-	var grand []node.Hash
-	for _, k := range ns {
-		grand = append(grand, children(k)...)
-	}
-	for i := 0; i < len(grand); i += prefetchBatch {
-		prefetch(pf.ctx, pf.st, grand[i:min(i+prefetchBatch, len(grand))])
 	}
 }
 

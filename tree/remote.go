@@ -40,7 +40,11 @@ func (s *Store) fetchRemote(ctx context.Context, blobs bool, hs []node.Hash) ([]
 		return nil, err
 	}
 	defer done()
-	wb := s.db.NewBatch()
+	size := 0
+	for _, raw := range raws {
+		size += len(raw) + 64
+	}
+	wb := s.db.NewBatchWithSize(size)
 	defer wb.Close()
 	for i, raw := range raws {
 		if raw == nil {
