@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -45,12 +46,14 @@ func (s *Store) fetchRemote(ctx context.Context, blobs bool, hs []node.Hash) ([]
 		size += len(raw) + 64
 	}
 	wb := s.db.NewBatchWithSize(size)
-	defer wb.Close()
+	var keys []string
+	var vals [][]byte
 	for i, raw := range raws {
 		if raw == nil {
 			continue
 		}
 		if got := s.alg.Sum(raw); got != hs[i] {
+			wb.Close()
 			return nil, fmt.Errorf("store %s: remote %s %s: %w: bytes hash to %s", s.dir, kindWord(blobs), hs[i], node.ErrCorrupt, got)
 		}
 		key := nodeKey(hs[i])
@@ -58,15 +61,97 @@ func (s *Store) fetchRemote(ctx context.Context, blobs bool, hs []node.Hash) ([]
 			key = blobKey(hs[i])
 		}
 		if err := wb.Set(key, raw, nil); err != nil {
+			wb.Close()
 			return nil, err
 		}
+		keys, vals = append(keys, string(key)), append(vals, raw)
 	}
-	if !wb.Empty() {
-		if err := wb.Commit(pebble.NoSync); err != nil {
+	if wb.Empty() {
+		wb.Close()
+		return raws, nil
+	}
+	w := remoteWrite{wb: wb, keys: keys}
+	s.remotePendingMu.Lock()
+	for i, k := range keys {
+		s.remotePending[k] = vals[i]
+	}
+	s.remotePendingMu.Unlock()
+	select {
+	case s.remoteWrites <- w:
+	default: // the writer is behind: this caller waits for its own write
+		defer s.unpend(w)
+		err := wb.Commit(pebble.NoSync)
+		wb.Close()
+		if err != nil {
 			return nil, fmt.Errorf("store %s: keep remote entries: %w", s.dir, dbErr(err))
 		}
 	}
 	return raws, nil
+}
+
+// Entries fetched from the remote are kept in the local store by a
+// goroutine of their own, so that a reader (a cold server's subtree
+// stream, its prefetch) does not wait for the commit: the caller has the
+// verified bytes and decodes them into the node cache. Until the commit a
+// read that misses the cache fetches the entry again, which is only a
+// repeated GET. A failed commit loses nothing either: the entries are a
+// cache of the remote. The queue is short; when it is full the caller
+// commits its own batch.
+const remoteWriteQueue = 4
+
+// remoteWrite is a batch of fetched entries and their keys.
+type remoteWrite struct {
+	wb   *pebble.Batch
+	keys []string
+}
+
+func (s *Store) startRemoteWriter() {
+	s.remoteWrites = make(chan remoteWrite, remoteWriteQueue)
+	s.remoteDone = make(chan struct{})
+	s.remotePending = map[string][]byte{}
+	go func() {
+		defer close(s.remoteDone)
+		for w := range s.remoteWrites {
+			if done, err := s.use(); err == nil {
+				w.wb.Commit(pebble.NoSync) // see above: a failure costs a later GET
+				done()
+			}
+			w.wb.Close()
+			s.unpend(w)
+		}
+	}()
+}
+
+// unpend forgets a batch's entries once it is committed (or dropped).
+func (s *Store) unpend(w remoteWrite) {
+	s.remotePendingMu.Lock()
+	for _, k := range w.keys {
+		delete(s.remotePending, k)
+	}
+	s.remotePendingMu.Unlock()
+}
+
+// pendingRemote returns the fetched entry under key that is queued for
+// the writer, if any.
+func (s *Store) pendingRemote(key []byte) ([]byte, bool) {
+	if s.remote == nil {
+		return nil, false
+	}
+	s.remotePendingMu.Lock()
+	raw, ok := s.remotePending[string(key)]
+	s.remotePendingMu.Unlock()
+	return bytes.Clone(raw), ok
+}
+
+// stopRemoteWriter ends the writer once no operation can queue a batch
+// (Close calls it after the last one has finished); batches still queued
+// are dropped.
+func (s *Store) stopRemoteWriter() {
+	if s.remoteWrites == nil {
+		return
+	}
+	close(s.remoteWrites)
+	<-s.remoteDone
 }
 
 // remoteHas reports, for the hashes marked in ask, whether the remote holds

@@ -190,8 +190,18 @@ type Store struct {
 	// that checked batches are writing (address.go).
 	checkAddrs bool
 	remote     Remote // Options.Remote
-	claimsMu   sync.Mutex
-	claims     map[claimKey]*claim
+	// remoteWrites takes batches of entries fetched from the remote to the
+	// goroutine that commits them (remote.go); remoteDone is closed when it
+	// ends. Both nil without a remote.
+	remoteWrites chan remoteWrite
+	remoteDone   chan struct{}
+	// remotePending holds the entries of queued batches until they are
+	// committed, so that a read of the disk (get, readStoredNodes) finds
+	// what a fetch has returned whether or not it is committed yet.
+	remotePendingMu sync.Mutex
+	remotePending   map[string][]byte
+	claimsMu        sync.Mutex
+	claims          map[claimKey]*claim
 
 	// failure records on-disk corruption that Pebble reported (failure.go).
 	failure *failure
@@ -373,6 +383,9 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	s.bulkSpill = o.BulkSpillBytes
 	s.checkAddrs = o.CheckAddresses
 	s.remote = o.Remote
+	if s.remote != nil {
+		s.startRemoteWriter()
+	}
 	s.settleDelay = o.SettleDelay
 	if s.settleDelay == 0 {
 		s.settleDelay = defaultSettleDelay
@@ -551,6 +564,7 @@ func (s *Store) Close() error {
 		s.drained.Wait()
 	}
 	s.closeMu.Unlock()
+	s.stopRemoteWriter()
 	s.announceRefs() // wake followers: their next read fails with ErrClosed
 	err := s.db.Close()
 	s.lock.Close()
@@ -641,6 +655,9 @@ func (s *Store) get(key []byte) ([]byte, error) {
 	defer done()
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
+		if raw, ok := s.pendingRemote(key); ok {
+			return raw, nil
+		}
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -960,6 +977,13 @@ func (s *Store) readStoredNodes(hashes []node.Hash, miss []int) ([][]byte, error
 	}
 	if err := it.Close(); err != nil {
 		return nil, dbErr(err)
+	}
+	if s.remote != nil {
+		for _, j := range deltas {
+			if raws[j] == nil {
+				raws[j], _ = s.pendingRemote(nodeKey(hashes[miss[j]]))
+			}
+		}
 	}
 	return raws, nil
 }
