@@ -21,14 +21,7 @@ import (
 // start), each scenario with its own bucket and cluster name. Every arbor
 // is a process of the built binary.
 func TestCLICluster(t *testing.T) {
-	etcd, s3 := clustertest.Env(t)
-	// The serve and cluster processes take S3's credentials from the
-	// standard AWS variables.
-	t.Setenv("AWS_ACCESS_KEY_ID", s3.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s3.SecretKey)
-	t.Setenv("AWS_REGION", s3.Region)
-	t.Setenv("ARBOR_TOKEN", "")
-	t.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	etcd, s3 := cliClusterEnv(t)
 	for i, sc := range []struct {
 		name string
 		run  func(*testing.T, *cliCluster)
@@ -40,24 +33,43 @@ func TestCLICluster(t *testing.T) {
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			start := time.Now()
-			dir := t.TempDir()
-			c := &cliCluster{
-				dir:     dir,
-				flags:   []string{"--etcd", strings.Join(etcd.Endpoints(), ","), "--s3", s3.Endpoint(), "--bucket", s3.Bucket(t), "--cluster", fmt.Sprintf("cli%d", i)},
-				tokens:  filepath.Join(dir, "tokens"),
-				tokFile: filepath.Join(dir, "client.token"),
-			}
-			const tok = "tok-cluster-0123456789abcdef"
-			if err := os.WriteFile(c.tokens, []byte(tok+" client\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(c.tokFile, []byte(tok+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			sc.run(t, c)
+			sc.run(t, newCLICluster(t, etcd, s3, fmt.Sprintf("cli%d", i)))
 			t.Logf("%s took %s", sc.name, time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// cliClusterEnv starts a 3-member etcd and a SeaweedFS S3 gateway and
+// gives this test's arbor processes S3's credentials in the standard AWS
+// variables.
+func cliClusterEnv(t *testing.T) (*clustertest.Etcd, *clustertest.S3) {
+	etcd, s3 := clustertest.Env(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", s3.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3.SecretKey)
+	t.Setenv("AWS_REGION", s3.Region)
+	t.Setenv("ARBOR_TOKEN", "")
+	t.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	return etcd, s3
+}
+
+// newCLICluster names a new cluster (its own bucket) on etcd and s3, with
+// a tokens file for its servers and the matching client token file.
+func newCLICluster(t *testing.T, etcd *clustertest.Etcd, s3 *clustertest.S3, name string) *cliCluster {
+	dir := t.TempDir()
+	c := &cliCluster{
+		dir:     dir,
+		flags:   []string{"--etcd", strings.Join(etcd.Endpoints(), ","), "--s3", s3.Endpoint(), "--bucket", s3.Bucket(t), "--cluster", name},
+		tokens:  filepath.Join(dir, "tokens"),
+		tokFile: filepath.Join(dir, "client.token"),
+	}
+	const tok = "tok-cluster-0123456789abcdef"
+	if err := os.WriteFile(c.tokens, []byte(tok+" client\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // cliCluster is one scenario's cluster: its flags, a tokens file and the

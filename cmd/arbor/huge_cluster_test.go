@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/arbor-sync/arbor/internal/clustertest"
 )
 
 // TestHugeCluster measures, through the CLI, a cluster holding the dataset
@@ -42,26 +40,8 @@ func TestHugeCluster(t *testing.T) {
 	if s := os.Getenv("D"); s != "" {
 		d, _ = strconv.Atoi(s)
 	}
-	etcd, s3 := clustertest.Env(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", s3.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s3.SecretKey)
-	t.Setenv("AWS_REGION", s3.Region)
-	t.Setenv("ARBOR_TOKEN", "")
-	t.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
-	work := t.TempDir()
-	c := &cliCluster{
-		dir:     work,
-		flags:   []string{"--etcd", strings.Join(etcd.Endpoints(), ","), "--s3", s3.Endpoint(), "--bucket", s3.Bucket(t), "--cluster", "huge"},
-		tokens:  filepath.Join(work, "tokens"),
-		tokFile: filepath.Join(work, "client.token"),
-	}
-	const tok = "tok-huge-cluster-0123456789"
-	if err := os.WriteFile(c.tokens, []byte(tok+" huge\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.tokFile, []byte(tok+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	etcd, s3 := cliClusterEnv(t)
+	c := newCLICluster(t, etcd, s3, "huge")
 
 	out, el, rss := timedRun(t, append([]string{"--db", server, "cluster", "import"}, c.flags...)...)
 	t.Logf("cluster import: %s, peak RSS %d MiB: %s", el, rss, strings.TrimSpace(out))
@@ -80,7 +60,7 @@ func TestHugeCluster(t *testing.T) {
 	}
 
 	// A partial replica of one prefix writes D changes through a.
-	part := filepath.Join(work, "partial")
+	part := filepath.Join(c.dir, "partial")
 	prefix := cmp.Or(os.Getenv("PREFIX"), "a/0000") // 2 500 records of 10^8 ('arbor example' keys)
 	out, el, rss = timedRun(t, syncArgs(part, a, "--prefix", prefix)...)
 	t.Logf("partial replica (prefix %s) clone through a: %s, peak RSS %d MiB: %s", prefix, el, rss, strings.TrimSpace(out))
