@@ -134,9 +134,10 @@ type Options struct {
 	// WorkingBytes is the size of the edits at which the working set is
 	// applied in the background. Zero means 4 MiB.
 	WorkingBytes int
-	// WorkingDelay is the longest a write waits in the working set before
-	// a background catch-up applies it (readers of the ref never wait for
-	// it: reading the ref catches up). Zero means 50 ms.
+	// WorkingDelay is how long writes must pause before a background
+	// catch-up applies them; writes that keep coming wait at most ten
+	// times as long (readers of the ref never wait for it: reading the ref
+	// catches up). Zero means 50 ms.
 	WorkingDelay time.Duration
 	// WorkingGuard, if set, runs under the working set's lock before each
 	// Write, which fails with its error (wrap ErrNoWorkingSet to have the

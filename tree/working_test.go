@@ -222,3 +222,134 @@ func mustRoot(t *testing.T, s *Store) node.Hash {
 	}
 	return r
 }
+
+// TestWorkingSetCatchUpAfterPause: while writes stream in, the background
+// catch-up waits for them to pause for WorkingDelay (no catch-up between
+// writes a few milliseconds apart), and then applies them all; writes that
+// never pause are applied maxWorkingDelayFactor × WorkingDelay after the
+// first of them.
+func TestWorkingSetCatchUpAfterPause(t *testing.T) {
+	ctx := context.Background()
+	const delay = 100 * time.Millisecond
+	s := openWorking(t, t.TempDir(), Options{NoSync: true, WorkingDelay: delay})
+	moved := func() bool {
+		_, ok, err := s.rawRef("head")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	// stream writes one every 2 ms for d; it reports whether the writer
+	// kept that pace (a starved writer pauses, and then a catch-up may run).
+	stream := func(d time.Duration, prefix string) (steady bool) {
+		steady = true
+		last := time.Now()
+		for i := 0; time.Since(last) < d || i == 0; i++ {
+			start := time.Now()
+			k := []byte(fmt.Sprintf("%s%05d", prefix, i))
+			if err := s.Write(ctx, []Edit{{Key: k, Value: k}}); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				last = start
+			}
+			time.Sleep(2 * time.Millisecond)
+			if time.Since(start) > delay/4 {
+				steady = false
+			}
+		}
+		return steady
+	}
+
+	changed := s.RefsChanged()
+	steady := stream(4*delay, "a")
+	if steady && moved() {
+		t.Fatalf("a catch-up ran while writes streamed in (%v between them, WorkingDelay %v)", 2*time.Millisecond, delay)
+	}
+	select {
+	case <-changed:
+	case <-time.After(5 * delay):
+		t.Fatalf("no catch-up %v after the writes paused (WorkingDelay %v)", 5*delay, delay)
+	}
+	if v, err := s.Lookup(ctx, "head", []byte("a00000")); err != nil || string(v) != "a00000" {
+		t.Fatalf("lookup %q, %v", v, err)
+	}
+	s.work.mu.Lock()
+	pending := len(s.work.cur)
+	s.work.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d edits left in the working set after the catch-up", pending)
+	}
+
+	// Writes that never pause still reach the tree within the bound.
+	changed = s.RefsChanged()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stream(20*delay, "b") // longer than maxWorkingDelayFactor × delay
+	}()
+	select {
+	case <-changed:
+	case <-done:
+		t.Fatalf("no catch-up during %v of writes (bound %v)", 20*delay, maxWorkingDelayFactor*delay)
+	}
+	<-done
+}
+
+// TestWorkingSetRepeatedKeyInOneWrite: Write records a write's edits in
+// key order, yet a later edit of a key within one write still wins, in
+// memory, after a reopen without a catch-up (the order on disk) and in
+// the tree.
+func TestWorkingSetRepeatedKeyInOneWrite(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{Chunker: smallConfig, WorkingRef: "head", WorkingDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits := []Edit{
+		{Key: []byte("m"), Value: []byte("first")},
+		{Key: []byte("z"), Value: []byte("z")},
+		{Key: []byte("a"), Value: []byte("a")},
+		{Key: []byte("m"), Value: []byte("second")},
+		{Key: []byte("d"), Value: []byte("gone")},
+		{Key: []byte("d"), Delete: true},
+		{Key: []byte("m"), Value: []byte("third")},
+	}
+	if err := s.Write(ctx, edits); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "a", "m": "third", "z": "z"}
+	check := func(s *Store, when string) {
+		t.Helper()
+		for k, v := range want {
+			if got, err := s.Lookup(ctx, "head", []byte(k)); err != nil || string(got) != v {
+				t.Fatalf("%s: %s = %q, %v; want %q", when, k, got, err, v)
+			}
+		}
+		if _, err := s.Lookup(ctx, "head", []byte("d")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: deleted key: %v", when, err)
+		}
+	}
+	check(s, "in the working set")
+	// Close without a catch-up, as a crash would leave it.
+	s.work.ref = ""
+	close(s.work.stop)
+	<-s.work.done
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(dir, &Options{Chunker: smallConfig, WorkingRef: "head", WorkingDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	check(s2, "after the reopen")
+	root, err := s2.Root("head")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wantRoot := build(t, openTest(t, smallConfig), want); root != wantRoot {
+		t.Fatalf("root %s, want %s", root.Short(), wantRoot.Short())
+	}
+}
