@@ -388,6 +388,36 @@ var parallelMinEdits = 512
 // the halves' runs met (for tests).
 var parallelFallbacks atomic.Int64
 
+// partBatches keeps the Pebble batches of parallel levels for reuse. A
+// level of scattered edits writes megabytes of nodes to each; a new batch
+// takes that memory fresh from the runtime, and touching it for the first
+// time cost a catch-up of 33 000 edits to 10^5 records about a tenth of
+// its time. The pool lets the garbage collector drop them, and a batch
+// keeps at most spillBytes+spillBytes/8 when it is reset.
+var partBatches sync.Pool // of *partBatch
+
+type partBatch struct {
+	db *pebble.DB
+	pb *pebble.Batch
+}
+
+// getPartBatch returns an empty batch of db, reused if one is pooled.
+func getPartBatch(db *pebble.DB, size int) *pebble.Batch {
+	if v, _ := partBatches.Get().(*partBatch); v != nil {
+		if v.db == db {
+			return v.pb
+		}
+		v.pb.Close() // another store's
+	}
+	return db.NewBatchWithSize(size, pebble.WithMaxRetainedSizeBytes(spillBytes+spillBytes/8))
+}
+
+// putPartBatch resets pb, committed or abandoned, and pools it.
+func putPartBatch(db *pebble.DB, pb *pebble.Batch) {
+	pb.Reset()
+	partBatches.Put(&partBatch{db: db, pb: pb})
+}
+
 // levelPart is one worker's share of a parallel level: its own Pebble
 // batch of the nodes it built, the nodes themselves (for the batch's
 // pending set and the cache), and the old nodes it replaced.
@@ -508,10 +538,10 @@ func (m *mutator) applyLevelParallel(rootHash node.Hash, root *node.Node, edits 
 		go func() {
 			defer wg.Done()
 			p := &parts[i]
-			p.pb = m.b.s.db.NewBatchWithSize(min(spillBytes, 1024*len(halves[i])))
+			p.pb = getPartBatch(m.b.s.db, min(spillBytes, 1024*len(halves[i])))
 			p.seen = map[node.Hash]int{}
 			p.claims = claimSet{}
-			defer p.pb.Close()
+			defer putPartBatch(m.b.s.db, p.pb)
 			w := &mutator{ctx: m.ctx, cfg: m.cfg, b: m.b, part: p}
 			outDels[i], outPuts[i], errs[i] = w.applyLevel(rootHash, root, 0, halves[i])
 			if errs[i] == nil {
