@@ -1017,7 +1017,7 @@ func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error 
 	}
 	var path []step
 	var sent uint64
-	pf := sess.newTreePrefetcher(ctx)
+	pf := sess.newTreePrefetcher(ctx, hs)
 	defer pf.stop()
 	for _, h := range hs {
 		if _, ok := sess.takeNode(h); !ok {
@@ -1112,7 +1112,11 @@ const (
 	prefetchAhead   = 16
 )
 
-func (sess *session) newTreePrefetcher(ctx context.Context) *treePrefetcher {
+// newTreePrefetcher starts the prefetch of a stream of the subtrees under
+// hs: it reads the requested nodes in one batch and queues a job for each
+// one level above the leaves (a clone asks for such branches by the
+// thousand, in a few requests).
+func (sess *session) newTreePrefetcher(ctx context.Context, hs []node.Hash) *treePrefetcher {
 	st := sess.s.store
 	if !st.HasRemote() {
 		return nil
@@ -1124,7 +1128,28 @@ func (sess *session) newTreePrefetcher(ctx context.Context) *treePrefetcher {
 		pf.wg.Add(1)
 		go pf.work()
 	}
+	pf.queueLeaves(prefetch(ctx, st, hs))
 	return pf
+}
+
+// queueLeaves queues, in order, a job for the leaves of each branch of ns
+// one level above them.
+func (pf *treePrefetcher) queueLeaves(ns []*node.Node) {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	for _, k := range ns {
+		if k.Level() != 1 {
+			continue
+		}
+		if _, ok := pf.byHash[k.Hash()]; ok {
+			continue // asked for twice: the stream sends it twice, the first time waits
+		}
+		j := &prefetchJob{seq: pf.queued, hs: children(k), done: make(chan struct{})}
+		pf.queued++
+		pf.pending = append(pf.pending, j)
+		pf.byHash[k.Hash()] = j
+	}
+	pf.cond.Broadcast()
 }
 
 func (pf *treePrefetcher) work() {
@@ -1183,19 +1208,7 @@ func (pf *treePrefetcher) reached(n *node.Node, top bool) {
 			prefetch(pf.ctx, pf.st, children(n))
 		}
 	case n.Level() == 2:
-		ns := prefetch(pf.ctx, pf.st, children(n))
-		pf.mu.Lock()
-		for _, k := range ns {
-			if k.Level() != 1 {
-				continue
-			}
-			j := &prefetchJob{seq: pf.queued, hs: children(k), done: make(chan struct{})}
-			pf.queued++
-			pf.pending = append(pf.pending, j)
-			pf.byHash[k.Hash()] = j
-		}
-		pf.cond.Broadcast()
-		pf.mu.Unlock()
+		pf.queueLeaves(prefetch(pf.ctx, pf.st, children(n)))
 	default:
 		prefetch(pf.ctx, pf.st, children(n))
 	}
