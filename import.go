@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/arbor-sync/arbor/node"
 	"github.com/arbor-sync/arbor/tree"
@@ -66,6 +67,10 @@ var (
 )
 
 const importReadBuffer = 64 << 10 // per run while merging
+
+// importBeforeMerge, if set, is called with the run files before they are
+// merged (tests damage them).
+var importBeforeMerge func(runs []string)
 
 // importDirPrefix names the temporary directories of Import's runs inside
 // a store directory.
@@ -126,6 +131,9 @@ func (db *DB) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Impo
 		if len(key) == 0 || len(key) > node.MaxKeySize {
 			return st, fmt.Errorf("import: line %d: %w: key of %d bytes (must be 1..%d)", line, ErrBadInput, len(key), node.MaxKeySize)
 		}
+		if len(value) > node.MaxValueSize {
+			return st, fmt.Errorf("import: line %d: %w: value of %d bytes (at most %d)", line, ErrBadInput, len(value), node.MaxValueSize)
+		}
 		if err := within.Check(key); err != nil {
 			return st, fmt.Errorf("import: line %d: %w", line, err) // as Put on a partial replica
 		}
@@ -179,6 +187,7 @@ type importSorter struct {
 	dir    string   // the store directory, where the run directory goes
 	runDir string   // "" until the first run is written
 	runs   []string // run files, in input order
+	counts []int    // records in each run, to tell a cut run from a whole one
 	// The chunk's records sit end to end in one arena: one allocation per
 	// record cost about as much again in allocator and GC work.
 	arena []byte
@@ -189,12 +198,16 @@ type importSorter struct {
 // arena[keyEnd:end] its value. A later record sits later in the arena.
 type importRec struct{ off, keyEnd, end int }
 
+// importRecSize is what a record costs beside its bytes; a chunk of small
+// records is bounded by it as much as by their bytes.
+const importRecSize = int(unsafe.Sizeof(importRec{}))
+
 func (s *importSorter) add(key, value []byte) error {
 	off := len(s.arena)
 	s.arena = append(s.arena, key...)
 	s.arena = append(s.arena, value...)
 	s.recs = append(s.recs, importRec{off, off + len(key), len(s.arena)})
-	if len(s.arena) >= importRunBytes {
+	if len(s.arena)+len(s.recs)*importRecSize >= importRunBytes {
 		return s.spill()
 	}
 	return nil
@@ -251,8 +264,13 @@ func (s *importSorter) spill() error {
 	if err != nil {
 		return fmt.Errorf("sorting the input: write %s: %w", name, err)
 	}
-	s.runs = append(s.runs, name)
-	s.arena, s.recs = s.arena[:0], s.recs[:0] // nothing keeps slices of a spilled chunk
+	s.runs, s.counts = append(s.runs, name), append(s.counts, len(s.recs))
+	// Nothing keeps slices of a spilled chunk, so its memory serves the
+	// next one, unless one huge value grew it well past a chunk.
+	s.arena, s.recs = s.arena[:0], s.recs[:0]
+	if cap(s.arena) > 2*importRunBytes {
+		s.arena = nil
+	}
 	return nil
 }
 
@@ -285,7 +303,10 @@ func (s *importSorter) sorted(ctx context.Context, apply func([]tree.Edit) error
 		}
 	}
 	s.arena, s.recs = nil, nil
-	m, err := newRunMerger(s.runs)
+	if importBeforeMerge != nil {
+		importBeforeMerge(s.runs)
+	}
+	m, err := newRunMerger(s.runs, s.counts)
 	if err != nil {
 		return err
 	}
@@ -300,7 +321,9 @@ func (s *importSorter) sorted(ctx context.Context, apply func([]tree.Edit) error
 			edits[i] = tree.Edit{Key: piece[sp[0]:sp[1]:sp[1]], Value: piece[sp[2]:sp[3]:sp[3]]}
 		}
 		err := apply(edits)
-		piece, edits, spans = make([]byte, 0, cap(piece)), nil, spans[:0] // apply may keep slices of piece
+		// apply may keep slices of piece: the next piece is new (and no
+		// larger than a piece needs, whatever value the last one held).
+		piece, edits, spans = make([]byte, 0, min(cap(piece), importApplyBytes+importApplyBytes/4)), nil, spans[:0]
 		return err
 	}
 	for {
@@ -364,10 +387,11 @@ type runCursor struct {
 	r          *bufio.Reader
 	name       string
 	run        int
+	left       int // records not yet read
 	key, value []byte
 }
 
-func newRunMerger(names []string) (*runMerger, error) {
+func newRunMerger(names []string, counts []int) (*runMerger, error) {
 	m := &runMerger{}
 	for i, name := range names {
 		f, err := os.Open(name)
@@ -375,7 +399,7 @@ func newRunMerger(names []string) (*runMerger, error) {
 			m.close()
 			return nil, fmt.Errorf("sorting the input: %w", err)
 		}
-		c := &runCursor{f: f, r: bufio.NewReaderSize(f, importReadBuffer), name: name, run: i}
+		c := &runCursor{f: f, r: bufio.NewReaderSize(f, importReadBuffer), name: name, run: i, left: counts[i]}
 		m.all = append(m.all, c)
 		ok, err := c.advance()
 		if err != nil {
@@ -392,22 +416,40 @@ func newRunMerger(names []string) (*runMerger, error) {
 	return m, nil
 }
 
-// advance reads the cursor's next record; false at the end of its run.
+// errBadRun reports a run file that is not what Import wrote (a disk
+// fault, or someone else's write).
+var errBadRun = errors.New("damaged sort run")
+
+// advance reads the cursor's next record; false at the end of its run. A
+// run that ends early, runs on, or holds a length no record can have is
+// an error: its records would be lost or made up.
 func (c *runCursor) advance() (bool, error) {
 	kl, err := binary.ReadUvarint(c.r)
 	if err == io.EOF {
+		if c.left != 0 {
+			return false, fmt.Errorf("sorting the input: read %s: %w: it ends %d records early", c.name, errBadRun, c.left)
+		}
 		return false, nil
 	}
+	if err == nil && c.left == 0 {
+		err = fmt.Errorf("%w: more records than were written", errBadRun)
+	}
+	if err == nil && (kl == 0 || kl > node.MaxKeySize) {
+		err = fmt.Errorf("%w: a key of %d bytes", errBadRun, kl)
+	}
 	if err == nil {
-		c.key = slices.Grow(c.key[:0], int(kl))[:kl]
+		c.key = reuse(c.key, int(kl))
 		_, err = io.ReadFull(c.r, c.key)
 	}
 	var vl uint64
 	if err == nil {
 		vl, err = binary.ReadUvarint(c.r)
 	}
+	if err == nil && vl > node.MaxValueSize {
+		err = fmt.Errorf("%w: a value of %d bytes", errBadRun, vl)
+	}
 	if err == nil {
-		c.value = slices.Grow(c.value[:0], int(vl))[:vl]
+		c.value = reuse(c.value, int(vl))
 		_, err = io.ReadFull(c.r, c.value)
 	}
 	if err != nil {
@@ -416,7 +458,18 @@ func (c *runCursor) advance() (bool, error) {
 		}
 		return false, fmt.Errorf("sorting the input: read %s: %w", c.name, err)
 	}
+	c.left--
 	return true, nil
+}
+
+// reuse returns buf resized to n bytes, reusing its memory unless that is
+// far more than n needs (a huge value read once is not kept for the rest
+// of the merge).
+func reuse(buf []byte, n int) []byte {
+	if cap(buf) >= n && cap(buf) <= max(4*n, 64<<10) {
+		return buf[:n]
+	}
+	return make([]byte, n)
 }
 
 func (m *runMerger) less(a, b *runCursor) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -62,7 +63,7 @@ func TestImportExternalSortMatchesModel(t *testing.T) {
 				}
 			}
 
-			setImportSizes(t, 64+r.IntN(512), 32+r.IntN(256))
+			setImportSizes(t, 1024+r.IntN(2048), 32+r.IntN(256))
 			db := openTest(t)
 			if _, err := db.Import(ctx, strings.NewReader(pre.String()), ImportOptions{}); err != nil {
 				t.Fatal(err)
@@ -179,5 +180,76 @@ func TestOpenRemovesLeftoverImportRuns(t *testing.T) {
 	}
 	if v, err := db.Get(context.Background(), []byte("a")); err != nil || string(v) != "1" {
 		t.Fatalf("Get a = %q, %v", v, err)
+	}
+}
+
+// TestImportDamagedRuns: a run file that is cut short (even at a record
+// boundary), runs on, or holds an impossible length makes the import fail
+// with an error (never a panic, never fewer records), changing nothing.
+func TestImportDamagedRuns(t *testing.T) {
+	setImportSizes(t, 200, 100)
+	var in strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&in, "k%05d\tv%d\n", (i*7919)%1000, i)
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+	}{
+		{"cut at a record boundary", func(b []byte) []byte { return b[:2+int(b[0])+1+int(b[1+int(b[0])])] }},
+		{"cut inside a record", func(b []byte) []byte { return b[:len(b)-3] }},
+		{"a record too many", func(b []byte) []byte { return append(b, 1, 'z', 1, 'z') }},
+		{"a key length beyond any key", func(b []byte) []byte {
+			return append([]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, b...)
+		}},
+		{"a value length beyond any value", func(b []byte) []byte { return append([]byte{1, 'a', 0xff, 0xff, 0xff, 0xff, 0x0f}, b...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			importBeforeMerge = func(runs []string) {
+				b, err := os.ReadFile(runs[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(runs[0], tc.damage(b), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer func() { importBeforeMerge = nil }()
+			db := openTest(t)
+			if err := db.Put(context.Background(), []byte("keep"), []byte("me")); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := db.Root(context.Background())
+			_, err := db.Import(context.Background(), strings.NewReader(in.String()), ImportOptions{})
+			if !errors.Is(err, errBadRun) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("Import of damaged runs: %v, want a damaged-run error", err)
+			}
+			if after, _ := db.Root(context.Background()); after != before {
+				t.Fatal("an import of damaged runs changed the root")
+			}
+		})
+	}
+}
+
+// TestImportChunkCountsRecords: many tiny records spill by their count,
+// not only by their bytes (each costs a record entry beside its bytes).
+func TestImportChunkCountsRecords(t *testing.T) {
+	setImportSizes(t, 64<<10, 16<<10)
+	var runs int
+	importBeforeMerge = func(rs []string) { runs = len(rs) }
+	defer func() { importBeforeMerge = nil }()
+	var in strings.Builder
+	for i := range 20000 {
+		fmt.Fprintf(&in, "%x\t\n", i) // 2-4 byte keys, empty values: ~70 KB of record bytes
+	}
+	db := openTest(t)
+	if _, err := db.Import(context.Background(), strings.NewReader(in.String()), ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if min := 20000 * importRecSize / (64 << 10); runs < min {
+		t.Fatalf("%d runs for 20000 tiny records, want at least %d: chunks are bounded by bytes only", runs, min)
+	}
+	if n, _ := db.Count(context.Background()); n != 20000 {
+		t.Fatalf("%d records, want 20000", n)
 	}
 }

@@ -1017,12 +1017,16 @@ func (sess *session) getTree(ctx context.Context, ex *exchange, p []byte) error 
 	}
 	var path []step
 	var sent uint64
-	pf := sess.newTreePrefetcher(ctx, hs)
-	defer pf.stop()
+	// Every requested node must have been shown before anything is read
+	// for it (a cold cluster server reads from S3).
 	for _, h := range hs {
 		if _, ok := sess.takeNode(h); !ok {
 			return fmt.Errorf("%w: node %s", errForbidden, h)
 		}
+	}
+	pf := sess.newTreePrefetcher(ctx, hs)
+	defer pf.stop()
+	for _, h := range hs {
 		for {
 			n, err := sess.s.store.Node(ctx, h)
 			if err != nil {
@@ -1128,7 +1132,10 @@ func (sess *session) newTreePrefetcher(ctx context.Context, hs []node.Hash) *tre
 		pf.wg.Add(1)
 		go pf.work()
 	}
-	pf.queueLeaves(prefetch(ctx, st, hs))
+	// The first prefetchBatch requested nodes at most (a clone asks for a
+	// few thousand per request): the jobs' memory stays bounded, and the
+	// stream reads any later ones itself.
+	pf.queueLeaves(prefetch(ctx, st, hs[:min(len(hs), prefetchBatch)]))
 	return pf
 }
 

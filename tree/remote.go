@@ -71,20 +71,23 @@ func (s *Store) fetchRemote(ctx context.Context, blobs bool, hs []node.Hash) ([]
 		return raws, nil
 	}
 	w := remoteWrite{wb: wb, keys: keys}
-	s.remotePendingMu.Lock()
-	for i, k := range keys {
-		s.remotePending[k] = vals[i]
-	}
-	s.remotePendingMu.Unlock()
-	select {
-	case s.remoteWrites <- w:
-	default: // the writer is behind: this caller waits for its own write
-		defer s.unpend(w)
-		err := wb.Commit(pebble.NoSync)
-		wb.Close()
-		if err != nil {
-			return nil, fmt.Errorf("store %s: keep remote entries: %w", s.dir, dbErr(err))
+	{
+		s.remotePendingMu.Lock()
+		for i, k := range keys {
+			s.remotePending[k] = vals[i]
 		}
+		s.remotePendingMu.Unlock()
+		select {
+		case s.remoteWrites <- w:
+			return raws, nil
+		default: // the writer is behind: this caller commits its own batch
+			defer s.unpend(w)
+		}
+	}
+	err = wb.Commit(pebble.NoSync)
+	wb.Close()
+	if err != nil {
+		return nil, fmt.Errorf("store %s: keep remote entries: %w", s.dir, dbErr(err))
 	}
 	return raws, nil
 }
@@ -105,21 +108,17 @@ type remoteWrite struct {
 	keys []string
 }
 
-func (s *Store) startRemoteWriter() {
-	s.remoteWrites = make(chan remoteWrite, remoteWriteQueue)
-	s.remoteDone = make(chan struct{})
-	s.remotePending = map[string][]byte{}
-	go func() {
-		defer close(s.remoteDone)
-		for w := range s.remoteWrites {
-			if done, err := s.use(); err == nil {
-				w.wb.Commit(pebble.NoSync) // see above: a failure costs a later GET
-				done()
-			}
-			w.wb.Close()
-			s.unpend(w)
+// writeRemote commits the queued batches until Close closes the queue.
+func (s *Store) writeRemote() {
+	defer close(s.remoteDone)
+	for w := range s.remoteWrites {
+		if done, err := s.use(); err == nil {
+			w.wb.Commit(pebble.NoSync) // see above: a failure costs a later GET
+			done()
 		}
-	}()
+		w.wb.Close()
+		s.unpend(w)
+	}
 }
 
 // unpend forgets a batch's entries once it is committed (or dropped).
@@ -147,7 +146,7 @@ func (s *Store) pendingRemote(key []byte) ([]byte, bool) {
 // (Close calls it after the last one has finished); batches still queued
 // are dropped.
 func (s *Store) stopRemoteWriter() {
-	if s.remoteWrites == nil {
+	if s.remoteDone == nil {
 		return
 	}
 	close(s.remoteWrites)

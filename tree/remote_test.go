@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/arbor-sync/arbor/node"
 )
@@ -138,5 +140,29 @@ func TestRemoteCorruptRefused(t *testing.T) {
 	rem.corrupt = false
 	if v, err := s.Get(ctx, root, []byte("a")); err != nil || string(v) != "1" {
 		t.Fatalf("after the remote recovers, Get = %q, %v", v, err)
+	}
+}
+
+// TestRemoteOpenFailureLeavesNoGoroutine: an Open with a Remote that fails
+// (here on a chunker mismatch) starts no cache writer it would leak.
+func TestRemoteOpenFailureLeavesNoGoroutine(t *testing.T) {
+	dir := t.TempDir()
+	src := openTest(t, smallConfig)
+	s, err := Open(dir, &Options{Chunker: smallConfig, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	before := runtime.NumGoroutine()
+	other := smallConfig
+	other.LeafFanout++
+	for range 5 {
+		if _, err := Open(dir, &Options{Chunker: other, NoSync: true, Remote: &storeRemote{src: src}}); !errors.Is(err, ErrConfigMismatch) {
+			t.Fatalf("Open with another chunker: %v, want ErrConfigMismatch", err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := runtime.NumGoroutine(); after > before {
+		t.Fatalf("%d goroutines before, %d after 5 failed Opens", before, after)
 	}
 }

@@ -385,7 +385,8 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	s.checkAddrs = o.CheckAddresses
 	s.remote = o.Remote
 	if s.remote != nil {
-		s.startRemoteWriter()
+		s.remoteWrites = make(chan remoteWrite, remoteWriteQueue)
+		s.remotePending = map[string][]byte{}
 	}
 	s.settleDelay = o.SettleDelay
 	if s.settleDelay == 0 {
@@ -446,6 +447,10 @@ func openLocked(dir string, o Options, lock io.Closer) (*Store, error) {
 	}
 	if _, err := s.getMeta(metaUnsettled); err == nil {
 		s.scheduleSettle() // a bulk load's process ended before it settled
+	}
+	if s.remote != nil {
+		s.remoteDone = make(chan struct{})
+		go s.writeRemote() // last: an Open that fails leaves no goroutine
 	}
 	return s, nil
 }
@@ -654,11 +659,13 @@ func (s *Store) get(key []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer done()
+	// Queued fetched entries first: one leaves the queue only once
+	// committed, so a miss there and then in Pebble is a real miss.
+	if raw, ok := s.pendingRemote(key); ok {
+		return raw, nil
+	}
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		if raw, ok := s.pendingRemote(key); ok {
-			return raw, nil
-		}
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -940,6 +947,19 @@ func (s *Store) readStoredNodes(hashes []node.Hash, miss []int) ([][]byte, error
 		order[j] = j
 	}
 	slices.SortFunc(order, func(a, b int) int { return hashes[miss[a]].Compare(hashes[miss[b]]) })
+	// Queued fetched entries are taken before the iterator opens: one
+	// that leaves the queue meanwhile is committed, and the iterator sees it.
+	var pending map[int][]byte
+	if s.remote != nil {
+		for j, i := range miss {
+			if raw, ok := s.pendingRemote(nodeKey(hashes[i])); ok {
+				if pending == nil {
+					pending = map[int][]byte{}
+				}
+				pending[j] = raw
+			}
+		}
+	}
 	it, err := s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return nil, dbErr(err)
@@ -979,11 +999,9 @@ func (s *Store) readStoredNodes(hashes []node.Hash, miss []int) ([][]byte, error
 	if err := it.Close(); err != nil {
 		return nil, dbErr(err)
 	}
-	if s.remote != nil {
-		for _, j := range deltas {
-			if raws[j] == nil {
-				raws[j], _ = s.pendingRemote(nodeKey(hashes[miss[j]]))
-			}
+	for j, raw := range pending {
+		if raws[j] == nil {
+			raws[j] = raw
 		}
 	}
 	return raws, nil

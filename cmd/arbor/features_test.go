@@ -13,6 +13,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/arbor-sync/arbor/tree"
 )
 
 // runArborEnv is runArbor with extra environment variables.
@@ -545,6 +547,9 @@ func TestMemoryLimit(t *testing.T) {
 		{0, "2GiB", 0, false},
 		{1024, "off", 0, false},
 	} {
+		if tc.ok && pebbleInGoHeap {
+			tc.want += tree.DefaultPebbleCacheSize
+		}
 		c := cli{CacheMB: tc.cacheMB}
 		got, ok := memoryLimit(c.cacheBytes(), tc.goMemLimit)
 		if got != tc.want || ok != tc.ok {

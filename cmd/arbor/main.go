@@ -17,6 +17,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/arbor-sync/arbor"
+	"github.com/arbor-sync/arbor/tree"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; when it
@@ -74,7 +75,8 @@ var limitMemory bool
 // memoryHeadroom is the Go memory a command may use beyond its node cache
 // before the garbage collector works harder to stay under the limit: the
 // sync and import buffers, QUIC's windows, Pebble's Go-side state. Pebble's
-// block cache and memtables are outside it (C memory).
+// block cache and memtables are C memory in a cgo build, and added to the
+// limit in one without cgo (pebbleInGoHeap).
 const memoryHeadroom = 96 << 20
 
 // memoryLimit is the soft memory limit for a process whose node cache is
@@ -86,7 +88,11 @@ func memoryLimit(cacheBytes int64, goMemLimit string) (int64, bool) {
 	if goMemLimit != "" {
 		return 0, false
 	}
-	return cacheBytes + memoryHeadroom, true
+	limit := cacheBytes + memoryHeadroom
+	if pebbleInGoHeap {
+		limit += tree.DefaultPebbleCacheSize
+	}
+	return limit, true
 }
 
 // env carries the process's streams and context into commands.
