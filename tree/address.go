@@ -187,6 +187,7 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		deltas []int // nodes not stored whole
 		found  []int // ... but stored as deltas
 		stored [][]byte
+		absent []int // not stored here at all
 	)
 	seek := func(i int) ([]byte, bool, error) {
 		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
@@ -215,6 +216,8 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 			return conflict(i)
 		case !ok && ws[i].k.kind == kindNode:
 			deltas = append(deltas, i)
+		case !ok:
+			absent = append(absent, i)
 		}
 	}
 	for _, i := range deltas {
@@ -227,6 +230,8 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		}
 		if ok {
 			found, stored = append(found, i), append(stored, bytes.Clone(v))
+		} else {
+			absent = append(absent, i)
 		}
 	}
 	if err := it.Close(); err != nil {
@@ -239,6 +244,55 @@ func (s *Store) verifyWrites(ctx context.Context, ws []written, mine claimSet) e
 		}
 		if !bytes.Equal(raw, ws[i].raw) {
 			return conflict(i)
+		}
+	}
+	return s.verifyWritesRemote(ctx, ws, absent, conflict)
+}
+
+// verifyWritesRemote checks the writes ws[absent], which this store does
+// not hold, against its remote (a cluster's packs): an address the remote
+// holds must hold the same bytes there. Without it a cluster server would
+// check a crafted node only against what its cache happens to hold.
+func (s *Store) verifyWritesRemote(ctx context.Context, ws []written, absent []int, conflict func(int) error) error {
+	if s.remote == nil || len(absent) == 0 {
+		return nil
+	}
+	for _, blobs := range []bool{false, true} {
+		var hs []node.Hash
+		var at []int
+		for _, i := range absent {
+			if (ws[i].k.kind == kindBlob) == blobs {
+				hs, at = append(hs, ws[i].k.hash()), append(at, i)
+			}
+		}
+		if len(hs) == 0 {
+			continue
+		}
+		held, err := s.remote.Has(ctx, blobs, hs)
+		if err != nil {
+			return fmt.Errorf("store %s: ask remote: %w", s.dir, err)
+		}
+		if len(held) != len(hs) {
+			return fmt.Errorf("store %s: remote answered %d of %d hashes", s.dir, len(held), len(hs))
+		}
+		var there []node.Hash
+		var thereAt []int
+		for j, ok := range held {
+			if ok {
+				there, thereAt = append(there, hs[j]), append(thereAt, at[j])
+			}
+		}
+		if len(there) == 0 {
+			continue
+		}
+		raws, err := s.fetchRemote(ctx, blobs, there)
+		if err != nil {
+			return err
+		}
+		for j, raw := range raws {
+			if raw != nil && !bytes.Equal(raw, ws[thereAt[j]].raw) {
+				return conflict(thereAt[j])
+			}
 		}
 	}
 	return nil

@@ -166,3 +166,44 @@ func TestRemoteOpenFailureLeavesNoGoroutine(t *testing.T) {
 		t.Fatalf("%d goroutines before, %d after 5 failed Opens", before, after)
 	}
 }
+
+// TestRemoteAddressCheck: a store reading through a remote (a cluster
+// server's cache) refuses to write bytes under an address the remote holds
+// with other bytes, though its own cache lacks that address (a real xxh3
+// collision), and keeps nothing of the refused value.
+func TestRemoteAddressCheck(t *testing.T) {
+	ctx := context.Background()
+	a, b := xxh3Collision(2048, bytes.Repeat([]byte("rest of the value "), 200))
+	src := openTest(t, smallConfig)
+	sb, err := src.NewBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.StoreValue(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.TempDir(), &Options{Chunker: smallConfig, NoSync: true, Remote: &storeRemote{src: src}, CheckAddresses: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bt, err := s.NewBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bt.Discard()
+	_, err = bt.StoreValue(b)
+	if err == nil {
+		err = bt.Commit(ctx)
+	}
+	if !errors.Is(err, ErrAddressConflict) {
+		t.Fatalf("storing a value colliding with the remote's: %v, want ErrAddressConflict", err)
+	}
+	h := node.XXH3.Sum(a)
+	if got, err := s.Blob(ctx, h); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("blob %s after the refused write: %v (equal to the remote's: %v)", h, err, bytes.Equal(got, a))
+	}
+}
